@@ -1,0 +1,20 @@
+"""Evaluation metrics over reward-model scores (pure jnp).
+
+Imports only jax, jax.numpy and chex (through `rmjax.losses`).
+"""
+
+from rmjax.eval.pairwise import bayes_optimal_pairwise_accuracy
+from rmjax.eval.pairwise import expected_calibration_error
+from rmjax.eval.pairwise import mean_reward_margin
+from rmjax.eval.pairwise import pairwise_accuracy
+from rmjax.eval.pairwise import pairwise_calibration_error
+from rmjax.eval.pairwise import reliability_bins
+
+__all__ = (
+    "bayes_optimal_pairwise_accuracy",
+    "expected_calibration_error",
+    "mean_reward_margin",
+    "pairwise_accuracy",
+    "pairwise_calibration_error",
+    "reliability_bins",
+)
