@@ -1,0 +1,364 @@
+"""Reward model (backbone + head) and its functional surface.
+
+The trainer never touches modules. It works with
+
+* `init_reward_model(config, rng) -> (graphdef, params)`: params is a plain nested dict
+  of arrays (`nnx.to_pure_dict` of the `nnx.Param` state), the most portable pytree for
+  optax, orbax (save/restore, including into target shardings) and `jax.tree` utilities;
+* `make_reward_apply(graphdef) -> apply(params, batch) -> rewards [B]`, pure, usable
+  under `jax.jit`, `jax.grad` and `jax.vmap`;
+* `abstract_params`, `abstract_param_state` and `logical_partition_specs` to initialise
+  straight into shardings over a ('data', 'fsdp', 'tensor') mesh:
+
+    specs = logical_partition_specs(abstract_param_state(config), rules)
+    shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), specs)
+    params = jax.jit(lambda k: init_reward_model(config, k)[1],
+                     out_shardings=shardings)(rng)
+
+* `count_params` and `flops_per_token` for throughput / MFU reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import math
+from typing import Any, Callable
+
+from flax import nnx
+import flax.linen
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec
+
+from rmjax.models.heads import ScalarHead, gather_last_token
+from rmjax.models.transformer import (
+    LOGICAL_AXES,
+    Transformer,
+    TransformerConfig,
+    check_tokens_and_mask,
+)
+
+Params = dict[str, Any]
+
+# Logical parameter axis -> mesh axis ('data', 'fsdp', 'tensor') or None (replicated).
+# Weights are sharded over 'fsdp' along the model width and over 'tensor' along heads
+# and the MLP hidden width (Megatron-style). The vocabulary stays replicated: the byte
+# vocabulary (259) divides no mesh axis size and its table is small; with a large,
+# divisible vocabulary, ('vocab', 'tensor') is the usual choice.
+DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
+    ("vocab", None),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("mlp", "tensor"),
+)
+
+
+class RewardModel(nnx.Module):
+  """Decoder-only transformer backbone + `ScalarHead` on the last real token.
+
+  rewards = head(gather_last_token(backbone(tokens, mask), mask))
+
+  Training code uses the functional surface (`init_reward_model`, `make_reward_apply`)
+  rather than this module directly.
+
+  Args:
+    config: the backbone's `TransformerConfig`.
+    num_outputs: rewards per sequence (default 1).
+    rngs: `nnx.Rngs` with a `params` stream.
+  """
+
+  def __init__(self, config: TransformerConfig, *, num_outputs: int = 1, rngs: nnx.Rngs):
+    self.backbone = Transformer(config, rngs=rngs)
+    self.head = ScalarHead(config.d_model, num_outputs,
+                           param_dtype=config.parameter_dtype, rngs=rngs)
+
+  def __call__(self, tokens: jax.Array, mask: jax.Array) -> jax.Array:
+    """Scores right-padded sequences.
+
+    Args:
+      tokens: [B, L] integer token ids.
+      mask: [B, L] bool or int, nonzero at real tokens (a prefix of each row, at least
+        one real token).
+
+    Returns:
+      rewards: [B] float32, or [B, num_outputs] when num_outputs > 1.
+    """
+    mask = check_tokens_and_mask(tokens, mask)
+    hidden = self.backbone(tokens, mask)
+    rewards = self.head(gather_last_token(hidden, mask))
+    if self.head.num_outputs == 1:
+      rewards = rewards[:, 0]
+    return rewards
+
+
+def _check_config(config: Any) -> None:
+  if not isinstance(config, TransformerConfig):
+    raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}.")
+
+
+def init_reward_model(
+    config: TransformerConfig, rng: jax.Array, *, num_outputs: int = 1
+) -> tuple[nnx.GraphDef, Params]:
+  """Builds a `RewardModel` and splits it into a static graphdef and pure params.
+
+  Args:
+    config: the backbone's `TransformerConfig`.
+    rng: a `jax.random` key for the parameter initialisers.
+    num_outputs: rewards per sequence (default 1).
+
+  Returns:
+    (graphdef, params): graphdef is static (hashable; keep it out of the train state);
+    params is a nested dict of arrays (`nnx.to_pure_dict` of
+    `nnx.split(model, nnx.Param)`; the model has no other state). Works under
+    `jax.jit` (with `out_shardings`) and `jax.eval_shape`.
+
+  >>> graphdef, params = init_reward_model(TransformerConfig(d_model=16, num_heads=2),
+  ...                                      jax.random.key(0))
+  >>> sorted(params)
+  ['backbone', 'head']
+  """
+  _check_config(config)
+  model = RewardModel(config, num_outputs=num_outputs, rngs=nnx.Rngs(params=rng))
+  graphdef, state = nnx.split(model, nnx.Param)
+  return graphdef, nnx.to_pure_dict(state)
+
+
+def make_reward_apply(
+    graphdef: nnx.GraphDef,
+) -> Callable[[Params, Mapping[str, jax.Array]], jax.Array]:
+  """Pure apply function of a reward model.
+
+  Args:
+    graphdef: the first output of `init_reward_model`.
+
+  Returns:
+    apply(params, batch) -> rewards: params as returned by `init_reward_model` (a pure
+    dict; an `nnx.State` of the same parameters works too); batch a mapping with
+    'tokens' [B, L] int and 'mask' [B, L] bool/int (other keys are ignored); rewards
+    [B] float32 ([B, num_outputs] for multi-output heads). The model is rebuilt with
+    `nnx.merge` inside, so apply is pure and differentiable w.r.t. params.
+
+  >>> graphdef, params = init_reward_model(TransformerConfig(d_model=16, num_heads=2),
+  ...                                      jax.random.key(0))
+  >>> apply = jax.jit(make_reward_apply(graphdef))
+  >>> batch = {"tokens": jnp.ones((2, 4), jnp.int32), "mask": jnp.ones((2, 4), bool)}
+  >>> apply(params, batch).dtype
+  dtype('float32')
+  """
+  if not isinstance(graphdef, nnx.GraphDef):
+    raise TypeError(
+        "graphdef must be the nnx.GraphDef returned by init_reward_model, got "
+        f"{type(graphdef).__name__}."
+    )
+
+  def apply(params: Params, batch: Mapping[str, jax.Array]) -> jax.Array:
+    """params: pure dict; batch: {'tokens': [B, L], 'mask': [B, L]} -> rewards [B]."""
+    if not isinstance(batch, Mapping):
+      raise TypeError(
+          f"batch must be a mapping with 'tokens' and 'mask', got {type(batch).__name__}."
+      )
+    missing = [key for key in ("tokens", "mask") if key not in batch]
+    if missing:
+      raise KeyError(
+          f"batch is missing {missing}; expected keys 'tokens' [B, L] and 'mask' [B, L], "
+          f"got {sorted(batch)}."
+      )
+    model = nnx.merge(graphdef, params)
+    return model(batch["tokens"], batch["mask"])
+
+  return apply
+
+
+def abstract_params(config: TransformerConfig, *, num_outputs: int = 1) -> Params:
+  """Shapes and dtypes of `init_reward_model`'s params, computed without any FLOPs.
+
+  Use it as a restore target for orbax or to plan shardings. For the graphdef as well,
+  call `jax.eval_shape(functools.partial(init_reward_model, config), rng)`.
+
+  Args:
+    config: the backbone's `TransformerConfig`.
+    num_outputs: rewards per sequence (default 1).
+
+  Returns:
+    The params pytree with `jax.ShapeDtypeStruct` leaves.
+  """
+  _check_config(config)
+
+  def init_params(rng):
+    return init_reward_model(config, rng, num_outputs=num_outputs)[1]
+
+  return jax.eval_shape(init_params, jax.random.key(0))
+
+
+def abstract_param_state(config: TransformerConfig, *, num_outputs: int = 1) -> nnx.State:
+  """Abstract `nnx.State` of the model's parameters, with their sharding metadata.
+
+  Unlike `abstract_params` (a pure dict), the leaves here are `nnx.Param` variables
+  holding `jax.ShapeDtypeStruct` values and their logical axis names, the input that
+  `logical_partition_specs` needs.
+
+  Args:
+    config: the backbone's `TransformerConfig`.
+    num_outputs: rewards per sequence (default 1).
+
+  Returns:
+    `nnx.State` with the structure of `init_reward_model`'s params.
+  """
+  _check_config(config)
+  model = nnx.eval_shape(lambda: RewardModel(config, num_outputs=num_outputs,
+                                             rngs=nnx.Rngs(0)))
+  return nnx.split(model, nnx.Param)[1]
+
+
+def _check_rules(rules: Any) -> tuple[tuple[str, Any], ...]:
+  if isinstance(rules, (str, bytes)) or not isinstance(rules, Sequence):
+    raise TypeError(
+        "rules must be a sequence of (logical_axis, mesh_axis) pairs, got "
+        f"{type(rules).__name__}."
+    )
+  checked = []
+  for rule in rules:
+    if (not isinstance(rule, Sequence) or isinstance(rule, str) or len(rule) != 2
+        or not isinstance(rule[0], str)):
+      raise ValueError(
+          "rules must be (logical_axis: str, mesh_axis: str | tuple[str, ...] | None) "
+          f"pairs, got {rule!r}."
+      )
+    checked.append((rule[0], rule[1]))
+  return tuple(checked)
+
+
+def logical_partition_specs(
+    params_state: nnx.State,
+    rules: Sequence[tuple[str, Any]] = DEFAULT_LOGICAL_AXIS_RULES,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+) -> Params:
+  """Maps the parameters' logical axis names to mesh `PartitionSpec`s.
+
+  The logical names come from `nnx.get_partition_spec` (the `nnx.with_partitioning`
+  annotations); `flax.linen.logical_to_mesh_axes` applies the rules, in order, using
+  each mesh axis at most once per parameter.
+
+  Args:
+    params_state: `nnx.State` of `nnx.Param` variables carrying the annotations, e.g.
+      `abstract_param_state(config)` or `nnx.split(model, nnx.Param)[1]`. (Pure-dict
+      params carry no annotations.)
+    rules: (logical_axis, mesh_axis or None) pairs (default
+      `DEFAULT_LOGICAL_AXIS_RULES`); every logical axis used by a parameter must appear.
+    mesh: if given, each sharded dimension is checked to be divisible by the size of
+      its mesh axes, so a bad rule fails here with the parameter's name rather than
+      inside jit.
+
+  Returns:
+    A pytree of `jax.sharding.PartitionSpec` with the structure of
+    `init_reward_model`'s params (a pure dict).
+
+  Raises:
+    TypeError: params_state is not an `nnx.State`.
+    ValueError: a logical axis has no rule, or (with mesh) a dimension is not divisible.
+
+  >>> specs = logical_partition_specs(abstract_param_state(
+  ...     TransformerConfig(d_model=16, num_heads=2, num_layers=1)))
+  >>> specs["backbone"]["layers"][0]["mlp"]["gate"] == PartitionSpec("fsdp", "tensor")
+  True
+  """
+  if not isinstance(params_state, nnx.State):
+    raise TypeError(
+        "params_state must be an nnx.State with sharding annotations (e.g. "
+        f"abstract_param_state(config)), got {type(params_state).__name__}."
+    )
+  rules = _check_rules(rules)
+  ruled = {logical for logical, _ in rules}
+  # Read the raw logical names: no context rules may rewrite them first.
+  with nnx.logical_axis_rules(()):
+    logical_specs = nnx.to_pure_dict(nnx.get_partition_spec(params_state))
+  shapes = nnx.to_pure_dict(params_state)
+
+  def to_mesh(path, spec, value):
+    name = jax.tree_util.keystr(path)
+    names = tuple(spec)
+    for axis in names:
+      if axis is not None and (not isinstance(axis, str) or axis not in ruled):
+        raise ValueError(
+            f"parameter {name} has logical axis {axis!r} with no entry in rules "
+            f"{rules}; add ({axis!r}, mesh_axis_or_None). Known logical axes: "
+            f"{LOGICAL_AXES}."
+        )
+    mesh_spec = flax.linen.logical_to_mesh_axes(names, rules)
+    if mesh is not None:
+      for dim, (size, axes) in enumerate(zip(value.shape, mesh_spec)):
+        if axes is None:
+          continue
+        axes = (axes,) if isinstance(axes, str) else tuple(axes)
+        unknown = [a for a in axes if a not in mesh.shape]
+        if unknown:
+          raise ValueError(
+              f"parameter {name}: rules map it to mesh axes {unknown} that the mesh "
+              f"{dict(mesh.shape)} does not have."
+          )
+        ways = math.prod(mesh.shape[a] for a in axes)
+        if size % ways:
+          raise ValueError(
+              f"parameter {name} (shape {tuple(value.shape)}): dimension {dim} of size "
+              f"{size} is sharded {ways} ways over mesh axes {axes}, which does not "
+              f"divide it; change the rule for logical axis {names[dim]!r}."
+          )
+    return mesh_spec
+
+  return jax.tree_util.tree_map_with_path(
+      to_mesh, logical_specs, shapes,
+      is_leaf=lambda x: isinstance(x, PartitionSpec),
+  )
+
+
+def count_params(params: Any) -> int:
+  """Total number of parameter entries in a pytree of arrays or ShapeDtypeStructs.
+
+  >>> count_params({"w": jnp.zeros((3, 4)), "b": jax.ShapeDtypeStruct((4,), jnp.float32)})
+  16
+  """
+  return int(sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
+
+
+def non_embedding_params(config: TransformerConfig, *, num_outputs: int = 1) -> int:
+  """Parameters outside the token embedding, from the config alone.
+
+  Per layer: attention 4 * D^2 (q, k, v, out), gated MLP 3 * D * F, two norms 2 * D;
+  plus the final norm D and the head D * num_outputs + num_outputs.
+  """
+  _check_config(config)
+  d, f = config.d_model, config.mlp_dim
+  per_layer = 4 * d * d + 3 * d * f + 2 * d
+  return config.num_layers * per_layer + d + d * num_outputs + num_outputs
+
+
+def flops_per_token(config: TransformerConfig, seq_len: int, *, num_outputs: int = 1
+                    ) -> float:
+  """Approximate training FLOPs (forward + backward) per token.
+
+  flops = 6 * N + 12 * num_layers * d_model * seq_len
+
+  N is the non-embedding parameter count (`non_embedding_params`): each weight costs a
+  multiply-add (2 FLOPs) forward and twice that backward. The second term counts the
+  attention score (Q K^T) and value (P V) matmuls, 2 * 2 * seq_len * d_model FLOPs per
+  token and layer forward, times 3 for training; the full L x L matrix is computed, so
+  no factor 1/2 for causality. Kaplan et al. (2020), Sec. 2.1; Chowdhery et al. (2022)
+  PaLM, Appendix B.
+
+  Args:
+    config: the backbone's `TransformerConfig`.
+    seq_len: the padded sequence length L of the batches.
+    num_outputs: rewards per sequence (default 1).
+
+  Returns:
+    FLOPs per token (a float).
+
+  >>> flops_per_token(TransformerConfig(), 256)
+  3162630.0
+  """
+  if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
+    raise ValueError(f"seq_len must be a positive int, got {seq_len!r}.")
+  n = non_embedding_params(config, num_outputs=num_outputs)
+  return float(6 * n + 12 * config.num_layers * config.d_model * seq_len)

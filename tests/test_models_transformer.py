@@ -1,0 +1,432 @@
+"""Tests of rmjax.models: the transformer backbone, heads, reward model and sharding."""
+
+import math
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+import numpy as np
+import pytest
+
+from rmjax import models
+
+TINY = models.TransformerConfig(vocab_size=259, max_len=32, d_model=16, num_layers=2,
+                                num_heads=2)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  graphdef, params = models.init_reward_model(TINY, jax.random.key(0))
+  return graphdef, params, jax.jit(models.make_reward_apply(graphdef))
+
+
+@pytest.fixture(scope="module")
+def hidden_fn(tiny):
+  graphdef, params, _ = tiny
+  return jax.jit(lambda tokens, mask: nnx.merge(graphdef, params).backbone(tokens, mask))
+
+
+@pytest.fixture(scope="module")
+def loss_and_grad(tiny):
+  """Jitted (loss, grads) of a squared error on the rewards of a batch."""
+  apply = models.make_reward_apply(tiny[0])
+
+  def loss(params, batch, targets):
+    return jnp.mean((apply(params, batch) - targets) ** 2)
+
+  return jax.jit(jax.value_and_grad(loss))
+
+
+def _right_padded(seqs, length, pad_ids=None):
+  """Stacks token lists into [B, length] tokens and mask; padding ids from pad_ids."""
+  tokens = np.zeros((len(seqs), length), np.int32)
+  mask = np.zeros((len(seqs), length), bool)
+  for i, seq in enumerate(seqs):
+    tokens[i, :len(seq)] = seq
+    mask[i, :len(seq)] = True
+    if pad_ids is not None:
+      tokens[i, len(seq):] = pad_ids[i, :length - len(seq)]
+  return {"tokens": jnp.asarray(tokens), "mask": jnp.asarray(mask)}
+
+
+def _random_seqs(seed, lengths):
+  rng = np.random.default_rng(seed)
+  return [list(rng.integers(3, 259, n)) for n in lengths]
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_config_defaults_and_round_trip():
+  config = models.TransformerConfig()
+  assert (config.vocab_size, config.max_len, config.d_model) == (259, 256, 128)
+  assert config.head_dim == 32
+  assert config.mlp_dim == 344  # 8 * ceil(128 / 3), the multiple of 8 above 341.3
+  assert models.TransformerConfig(d_ff=100).mlp_dim == 100
+  assert models.TransformerConfig.from_dict(config.to_dict()) == config
+  assert models.TransformerConfig.from_dict({"d_model": 64, "num_heads": 8}).head_dim == 8
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"vocab_size": 0}, "vocab_size"),
+    ({"max_len": -3}, "max_len"),
+    ({"num_layers": True}, "num_layers"),
+    ({"num_heads": 2.0}, "num_heads"),
+    ({"d_ff": 0}, "d_ff"),
+    ({"d_model": 30, "num_heads": 4}, "d_model"),
+    ({"d_model": 6, "num_heads": 2}, "num_heads"),  # head_dim 3 is odd: no RoPE pairs
+    ({"rope_base": -1.0}, "rope_base"),
+    ({"norm_eps": 0.0}, "norm_eps"),
+    ({"dtype": "int8"}, "dtype"),
+    ({"param_dtype": "float64"}, "param_dtype"),
+])
+def test_config_validation_names_the_field(kwargs, field):
+  with pytest.raises(ValueError, match=rf"TransformerConfig\.{field}\b"):
+    models.TransformerConfig(**kwargs)
+
+
+def test_config_from_dict_rejects_unknown_fields():
+  with pytest.raises(ValueError, match="d_modle"):
+    models.TransformerConfig.from_dict({"d_modle": 64})
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def test_output_shape_and_dtype(tiny):
+  _, params, apply = tiny
+  batch = _right_padded(_random_seqs(0, [3, 7, 5]), 8)
+  rewards = apply(params, batch)
+  assert rewards.shape == (3,)
+  assert rewards.dtype == jnp.float32
+  assert np.all(np.isfinite(rewards))
+  # Rewards at init are O(1) and differ between sequences.
+  assert 1e-3 < float(jnp.std(rewards)) < 10.0
+
+  graphdef3, params3 = models.init_reward_model(TINY, jax.random.key(1), num_outputs=3)
+  rewards3 = jax.jit(models.make_reward_apply(graphdef3))(params3, batch)
+  assert rewards3.shape == (3, 3)
+  assert rewards3.dtype == jnp.float32
+
+
+def test_model_holds_only_params_and_params_are_pure_dicts(tiny):
+  model = models.RewardModel(TINY, rngs=nnx.Rngs(0))
+  _, _, rest = nnx.split(model, nnx.Param, ...)
+  assert jax.tree.leaves(rest) == []
+  _, params, _ = tiny
+  assert type(params) is dict and type(params["backbone"]) is dict
+  assert set(params) == {"backbone", "head"}
+  assert params["backbone"]["embedding"].shape == (259, 16)
+  assert params["backbone"]["layers"][1]["mlp"]["down"].shape == (48, 16)
+
+
+def test_bfloat16_compute_close_to_float32(tiny):
+  _, params, apply = tiny
+  config16 = models.TransformerConfig(**{**TINY.to_dict(), "dtype": "bfloat16"})
+  graphdef16, _ = jax.eval_shape(lambda key: models.init_reward_model(config16, key),
+                                 jax.random.key(0))
+  batch = _right_padded(_random_seqs(1, [3, 7, 8]), 8)
+  rewards32 = apply(params, batch)
+  rewards16 = jax.jit(models.make_reward_apply(graphdef16))(params, batch)
+  assert rewards16.dtype == jnp.float32
+  np.testing.assert_allclose(rewards16, rewards32, atol=0.1, rtol=0.05)
+  assert float(jnp.max(jnp.abs(rewards16 - rewards32))) > 0.0  # bf16 really was used
+
+
+def test_bfloat16_params_give_float32_rewards(tiny):
+  _, params, _ = tiny
+  config = models.TransformerConfig(**{**TINY.to_dict(), "param_dtype": "bfloat16"})
+  abstract = models.abstract_params(config)
+  assert {leaf.dtype for leaf in jax.tree.leaves(abstract)} == {jnp.dtype(jnp.bfloat16)}
+  graphdef, _ = jax.eval_shape(lambda key: models.init_reward_model(config, key),
+                               jax.random.key(0))
+  params16 = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
+  rewards = jax.jit(models.make_reward_apply(graphdef))(
+      params16, _right_padded(_random_seqs(0, [3, 7, 5]), 8))
+  assert rewards.dtype == jnp.float32
+  assert np.all(np.isfinite(rewards))
+
+
+# --------------------------------------------------------------------------- padding
+
+
+def test_padding_length_and_padding_ids_do_not_matter(tiny):
+  _, params, apply = tiny
+  seqs = _random_seqs(2, [3, 12, 7, 1])
+  pads = np.random.default_rng(3).integers(0, 259, (4, 20))
+  short = apply(params, _right_padded(seqs, 12, pad_ids=pads))
+  long = apply(params, _right_padded(seqs, 20, pad_ids=pads))
+  np.testing.assert_allclose(short, long, atol=1e-5)
+  # Different (even out-of-vocabulary) ids in the padding change nothing.
+  other_pads = np.random.default_rng(4).integers(-1000, 1000, (4, 20))
+  np.testing.assert_array_equal(
+      apply(params, _right_padded(seqs, 20, pad_ids=other_pads)), long)
+
+
+def test_fully_masked_rows_stay_finite(tiny, hidden_fn):
+  _, params, apply = tiny
+  batch = _right_padded([[5, 6], [], [7]], 8)  # second row: no real token at all
+  assert np.all(np.isfinite(apply(params, batch)))
+  assert np.all(np.isfinite(hidden_fn(batch["tokens"], batch["mask"])))
+
+
+# --------------------------------------------------------------------------- causality
+
+
+def test_changing_the_last_real_token_changes_the_reward(tiny):
+  _, params, apply = tiny
+  seqs = _random_seqs(5, [6, 3, 8])
+  batch = _right_padded(seqs, 8)
+  edited_seq = seqs[0][:-1] + [3 + (seqs[0][-1] - 2) % 256]
+  edited = apply(params, _right_padded([edited_seq] + seqs[1:], 8))
+  rewards = apply(params, batch)
+  assert abs(float(rewards[0] - edited[0])) > 1e-4
+  np.testing.assert_array_equal(rewards[1:], edited[1:])  # other rows untouched
+  # A token after the last real one (in the padding) changes nothing.
+  tokens = np.array(batch["tokens"])
+  tokens[0, 6], tokens[1, 3:] = 77, 250
+  np.testing.assert_array_equal(apply(params, {**batch, "tokens": jnp.asarray(tokens)}),
+                                rewards)
+
+
+def test_hidden_state_at_t_ignores_later_tokens(hidden_fn):
+  tokens = np.random.default_rng(6).integers(3, 259, (3, 8)).astype(np.int32)
+  mask = jnp.ones(tokens.shape, dtype=bool)
+  t = 4
+  changed = tokens.copy()
+  changed[:, t + 1:] = (tokens[:, t + 1:] + 17) % 256 + 3
+  hidden = hidden_fn(jnp.asarray(tokens), mask)
+  hidden_changed = hidden_fn(jnp.asarray(changed), mask)
+  np.testing.assert_allclose(hidden[:, :t + 1], hidden_changed[:, :t + 1], atol=1e-6)
+  assert float(jnp.max(jnp.abs(hidden[:, t + 1:] - hidden_changed[:, t + 1:]))) > 1e-3
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def test_reads_the_last_real_token(tiny):
+  _, params, apply = tiny
+  seq = _random_seqs(7, [8])[0]
+  # Same ids, but the second copy ends 3 tokens earlier: its reward must differ.
+  batch = _right_padded([seq, seq, seq], 8)
+  batch["mask"] = batch["mask"].at[1, 5:].set(False)
+  rewards = apply(params, batch)
+  assert float(rewards[0]) == float(rewards[2])
+  assert abs(float(rewards[0] - rewards[1])) > 1e-4
+
+  seqs = _random_seqs(8, [5, 8, 2, 7])
+  together = apply(params, _right_padded(seqs, 8))
+  for i, seq_i in enumerate(seqs):
+    alone = apply(params, _right_padded([seq_i], 8))
+    np.testing.assert_allclose(alone[0], together[i], atol=1e-5)
+
+
+def test_gather_last_token_by_hand():
+  hidden = jnp.arange(2 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 3)
+  mask = jnp.array([[1, 1, 1, 0], [0, 0, 0, 0]])
+  np.testing.assert_array_equal(models.gather_last_token(hidden, mask),
+                                [[6.0, 7.0, 8.0], [12.0, 13.0, 14.0]])
+  with pytest.raises(ValueError, match="mask"):
+    models.gather_last_token(hidden, mask[:, :3])
+
+
+# --------------------------------------------------------------------------- RoPE
+
+
+def test_rope_by_hand():
+  # K = 2: one pair (x1, x2) rotated by angle = position * base**0 = position.
+  x = jnp.array([1.0, 0.0]).reshape(1, 1, 1, 2)
+  out = models.apply_rope(x, jnp.array([2]))
+  np.testing.assert_allclose(out.reshape(2), [math.cos(2.0), math.sin(2.0)], atol=1e-6)
+
+
+def test_rope_dot_product_depends_only_on_offset():
+  length, dim = 12, 8
+  rng = np.random.default_rng(9)
+  q = jnp.broadcast_to(jnp.asarray(rng.normal(size=dim), jnp.float32), (1, length, 1, dim))
+  k = jnp.broadcast_to(jnp.asarray(rng.normal(size=dim), jnp.float32), (1, length, 1, dim))
+  positions = jnp.arange(length)
+  rq = models.apply_rope(q, positions, base=100.0)[0, :, 0]
+  rk = models.apply_rope(k, positions, base=100.0)[0, :, 0]
+  scores = np.asarray(rq @ rk.T)  # [m, n] = <rope(q, m), rope(k, n)>
+  for offset in range(-5, 6):
+    diagonal = np.diagonal(scores, offset=offset)
+    np.testing.assert_allclose(diagonal, diagonal[0], atol=1e-4)
+  # ... and does depend on the offset, and rotation preserves norms.
+  assert abs(scores[0, 0] - scores[3, 0]) > 1e-2
+  np.testing.assert_allclose(jnp.linalg.norm(rq, axis=-1), jnp.linalg.norm(q[0, :, 0], axis=-1),
+                             rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def _reference_block(x, params, mask, config):
+  """A transformer block in float64 numpy, written independently of the module."""
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  batch, length, _ = x.shape
+  head_dim = config.head_dim
+
+  def rms_norm(h, scale):
+    return h / np.sqrt(np.mean(h ** 2, axis=-1, keepdims=True) + config.norm_eps) * scale
+
+  def rope(a):  # pairs (i, i + K/2) as complex numbers, rotated by pos * base^(-2i/K)
+    half = head_dim // 2
+    theta = config.rope_base ** (-2.0 * np.arange(half) / head_dim)
+    z = (a[..., :half] + 1j * a[..., half:]) * np.exp(
+        1j * np.arange(length)[:, None, None] * theta)
+    return np.concatenate([z.real, z.imag], axis=-1)
+
+  attn = p["attention"]
+  h = rms_norm(x, p["attention_norm"]["scale"])
+  q = rope(np.einsum("bld,dhk->blhk", h, attn["query"]))
+  k = rope(np.einsum("bld,dhk->blhk", h, attn["key"]))
+  v = np.einsum("bld,dhk->blhk", h, attn["value"])
+  scores = np.einsum("bqhk,bshk->bhqs", q, k) / np.sqrt(head_dim)
+  allowed = np.tril(np.ones((length, length), bool))[None, None] & mask[:, None, None, :]
+  scores = np.where(allowed, scores, -np.inf)
+  probs = np.exp(scores - scores.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  x = x + np.einsum("bqhk,hkd->bqd", np.einsum("bhqs,bshk->bqhk", probs, v), attn["out"])
+  mlp = p["mlp"]
+  h = rms_norm(x, p["mlp_norm"]["scale"])
+  silu = lambda a: a / (1.0 + np.exp(-a))
+  return x + (silu(h @ mlp["gate"]) * (h @ mlp["up"])) @ mlp["down"]
+
+
+def test_block_matches_a_numpy_reference():
+  block = models.TransformerBlock(TINY, rngs=nnx.Rngs(3))
+  params = nnx.to_pure_dict(nnx.state(block, nnx.Param))
+  x = np.random.default_rng(13).normal(size=(2, 6, 16))
+  # The module contract: keys where mask is False are ignored, even inside a row.
+  mask = np.array([[1, 1, 0, 1, 1, 1], [1, 1, 1, 1, 0, 0]], bool)
+  out = jax.jit(lambda x, mask: block(x, mask))(jnp.asarray(x, jnp.float32), mask)
+  np.testing.assert_allclose(out, _reference_block(x, params, mask, TINY), atol=1e-4)
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+def test_gradient_is_finite_and_nonzero_for_every_param(tiny, loss_and_grad):
+  _, params, _ = tiny
+  batch = _right_padded(_random_seqs(10, [4, 8, 2]), 8)
+  _, grads = loss_and_grad(params, batch, jnp.array([1.0, -1.0, 0.5]))
+  assert jax.tree.structure(grads) == jax.tree.structure(params)
+  for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+    name = jax.tree_util.keystr(path)
+    assert np.all(np.isfinite(grad)), name
+    assert float(jnp.max(jnp.abs(grad))) > 0.0, name
+
+
+def test_params_work_with_optax_and_orbax(tiny, loss_and_grad, tmp_path):
+  import optax
+  import orbax.checkpoint as ocp
+
+  _, params, apply = tiny
+  batch = _right_padded(_random_seqs(11, [4, 6, 8]), 8)
+  targets = jnp.array([3.0, -3.0, 2.0])
+  tx = optax.sgd(1e-2)
+  opt_state = jax.jit(tx.init)(params)
+  loss, grads = loss_and_grad(params, batch, targets)
+  updates, opt_state = jax.jit(tx.update)(grads, opt_state, params)
+  new_params = jax.jit(optax.apply_updates)(params, updates)
+  assert jax.tree.structure(new_params) == jax.tree.structure(params)
+  assert float(loss_and_grad(new_params, batch, targets)[0]) < float(loss)
+
+  with ocp.CheckpointManager(tmp_path) as manager:
+    manager.save(0, args=ocp.args.StandardSave({"params": new_params, "opt": opt_state}))
+    manager.wait_until_finished()
+    target = {"params": models.abstract_params(TINY), "opt": jax.eval_shape(tx.init, params)}
+    restored = manager.restore(0, args=ocp.args.StandardRestore(target))
+  np.testing.assert_array_equal(apply(restored["params"], batch), apply(new_params, batch))
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def test_abstract_params_count_and_flops(tiny):
+  _, params, _ = tiny
+  abstract = models.abstract_params(TINY)
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), abstract) == jax.tree.map(
+      lambda a: (a.shape, a.dtype), params)
+  # Per layer 4*16*16 + 3*16*48 + 2*16 = 3360; x2 layers, + final norm 16, + head 17.
+  assert models.non_embedding_params(TINY) == 2 * 3360 + 16 + 17
+  assert models.count_params(params) == 259 * 16 + 2 * 3360 + 33
+  assert models.count_params(abstract) == models.count_params(params)
+  assert models.count_params(models.abstract_params(models.TransformerConfig())) == 429185
+  assert models.flops_per_token(TINY, 10) == 6 * 6753 + 12 * 2 * 16 * 10
+  with pytest.raises(ValueError, match="seq_len"):
+    models.flops_per_token(TINY, 0)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def test_bad_inputs_name_the_argument(tiny):
+  graphdef, params, _ = tiny
+  apply = models.make_reward_apply(graphdef)
+  good = _right_padded([[4, 5, 6]], 4)
+  with pytest.raises(TypeError, match="tokens"):
+    apply(params, {**good, "tokens": good["tokens"].astype(jnp.float32)})
+  with pytest.raises(ValueError, match="tokens"):
+    apply(params, {**good, "tokens": good["tokens"][0]})
+  with pytest.raises(ValueError, match="mask"):
+    apply(params, {**good, "mask": good["mask"][:, :3]})
+  with pytest.raises(TypeError, match="mask"):
+    apply(params, {**good, "mask": good["mask"].astype(jnp.float32)})
+  with pytest.raises(KeyError, match="mask"):
+    apply(params, {"tokens": good["tokens"]})
+  with pytest.raises(ValueError, match="max_len"):
+    apply(params, _right_padded([[4]], 33))
+  with pytest.raises(TypeError, match="graphdef"):
+    models.make_reward_apply(params)
+
+
+# --------------------------------------------------------------------------- sharding
+
+
+def test_logical_partition_specs_follow_the_rules():
+  specs = models.logical_partition_specs(models.abstract_param_state(TINY))
+  backbone = specs["backbone"]
+  assert backbone["embedding"] == PartitionSpec(None, "fsdp")
+  assert backbone["layers"][0]["attention"]["query"] == PartitionSpec("fsdp", "tensor", None)
+  assert backbone["layers"][0]["attention"]["out"] == PartitionSpec("tensor", None, "fsdp")
+  assert backbone["layers"][1]["mlp"]["down"] == PartitionSpec("tensor", "fsdp")
+  assert backbone["final_norm"]["scale"] == PartitionSpec(None)
+  assert specs["head"]["kernel"] == PartitionSpec("fsdp", None)
+
+  rules = tuple(r for r in models.DEFAULT_LOGICAL_AXIS_RULES if r[0] != "mlp")
+  with pytest.raises(ValueError, match="'mlp'"):
+    models.logical_partition_specs(models.abstract_param_state(TINY), rules)
+  with pytest.raises(TypeError, match="params_state"):
+    models.logical_partition_specs(models.abstract_params(TINY))
+
+
+def test_sharded_init_on_a_simulated_mesh():
+  assert jax.device_count() == 8, "conftest should simulate 8 CPU devices"
+  config = models.TransformerConfig(**{**TINY.to_dict(), "num_layers": 1})
+  graphdef, params = models.init_reward_model(config, jax.random.key(0))
+  apply = jax.jit(models.make_reward_apply(graphdef))
+  mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  specs = models.logical_partition_specs(models.abstract_param_state(config), mesh=mesh)
+  shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
+  init = jax.jit(lambda key: models.init_reward_model(config, key)[1],
+                 out_shardings=shardings)
+  sharded = init(jax.random.key(0))
+
+  gate = sharded["backbone"]["layers"][0]["mlp"]["gate"]  # [16, 48], ('embed', 'mlp')
+  assert gate.sharding.spec == PartitionSpec("fsdp", "tensor")
+  assert {shard.data.shape for shard in gate.addressable_shards} == {(8, 24)}
+  query = sharded["backbone"]["layers"][0]["attention"]["query"]
+  assert query.sharding.spec == PartitionSpec("fsdp", "tensor", None)
+  # Same values as the unsharded init, and the same rewards.
+  np.testing.assert_array_equal(gate, params["backbone"]["layers"][0]["mlp"]["gate"])
+  batch = _right_padded(_random_seqs(12, [3, 8, 5, 6, 1, 2, 7, 4]), 8)
+  np.testing.assert_allclose(apply(sharded, batch), apply(params, batch), atol=1e-5)
+
+  # A rule that does not divide a dimension fails with the parameter's name.
+  bad_rules = (("vocab", "tensor"),) + models.DEFAULT_LOGICAL_AXIS_RULES[1:]
+  with pytest.raises(ValueError, match="embedding"):
+    models.logical_partition_specs(models.abstract_param_state(config), bad_rules, mesh=mesh)
