@@ -1,0 +1,50 @@
+r"""Train a pairwise (Bradley-Terry) reward model, evaluate it, checkpoint it.
+
+  python -m experiments.train_reward_model                         # embedded default
+  python -m experiments.train_reward_model \
+      --config configs/reward_model.py:smoke --workdir /tmp/rm_smoke --config.train.num_steps=50
+
+Re-running a command on the same --workdir resumes from its latest checkpoint.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from rmjax.train import config_overrides
+
+_CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "configs", "reward_model.py")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", _CONFIG_FILE, "Config file, optionally with `:preset`.", lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Output directory; default: runs/reward_model_<preset> under the cwd.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or os.path.join("runs", f"reward_model_{config.name}")
+  from rmjax import train  # pylint: disable=g-import-not-at-top
+  logging.info("workdir: %s", os.path.abspath(workdir))
+  try:
+    report = train.train_and_evaluate(config, workdir)
+  except train.Preempted as e:
+    print(f"preempted: {e}", file=sys.stderr)
+    sys.exit(75)
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    if os.environ.get("RMJAX_TRACEBACK"):
+      raise
+    print(f"error: {e}\n(set RMJAX_TRACEBACK=1 for the traceback)", file=sys.stderr)
+    sys.exit(2)
+  print(open(os.path.join(workdir, "report.md")).read())
+  del report
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=config_overrides.flags_parser_rejecting_unknown_keys(_CONFIG_FILE))

@@ -1,0 +1,56 @@
+"""Checkpointing with orbax's CheckpointManager: keep N, async saves, resume from the latest.
+
+Restores go straight into the target shardings: the abstract target carries a `sharding` on
+every leaf, so nothing is materialised on one device and resharded.
+"""
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def abstract_like(tree: Any) -> Any:
+  """ShapeDtypeStructs (with shardings) of a pytree of arrays: the restore target."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
+
+
+class Checkpointer:
+  """A thin wrapper over `ocp.CheckpointManager` for one pytree (the train state).
+
+  Args:
+    directory: where step folders go (created if missing).
+    max_to_keep: the newest N checkpoints are kept.
+    async_save: save in a background thread; `wait()` before reading or exiting.
+  """
+
+  def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
+    if max_to_keep < 1:
+      raise ValueError(f"checkpoint.max_to_keep: expected >= 1, got {max_to_keep}")
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, *, force: bool = False) -> bool:
+    return self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+  def restore(self, step: int, target: Any) -> Any:
+    """Restores `step` into the structure, dtypes and shardings of `target`."""
+    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_like(target)))
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

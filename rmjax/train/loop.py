@@ -1,0 +1,263 @@
+"""The reward-model training loop: data, mesh, sharded init, jitted steps, checkpoints, eval.
+
+`train_and_evaluate(config, workdir)` is everything `experiments/train_reward_model.py` runs.
+A run is a pure function of its config: batches are a function of (seed, step), so a run that
+is killed and started again on the same workdir resumes from its latest checkpoint and ends
+with the same metrics as an uninterrupted one.
+"""
+
+import functools
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from rmjax import data as rm_data
+from rmjax import eval as rm_eval
+from rmjax import losses
+from rmjax import models
+from rmjax import parallel
+from rmjax.train import checkpoint as ckpt_lib
+from rmjax.train import metrics_io
+from rmjax.train import optim
+from rmjax.train import report as report_lib
+from rmjax.train import step as step_lib
+from rmjax.train.state import TrainState
+
+
+class Preempted(Exception):
+  """Raised after a SIGTERM: the state was checkpointed; run the same command to resume."""
+
+
+def _model_config(config: ml_collections.ConfigDict) -> models.TransformerConfig:
+  model_config = config.model.to_dict()
+  model_config.setdefault("max_len", config.data.max_len)
+  if model_config["max_len"] < config.data.max_len:
+    raise ValueError(f"model.max_len={model_config['max_len']} is shorter than "
+                     f"data.max_len={config.data.max_len}")
+  return models.TransformerConfig.from_dict(model_config)
+
+
+def evaluate(eval_step, params, dataset, *, batch_size: int, batch_sharding,
+             num_bins: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """Scores every eval pair once and computes the pairwise metrics.
+
+  Returns:
+    (metrics, arrays): metrics has loss (BT NLL of the labels), accuracy, calibration_error,
+    mean_margin, num_pairs, and for data with a known preference probability
+    bayes_optimal_accuracy, expected_accuracy (the accuracy expected under the label noise:
+    mean of p where the model prefers the labelled-chosen response, else 1 - p; less noisy than
+    the realised accuracy) and ground_truth_agreement (agreement with the true ordering).
+    arrays has the reliability-diagram bins.
+  """
+  chosen, rejected, probs = [], [], []
+  for batch in dataset.eval_batches(batch_size):
+    valid = np.asarray(batch["valid"])
+    c, r = eval_step(params, jax.device_put(_model_inputs(batch), batch_sharding))
+    chosen.append(np.asarray(c)[valid])
+    rejected.append(np.asarray(r)[valid])
+    if "preference_prob" in batch:
+      probs.append(np.asarray(batch["preference_prob"])[valid])
+  chosen, rejected = np.concatenate(chosen), np.concatenate(rejected)
+  metrics = {
+      "loss": float(losses.bradley_terry_loss(chosen, rejected)),
+      "accuracy": float(rm_eval.pairwise_accuracy(chosen, rejected)),
+      "calibration_error": float(
+          rm_eval.pairwise_calibration_error(chosen, rejected, num_bins=num_bins)),
+      "mean_margin": float(rm_eval.mean_reward_margin(chosen, rejected)),
+      "num_pairs": int(chosen.shape[0]),
+  }
+  if probs:
+    p = np.concatenate(probs)
+    prefers_chosen = chosen > rejected
+    metrics["bayes_optimal_accuracy"] = float(rm_eval.bayes_optimal_pairwise_accuracy(p))
+    metrics["expected_accuracy"] = float(np.mean(np.where(prefers_chosen, p, 1.0 - p)))
+    metrics["ground_truth_agreement"] = float(np.mean(prefers_chosen == (p > 0.5)))
+  delta = jnp.asarray(chosen - rejected)
+  conf, acc, count = rm_eval.reliability_bins(
+      jnp.concatenate([jax.nn.sigmoid(delta), jax.nn.sigmoid(-delta)]),
+      jnp.concatenate([jnp.ones_like(delta), jnp.zeros_like(delta)]), num_bins=num_bins)
+  return metrics, {"bin_confidence": np.asarray(conf), "bin_accuracy": np.asarray(acc),
+                   "bin_count": np.asarray(count)}
+
+
+_BATCH_KEYS = ("chosen_tokens", "chosen_mask", "rejected_tokens", "rejected_mask", "margin",
+               "valid")
+
+
+def _model_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  missing = [k for k in _BATCH_KEYS if k not in batch]
+  if missing:
+    raise KeyError(f"preference batch: missing fields {missing}; it has {sorted(batch)}")
+  return {k: batch[k] for k in _BATCH_KEYS}
+
+
+def _validate(config: ml_collections.ConfigDict, mesh) -> None:
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  for name in ("train.batch_size", "eval.batch_size"):
+    section, field = name.split(".")
+    size = config[section][field]
+    if size <= 0 or size % shards:
+      raise ValueError(f"{name}: expected a positive multiple of the {shards} batch shards "
+                       f"(mesh data x fsdp), got {size}")
+  for name in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
+    if config.train[name] <= 0:
+      raise ValueError(f"train.{name}: expected a positive integer, got {config.train[name]}")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains a pairwise reward model as configured; returns the final report.
+
+  Writes to `workdir`: config.json, metrics.jsonl, tensorboard/, checkpoints/, data report,
+  report.json, report.md, curves.png, reliability.png.
+  """
+  wall_start = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+  # Data and mesh.
+  data = rm_data.load_preference_data(config.data, workdir=workdir)
+  with open(os.path.join(workdir, "data_report.json"), "w") as f:
+    json.dump(data.info, f, indent=2, sort_keys=True, default=str)
+  logging.info("data: %d train pairs, %d eval pairs", data.train.num_pairs, data.eval.num_pairs)
+  mesh = parallel.make_mesh(config.mesh.shape.to_dict())
+  _validate(config, mesh)
+  batch_sharding = parallel.batch_sharding(mesh)
+
+  # Model, optimiser, sharded init.
+  model_config = _model_config(config)
+  seed_key = jax.random.PRNGKey(config.seed)
+  graphdef, abstract_params = jax.eval_shape(
+      functools.partial(models.init_reward_model, model_config), seed_key)
+  param_specs = models.logical_partition_specs(
+      models.abstract_param_state(model_config),
+      tuple(tuple(rule) for rule in config.mesh.logical_axis_rules), mesh=mesh)
+  param_shardings = jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, spec), param_specs)
+  apply_fn = models.make_reward_apply(graphdef)
+  num_steps = config.train.num_steps
+  optimizer, schedule = optim.make_optimizer(config.optim, num_steps)
+
+  def init_state(rng):
+    init_rng, state_rng = jax.random.split(rng)
+    _, params = models.init_reward_model(model_config, init_rng)
+    params = jax.lax.with_sharding_constraint(params, param_shardings)
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), state_rng)
+
+  init_jit = jax.jit(init_state)
+  state_shardings = init_jit.lower(seed_key).compile().output_shardings
+  num_params = models.count_params(abstract_params)
+
+  checkpointer = ckpt_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.max_to_keep,
+      async_save=config.checkpoint.async_save)
+  writer = metrics_io.MetricsWriter(workdir, tensorboard=config.train.tensorboard)
+  start_step = checkpointer.latest_step()
+  if start_step is not None:
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          jax.eval_shape(init_state, seed_key), state_shardings)
+    state = checkpointer.restore(start_step, target)
+    dropped = writer.truncate_after(start_step)
+    logging.info("resumed from checkpoint step %d (%d later metric records dropped)",
+                 start_step, dropped)
+  else:
+    start_step = 0
+    state = init_jit(seed_key)
+  logging.info("model: %s parameters; mesh %s", f"{num_params:,}", dict(mesh.shape))
+
+  batch_shardings = {k: batch_sharding for k in _BATCH_KEYS}
+  train_step = jax.jit(step_lib.make_train_step(apply_fn, optimizer, config.loss),
+                       in_shardings=(state_shardings, batch_shardings),
+                       out_shardings=(state_shardings, None), donate_argnums=0)
+  eval_step = jax.jit(step_lib.make_eval_step(apply_fn))
+  batch_size, seq_len = config.train.batch_size, config.data.max_len
+  tokens_per_step = 2 * batch_size * seq_len
+
+  preempted = []
+  previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+  timing = {"steps": 0, "seconds": 0.0, "real_tokens": 0}
+  last_eval, reliability = {}, None
+  progress = tqdm.tqdm(total=num_steps, initial=start_step, desc="train", unit="step",
+                       disable=not config.train.progress_bar, mininterval=1.0, dynamic_ncols=True)
+  try:
+    interval_start, interval_steps, interval_real_tokens = None, 0, 0
+    for step in range(start_step, num_steps):
+      batch = data.train.train_batch(step, batch_size, config.data_seed)
+      interval_real_tokens += int(batch["chosen_mask"].sum() + batch["rejected_mask"].sum())
+      state, metrics = train_step(state, jax.device_put(_model_inputs(batch), batch_shardings))
+      interval_steps += 1
+      done = step + 1
+      progress.update(1)
+      if interval_start is None:  # The first step of a process includes compilation.
+        jax.block_until_ready(metrics)
+        interval_start, interval_steps, interval_real_tokens = time.perf_counter(), 0, 0
+      if done % config.train.log_every == 0 or done == num_steps:
+        metrics = jax.device_get(metrics)
+        elapsed = time.perf_counter() - interval_start
+        record = {k: float(v) for k, v in metrics.items()}
+        record["learning_rate"] = float(schedule(step))
+        if interval_steps and elapsed > 0:
+          record["steps_per_s"] = interval_steps / elapsed
+          record["tokens_per_s"] = interval_steps * tokens_per_step / elapsed
+          record["real_tokens_per_s"] = interval_real_tokens / elapsed
+          timing["steps"] += interval_steps
+          timing["seconds"] += elapsed
+          timing["real_tokens"] += interval_real_tokens
+        writer.write(done, "train", record)
+        progress.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}",
+                             tok_s=f"{record.get('tokens_per_s', 0):.0f}", refresh=False)
+      if done % config.train.eval_every == 0 or done == num_steps:
+        last_eval, reliability = evaluate(
+            eval_step, state.params, data.eval, batch_size=config.eval.batch_size,
+            batch_sharding=batch_sharding, num_bins=config.eval.num_bins)
+        writer.write(done, "eval", last_eval)
+        logging.info("step %d eval: %s", done, json.dumps(last_eval))
+      if done % config.train.checkpoint_every == 0 or done == num_steps or preempted:
+        checkpointer.save(done, state, force=True)
+      if preempted:
+        checkpointer.wait()
+        raise Preempted(f"SIGTERM at step {done}: checkpoint saved in {checkpointer.directory}; "
+                        "run the same command to resume")
+      if config.train.log_every and done % config.train.log_every == 0:
+        interval_start, interval_steps, interval_real_tokens = time.perf_counter(), 0, 0
+  finally:
+    progress.close()
+    signal.signal(signal.SIGTERM, previous_handler)
+    checkpointer.close()
+    writer.close()
+
+  final_step = int(jax.device_get(state.step))
+  report = {
+      "config_name": config.get("name", ""),
+      "steps": final_step,
+      "resumed_from_step": start_step or None,
+      "num_params": num_params,
+      "wall_time_s": time.time() - wall_start,
+      "final_eval": last_eval,
+      "data": data.info,
+      "backend": jax.default_backend(),
+      "devices": len(jax.devices()),
+      "mesh": dict(mesh.shape),
+      "jax_version": jax.__version__,
+      "seq_len": seq_len,
+      "batch_size": batch_size,
+  }
+  if timing["seconds"] > 0:
+    report["train_tokens_per_s"] = timing["steps"] * tokens_per_step / timing["seconds"]
+    report["train_real_tokens_per_s"] = timing["real_tokens"] / timing["seconds"]
+    report["train_pairs_per_s"] = timing["steps"] * batch_size / timing["seconds"]
+    report["model_flops_per_s"] = report["train_tokens_per_s"] * models.flops_per_token(
+        model_config, seq_len)
+  report_lib.write_report(workdir, report)
+  report_lib.plot_curves(workdir, reference_accuracy=last_eval.get("bayes_optimal_accuracy"))
+  if reliability is not None:
+    report_lib.plot_reliability(workdir, **reliability)
+  return report
