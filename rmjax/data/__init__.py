@@ -1,0 +1,38 @@
+"""Preference data: byte tokenizer, synthetic data with ground truth, TFDS builders, batching.
+
+Public API::
+
+  cfg = default_data_config()            # ml_collections.ConfigDict, every field + default
+  data = load_preference_data(cfg, workdir="/tmp/run")
+  batch = data.train.train_batch(step, batch_size, seed)     # pure in (seed, step)
+  for batch in data.eval.eval_batches(batch_size): ...       # every pair once, `valid` mask
+  data.info                                                   # counts, truncation, Bayes acc.
+
+Batch format: see `rmjax.data.pipeline`. Sequences are ``[BOS] + prompt + response + [EOS]``,
+right-padded; truncation rules in `rmjax.data.tokenizer`; the synthetic task in
+`rmjax.data.synthetic`; the builders (array_record, no TensorFlow) in `rmjax.data.builders`.
+"""
+
+from rmjax.data.builders import HhRlhf
+from rmjax.data.builders import MalformedRecordError
+from rmjax.data.builders import PreferenceJsonl
+from rmjax.data.pipeline import BATCH_KEYS
+from rmjax.data.pipeline import default_data_config
+from rmjax.data.pipeline import load_preference_data
+from rmjax.data.pipeline import PreferenceData
+from rmjax.data.pipeline import PreferenceDataset
+from rmjax.data.pipeline import SOURCES
+from rmjax.data.pipeline import tokenize_pairs
+from rmjax.data.synthetic import ground_truth_reward
+from rmjax.data.synthetic import ground_truth_rewards
+from rmjax.data.synthetic import make_synthetic_preferences
+from rmjax.data.synthetic import make_world
+from rmjax.data.tokenizer import ByteTokenizer
+from rmjax.data.tokenizer import Truncation
+
+__all__ = [
+    "BATCH_KEYS", "ByteTokenizer", "default_data_config",
+    "ground_truth_reward", "ground_truth_rewards", "HhRlhf", "load_preference_data",
+    "make_synthetic_preferences", "make_world", "MalformedRecordError", "PreferenceData",
+    "PreferenceDataset", "PreferenceJsonl", "SOURCES", "tokenize_pairs", "Truncation",
+]

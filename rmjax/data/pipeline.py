@@ -1,0 +1,508 @@
+"""Loading preference data and batching it deterministically.
+
+`load_preference_data` turns a data config into tokenized numpy arrays for a train and an
+eval split, plus a report (``info``) that accounts for every record. `PreferenceDataset`
+serves them as batches.
+
+Batch format (numpy, B pairs, L = ``max_len``)::
+
+  chosen_tokens    int32 [B, L]  [BOS] + prompt + chosen + [EOS], right-padded with 0
+  chosen_mask      int32 [B, L]  1 on real tokens, 0 on padding
+  rejected_tokens  int32 [B, L]  likewise for the rejected response
+  rejected_mask    int32 [B, L]
+  margin           float32 [B]   0.0 where the record has none
+  valid            bool [B]      False only on padding rows of the last eval batch
+  preference_prob  float32 [B]   synthetic data only: true P(chosen is preferred)
+
+Training order: `PreferenceDataset.train_batch` is a pure function of ``(seed, step)``. It
+is built on ``grain.MapDataset``: ``range(N).shuffle(seed).repeat().batch(B)``, read by
+random access at index ``step``. Grain's ``shuffle`` draws epoch ``e`` from the seed
+``seed + e``, so each epoch is a fresh permutation, and batching after ``repeat`` lets a
+batch straddle an epoch boundary. Resuming at step k therefore gives exactly the batches of
+an uninterrupted run. (The user seed is first hashed to a 32-bit grain seed, so runs with
+seeds s and s + 1 do not see the same permutations shifted by one epoch.)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+
+import grain
+import ml_collections
+import numpy as np
+
+from rmjax.data import synthetic as synthetic_lib
+from rmjax.data import tokenizer as tokenizer_lib
+from rmjax.data.builders import base as builders_base
+from rmjax.data.builders import records as records_lib
+from rmjax.data.builders.hh_rlhf import HhRlhf
+from rmjax.data.builders.preference_jsonl import PreferenceJsonl
+
+SOURCES = ("synthetic", "jsonl", "hh_rlhf")
+BATCH_KEYS = ("chosen_tokens", "chosen_mask", "rejected_tokens", "rejected_mask", "margin",
+              "valid")
+_TOKEN_KEYS = ("chosen_tokens", "chosen_mask", "rejected_tokens", "rejected_mask")
+_MAX_EXAMPLES = 20
+
+_log = logging.getLogger(__name__)
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """The data config with every field at its default.
+
+  Fields:
+    source: "synthetic" (default), "jsonl" (generic preference JSONL) or "hh_rlhf".
+    max_len: 128, tokens per sequence (BOS + prompt + response + EOS, right-padded).
+    max_prompt_len: 64, most prompt tokens kept (cut from the left).
+    on_malformed: "skip" (count, report, leave out) or "fail" (raise on the first).
+    path: "" (real data: JSONL file(s), plain or .gz, comma-separated for several).
+    eval_path: "" (then `eval_fraction` of `path` is held out as eval).
+    eval_fraction: 0.1.
+    split_seed: 0, seed of the train/eval hold-out.
+    tfds_data_dir: "" (then ``<workdir>/tfds``).
+    synthetic: the generator settings (see `rmjax.data.synthetic`): seed 0, world_seed 0,
+      num_train 32768, num_eval 4096, prompt_len_min 2, prompt_len_max 5,
+      response_len_min 4, response_len_max 12, num_letters 10, match_bonus 1.0,
+      temperature 0.11. Its sequences hold at most 19 tokens, so ``max_len = 24`` with
+      ``max_prompt_len = 8`` loses nothing and trains several times faster than the
+      default 128.
+  """
+  return ml_collections.ConfigDict(dict(
+      source="synthetic",
+      max_len=128,
+      max_prompt_len=64,
+      on_malformed="skip",
+      path="",
+      eval_path="",
+      eval_fraction=0.1,
+      split_seed=0,
+      tfds_data_dir="",
+      synthetic=ml_collections.ConfigDict(synthetic_lib.default_synthetic_config()),
+  ))
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise ValueError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+  if value < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {value}")
+  return int(value)
+
+
+class PreferenceDataset:
+  """Tokenized preference pairs held as numpy arrays, served as batches.
+
+  Attributes:
+    arrays: dict of the per-pair arrays (N pairs): the `BATCH_KEYS` but ``valid``, and
+      ``preference_prob`` for synthetic data.
+    name: a label for messages ("train", "eval").
+  """
+
+  def __init__(self, arrays: Mapping[str, np.ndarray], *, name: str = "dataset"):
+    """Validates and stores the arrays.
+
+    Args:
+      arrays: ``chosen_tokens``, ``chosen_mask``, ``rejected_tokens``, ``rejected_mask``
+        (int32 [N, L], masks right-padded with >= 2 real tokens), ``margin`` (float32 [N]),
+        optional ``preference_prob`` (float32 [N]).
+      name: label for messages.
+    """
+    self.name = name
+    arrays = dict(arrays)
+    allowed = set(_TOKEN_KEYS) | {"margin", "preference_prob"}
+    missing = [k for k in (*_TOKEN_KEYS, "margin") if k not in arrays]
+    unknown = sorted(set(arrays) - allowed)
+    if missing or unknown:
+      raise ValueError(
+          f"{name}: arrays must hold {sorted(allowed)} (preference_prob optional); "
+          f"missing {missing}, unknown {unknown}")
+    shape = np.shape(arrays["chosen_tokens"])
+    if len(shape) != 2 or shape[0] < 1:
+      raise ValueError(
+          f"{name}: chosen_tokens must be int32 [N, L] with N >= 1, got shape {list(shape)}")
+    n, length = shape
+    for key in _TOKEN_KEYS:
+      a = np.asarray(arrays[key])
+      if a.shape != (n, length) or a.dtype != np.int32:
+        raise ValueError(
+            f"{name}: {key} must be int32 [{n}, {length}], got {a.dtype} {list(a.shape)}")
+      arrays[key] = a
+    for key in ("margin", "preference_prob"):
+      if key in arrays:
+        a = np.asarray(arrays[key])
+        if a.shape != (n,) or a.dtype != np.float32:
+          raise ValueError(f"{name}: {key} must be float32 [{n}], got {a.dtype} "
+                           f"{list(a.shape)}")
+        arrays[key] = a
+    for side in ("chosen", "rejected"):
+      mask = arrays[f"{side}_mask"]
+      lengths = mask.sum(axis=1)
+      expected = np.arange(length)[None, :] < lengths[:, None]
+      bad_rows = np.flatnonzero(np.any(mask != expected, axis=1) | (lengths < 2))
+      if bad_rows.size:
+        bad = int(bad_rows[0])
+        raise ValueError(
+            f"{name}: {side}_mask row {bad} must be 1s then 0s (right-padded) with >= 2 "
+            f"real tokens, got {mask[bad].tolist()}")
+      if np.any(arrays[f"{side}_tokens"][mask == 0] != tokenizer_lib.PAD_ID):
+        raise ValueError(f"{name}: {side}_tokens must hold pad id 0 where {side}_mask is 0")
+    self._arrays = arrays
+    self._num_pairs = int(n)
+    self._index_datasets: dict[tuple[int, int], Any] = {}
+
+  @property
+  def arrays(self) -> dict[str, np.ndarray]:
+    """The per-pair arrays (a shallow copy of the dict; do not modify the arrays)."""
+    return dict(self._arrays)
+
+  @property
+  def num_pairs(self) -> int:
+    """N, the number of pairs."""
+    return self._num_pairs
+
+  @property
+  def max_len(self) -> int:
+    """L, tokens per sequence."""
+    return int(self._arrays["chosen_tokens"].shape[1])
+
+  def __len__(self) -> int:
+    return self._num_pairs
+
+  def __repr__(self) -> str:
+    return (f"PreferenceDataset(name={self.name!r}, num_pairs={self._num_pairs}, "
+            f"max_len={self.max_len}, keys={sorted(self._arrays)})")
+
+  def gather(self, indices: Sequence[int] | np.ndarray,
+             valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The batch of the pairs at ``indices`` (all valid unless ``valid`` [B] is given)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    batch = {k: v[indices] for k, v in self._arrays.items()}
+    batch["valid"] = (np.ones(len(indices), dtype=bool) if valid is None
+                      else np.asarray(valid, dtype=bool))
+    return batch
+
+  def _index_dataset(self, batch_size: int, seed: int):
+    key = (batch_size, seed)
+    if key not in self._index_datasets:
+      # Hash the seed so that nearby user seeds do not share grain's per-epoch seeds.
+      grain_seed = int(np.random.SeedSequence([seed, 0x5EED]).generate_state(1)[0])
+      ds = grain.MapDataset.range(self._num_pairs).shuffle(seed=grain_seed).repeat()
+      self._index_datasets[key] = ds.batch(batch_size, drop_remainder=True)
+    return self._index_datasets[key]
+
+  def train_indices(self, step: int, batch_size: int, seed: int) -> np.ndarray:
+    """int64 [batch_size] pair indices of training batch ``step`` (see `train_batch`)."""
+    step = _check_int("step", step, 0)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    seed = _check_int("seed", seed, 0)
+    return np.asarray(self._index_dataset(batch_size, seed)[step], dtype=np.int64)
+
+  def train_batch(self, step: int, batch_size: int, seed: int) -> dict[str, np.ndarray]:
+    """Training batch number ``step``, a pure function of ``(seed, step)``.
+
+    Pairs are read in an endless stream of epochs, each a fresh permutation drawn from
+    ``(seed, epoch)``; batch ``step`` holds stream positions ``[step * B, (step + 1) * B)``
+    and may straddle two epochs. ``batch_size`` may exceed the number of pairs.
+
+    Args:
+      step: batch number, >= 0.
+      batch_size: B, > 0.
+      seed: shuffling seed, >= 0.
+
+    Returns:
+      A batch (see the module docstring) with all ``valid`` True.
+    """
+    return self.gather(self.train_indices(step, batch_size, seed))
+
+  def num_eval_batches(self, batch_size: int) -> int:
+    """Number of batches `eval_batches` yields: ceil(N / batch_size)."""
+    batch_size = _check_int("batch_size", batch_size, 1)
+    return math.ceil(self._num_pairs / batch_size)
+
+  def eval_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Every pair exactly once, in order, in batches of ``batch_size``.
+
+    The last batch is padded to ``batch_size`` with copies of its last real row marked
+    ``valid=False``, so every batch has the same shape and only legal tokens.
+
+    Args:
+      batch_size: B, > 0.
+
+    Yields:
+      Batches (see the module docstring).
+    """
+    batch_size = _check_int("batch_size", batch_size, 1)
+    return self._eval_batches(batch_size)
+
+  def _eval_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    for start in range(0, self._num_pairs, batch_size):
+      indices = np.arange(start, min(start + batch_size, self._num_pairs))
+      real = len(indices)
+      indices = np.concatenate([indices, np.full(batch_size - real, indices[-1])])
+      yield self.gather(indices, valid=np.arange(batch_size) < real)
+
+
+class PreferenceData(NamedTuple):
+  """What `load_preference_data` returns.
+
+  Attributes:
+    train: the training pairs.
+    eval: the evaluation pairs.
+    info: the report: source, paths, counts read/used/malformed by reason, the hold-out,
+      truncation per split, and for synthetic data the Bayes-optimal accuracy.
+  """
+
+  train: PreferenceDataset
+  eval: PreferenceDataset
+  info: dict[str, Any]
+
+
+def tokenize_pairs(
+    prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str], *,
+    max_len: int, max_prompt_len: int, sources: Sequence[str] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """Tokenizes N pairs with `ByteTokenizer` and counts what truncation cut.
+
+  Args:
+    prompts, chosen, rejected: N strings each.
+    max_len: L.
+    max_prompt_len: most prompt tokens kept.
+    sources: optional N labels (e.g. "file:line") used in the report's examples.
+
+  Returns:
+    arrays: ``chosen_tokens``, ``chosen_mask``, ``rejected_tokens``, ``rejected_mask``,
+      int32 [N, L].
+    report: ``pairs``, ``prompts_truncated`` (pairs whose prompt lost tokens),
+      ``chosen_truncated``, ``rejected_truncated``, ``pairs_with_truncation``,
+      ``prompt_tokens_cut``, ``response_tokens_cut``, ``identical_after_truncation`` (pairs
+      whose two sequences became equal; kept, but no model can tell them apart) with up to
+      20 examples, and ``max_real_length`` / ``mean_real_length`` of the sequences.
+  """
+  tokenizer_lib.validate_lengths(max_len, max_prompt_len)
+  n = len(prompts)
+  if not len(chosen) == len(rejected) == n:
+    raise ValueError(f"prompts, chosen and rejected must have equal lengths, got {n}, "
+                     f"{len(chosen)}, {len(rejected)}")
+  tok = tokenizer_lib.ByteTokenizer()
+  out = {k: np.zeros((n, max_len), dtype=np.int32) for k in _TOKEN_KEYS}
+  cut = {k: np.zeros(n, dtype=np.int64) for k in ("prompt", "chosen", "rejected")}
+  for i in range(n):
+    for side, texts in (("chosen", chosen), ("rejected", rejected)):
+      tokens, mask, trunc = tok.encode_pair_sequences(
+          prompts[i], texts[i], max_len=max_len, max_prompt_len=max_prompt_len)
+      out[f"{side}_tokens"][i] = tokens
+      out[f"{side}_mask"][i] = mask
+      cut[side][i] = trunc.response_tokens_cut
+      cut["prompt"][i] = trunc.prompt_tokens_cut
+  identical = np.flatnonzero(np.all(out["chosen_tokens"] == out["rejected_tokens"], axis=1))
+  lengths = np.concatenate([out["chosen_mask"].sum(1), out["rejected_mask"].sum(1)])
+  label = (lambda i: sources[i]) if sources is not None else (lambda i: f"pair {i}")
+  report = dict(
+      pairs=n,
+      max_len=max_len,
+      max_prompt_len=max_prompt_len,
+      prompts_truncated=int((cut["prompt"] > 0).sum()),
+      chosen_truncated=int((cut["chosen"] > 0).sum()),
+      rejected_truncated=int((cut["rejected"] > 0).sum()),
+      pairs_with_truncation=int(((cut["prompt"] + cut["chosen"] + cut["rejected"]) > 0).sum()),
+      prompt_tokens_cut=int(cut["prompt"].sum()),
+      response_tokens_cut=int(cut["chosen"].sum() + cut["rejected"].sum()),
+      identical_after_truncation=int(len(identical)),
+      identical_after_truncation_examples=[label(int(i)) for i in identical[:_MAX_EXAMPLES]],
+      max_real_length=int(lengths.max()) if n else 0,
+      mean_real_length=float(lengths.mean()) if n else 0.0,
+  )
+  return out, report
+
+
+def _dataset_from_columns(columns: Mapping[str, Any], name: str, max_len: int,
+                          max_prompt_len: int, sources: Sequence[str] | None = None,
+                          preference_prob: np.ndarray | None = None):
+  arrays, report = tokenize_pairs(
+      columns["prompt"], columns["chosen"], columns["rejected"], max_len=max_len,
+      max_prompt_len=max_prompt_len, sources=sources)
+  arrays["margin"] = np.asarray(columns["margin"], dtype=np.float32)
+  if preference_prob is not None:
+    arrays["preference_prob"] = np.asarray(preference_prob, dtype=np.float32)
+  return PreferenceDataset(arrays, name=name), report
+
+
+def _validate_config(cfg: Any) -> None:
+  source = cfg.get("source")
+  if source not in SOURCES:
+    raise ValueError(f"data_config.source must be one of {list(SOURCES)}, got {source!r}")
+  try:
+    tokenizer_lib.validate_lengths(cfg.get("max_len"), cfg.get("max_prompt_len"))
+  except ValueError as e:
+    raise ValueError(f"data_config: {e}") from None
+  if source != "synthetic":
+    if cfg.get("on_malformed") not in records_lib.ON_MALFORMED_CHOICES:
+      raise ValueError(
+          f"data_config.on_malformed must be one of {list(records_lib.ON_MALFORMED_CHOICES)}, "
+          f"got {cfg.get('on_malformed')!r}")
+    if not records_lib.split_paths(cfg.get("path") or ""):
+      raise ValueError(
+          f"data_config.path must name the JSONL file(s) of source={source!r}, got "
+          f"{cfg.get('path')!r}")
+    if not records_lib.split_paths(cfg.get("eval_path") or ""):
+      fraction = cfg.get("eval_fraction")
+      if (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+          or not 0 < fraction < 1):
+        raise ValueError(
+            f"data_config.eval_fraction must lie in (0, 1) when eval_path is empty, got "
+            f"{fraction!r}")
+    _check_int("data_config.split_seed", cfg.get("split_seed"), 0)
+
+
+def _merged_config(data_config: Any) -> ml_collections.ConfigDict:
+  cfg = default_data_config()
+  given = data_config.to_dict() if hasattr(data_config, "to_dict") else dict(data_config)
+  unknown = sorted(set(given) - set(cfg))
+  if unknown:
+    raise ValueError(f"data_config has unknown field(s) {unknown}; known: {sorted(cfg)}")
+  synthetic = given.pop("synthetic", None) or {}
+  unknown = sorted(set(synthetic) - set(cfg.synthetic))
+  if unknown:
+    raise ValueError(f"data_config.synthetic has unknown field(s) {unknown}; known: "
+                     f"{sorted(cfg.synthetic)}")
+  cfg.update(given)
+  cfg.synthetic.update(synthetic)
+  return cfg
+
+
+def _load_synthetic(cfg: ml_collections.ConfigDict) -> PreferenceData:
+  train, eval_, gen_info = synthetic_lib.make_synthetic_preferences(cfg.synthetic)
+  datasets, truncation = {}, {}
+  for name, split in (("train", train), ("eval", eval_)):
+    columns = dict(prompt=split.prompt, chosen=split.chosen, rejected=split.rejected,
+                   margin=split.margin)
+    datasets[name], truncation[name] = _dataset_from_columns(
+        columns, name, cfg.max_len, cfg.max_prompt_len,
+        preference_prob=split.preference_prob)
+  n_train, n_eval = datasets["train"].num_pairs, datasets["eval"].num_pairs
+  notes = []
+  if any(t["pairs_with_truncation"] for t in truncation.values()):
+    notes.append(
+        "some synthetic sequences were truncated, so the Bayes-optimal accuracy (computed on "
+        "the untruncated pairs) is not reachable from the visible tokens; raise max_len / "
+        "max_prompt_len")
+  info = dict(
+      source="synthetic",
+      max_len=cfg.max_len,
+      max_prompt_len=cfg.max_prompt_len,
+      records_read=n_train + n_eval,
+      records_used=n_train + n_eval,
+      records_malformed=0,
+      malformed={},
+      split=dict(method="generated", num_train=n_train, num_eval=n_eval),
+      truncation=truncation,
+      bayes_optimal_accuracy=dict(train=gen_info["train"]["bayes_optimal_accuracy"],
+                                  eval=gen_info["eval"]["bayes_optimal_accuracy"]),
+      ground_truth_accuracy_on_labels=dict(
+          train=gen_info["train"]["ground_truth_accuracy_on_labels"],
+          eval=gen_info["eval"]["ground_truth_accuracy_on_labels"]),
+      synthetic=gen_info,
+      notes=notes,
+  )
+  return PreferenceData(datasets["train"], datasets["eval"], info)
+
+
+def _load_files(cfg: ml_collections.ConfigDict, workdir: str) -> PreferenceData:
+  builder_cls = PreferenceJsonl if cfg.source == "jsonl" else HhRlhf
+  train_files = records_lib.split_paths(cfg.path)
+  eval_files = records_lib.split_paths(cfg.eval_path or "")
+  records_lib.check_files_exist(train_files, "data_config.path")
+  records_lib.check_files_exist(eval_files, "data_config.eval_path")
+  data_dir = cfg.tfds_data_dir or os.path.join(workdir, "tfds")
+  builder, report = builders_base.prepare(
+      builder_cls, path=train_files, eval_path=eval_files, on_malformed=cfg.on_malformed,
+      data_dir=data_dir)
+  train_columns = builders_base.read_split(builder, "train")
+  if eval_files:
+    eval_columns = builders_base.read_split(builder, "eval")
+    split = dict(method="eval_path", num_train=len(train_columns["prompt"]),
+                 num_eval=len(eval_columns["prompt"]))
+  else:
+    n = len(train_columns["prompt"])
+    if n < 2:
+      raise ValueError(
+          f"data_config.path {list(train_files)} has {n} usable record(s); holding out "
+          f"eval_fraction={cfg.eval_fraction} needs at least 2 (or give data_config.eval_path)")
+    num_eval = min(max(1, int(round(cfg.eval_fraction * n))), n - 1)
+    perm = np.random.default_rng(cfg.split_seed).permutation(n)
+    eval_idx, train_idx = np.sort(perm[:num_eval]), np.sort(perm[num_eval:])
+    take = lambda cols, idx: {k: ([v[i] for i in idx] if isinstance(v, list) else v[idx])
+                              for k, v in cols.items()}
+    train_columns, eval_columns = take(train_columns, train_idx), take(train_columns, eval_idx)
+    split = dict(method="held_out_fraction", eval_fraction=cfg.eval_fraction,
+                 split_seed=cfg.split_seed, num_train=n - num_eval, num_eval=num_eval)
+  datasets, truncation = {}, {}
+  for name, columns in (("train", train_columns), ("eval", eval_columns)):
+    sources = [f"{f}:{l}" for f, l in zip(columns["source_file"], columns["source_line"])]
+    datasets[name], truncation[name] = _dataset_from_columns(
+        columns, name, cfg.max_len, cfg.max_prompt_len, sources=sources)
+  info = dict(
+      source=cfg.source,
+      max_len=cfg.max_len,
+      max_prompt_len=cfg.max_prompt_len,
+      paths=dict(path=list(builder.builder_config.path),
+                 eval_path=list(builder.builder_config.eval_path)),
+      on_malformed=cfg.on_malformed,
+      records_read=report["records_read"],
+      records_used=report["records_used"],
+      records_malformed=report["records_malformed"],
+      malformed={k: v for k, v in report["malformed"].items() if v},
+      blank_lines=sum(s["blank_lines"] for s in report["splits"].values()),
+      split=split,
+      truncation=truncation,
+      tfds=dict(builder=builder.name, config_name=builder.builder_config.name,
+                prepared_dir=os.fspath(builder.data_dir),
+                report_file=os.path.join(os.fspath(builder.data_dir),
+                                         builders_base.REPORT_FILENAME)),
+      preparation_report=report,
+      notes=[],
+  )
+  return PreferenceData(datasets["train"], datasets["eval"], info)
+
+
+def load_preference_data(data_config: Any, *, workdir: str) -> PreferenceData:
+  """Loads, tokenizes and splits the preference data named by ``data_config``.
+
+  Real data (``jsonl``, ``hh_rlhf``) is prepared once by the TFDS builder under
+  ``tfds_data_dir`` (default ``<workdir>/tfds``), read back with ``as_data_source`` and
+  tokenized with `ByteTokenizer`. Without ``eval_path`` a fraction ``eval_fraction`` of the
+  records is held out by a permutation drawn from ``split_seed`` (both splits keep file
+  order). Synthetic data is generated in memory.
+
+  Args:
+    data_config: a ConfigDict or mapping with fields of `default_data_config` (missing
+      fields take their defaults; unknown ones raise).
+    workdir: run directory; prepared data goes under ``<workdir>/tfds`` by default.
+
+  Returns:
+    `PreferenceData` (train, eval, info).
+
+  Raises:
+    ValueError: unknown ``source``, bad lengths or fractions, a dataset without usable
+      records.
+    FileNotFoundError: a data file is missing (names the config field and the path).
+    MalformedRecordError: under ``on_malformed="fail"``, on the first malformed record.
+  """
+  cfg = _merged_config(data_config)
+  _validate_config(cfg)
+  if cfg.source == "synthetic":
+    data = _load_synthetic(cfg)
+  else:
+    data = _load_files(cfg, workdir)
+  info = data.info
+  _log.info(
+      "preference data (%s): %d records read, %d used, %d malformed %s; %d train / %d eval "
+      "pairs; truncated pairs: train %d, eval %d", info["source"], info["records_read"],
+      info["records_used"], info["records_malformed"], info["malformed"],
+      data.train.num_pairs, data.eval.num_pairs,
+      info["truncation"]["train"]["pairs_with_truncation"],
+      info["truncation"]["eval"]["pairs_with_truncation"])
+  return data

@@ -1,0 +1,160 @@
+"""Tests of rmjax.data.synthetic: ground truth, determinism, label calibration, Bayes accuracy."""
+
+import numpy as np
+import pytest
+
+from rmjax.data import synthetic
+
+SMALL = dict(num_train=2000, num_eval=500)
+
+
+def test_ground_truth_reward_hand_example():
+  world = np.arange(26, dtype=float)  # w['a'] = 0, w['b'] = 1, ...
+  # 'b' matches 'B' in the prompt: (0 + (1 + 1) + 2) / 3.
+  assert synthetic.ground_truth_reward("BX", "abc", world) == pytest.approx(4 / 3)
+  # bonus 2 and two matches: ((0 + 2) + (1 + 2) + 2) / 3.
+  assert synthetic.ground_truth_reward("BA", "abc", world, match_bonus=2.0) == pytest.approx(7 / 3)
+  # No prompt letters: plain mean of values; repeated letters count each time.
+  assert synthetic.ground_truth_reward("", "zz", world) == pytest.approx(25.0)
+  assert synthetic.ground_truth_reward("Z", "zza", world) == pytest.approx((26 + 26 + 0) / 3)
+
+
+def test_ground_truth_rewards_vectorised_matches_scalar():
+  world = synthetic.make_world(3)
+  prompts = ["BX", "", "QWERTY", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"]
+  responses = ["abc", "zz", "qqqwa", "m"]
+  expected = [synthetic.ground_truth_reward(p, r, world, 0.7) for p, r in zip(prompts, responses)]
+  got = synthetic.ground_truth_rewards(prompts, responses, world, 0.7)
+  np.testing.assert_allclose(got, expected, rtol=1e-12)
+  # The last prompt holds every letter: reward = w['m'] + 0.7.
+  assert got[3] == pytest.approx(world[12] + 0.7)
+
+
+def test_ground_truth_input_errors():
+  world = synthetic.make_world(0)
+  with pytest.raises(ValueError, match="lowercase letters"):
+    synthetic.ground_truth_reward("AB", "aB", world)
+  with pytest.raises(ValueError, match="uppercase letters"):
+    synthetic.ground_truth_reward("ab", "ab", world)
+  with pytest.raises(ValueError, match="non-empty"):
+    synthetic.ground_truth_reward("AB", "", world)
+  with pytest.raises(ValueError, match=r"world must have shape \[K\] with 1 <= K <= 26"):
+    synthetic.ground_truth_reward("AB", "ab", np.zeros(27))
+  # A 3-letter world knows only a, b, c.
+  assert synthetic.ground_truth_reward("C", "cc", np.array([0.0, 1.0, 2.0])) == 3.0
+  with pytest.raises(ValueError, match="lowercase letters a-c only, got"):
+    synthetic.ground_truth_reward("AB", "ad", np.zeros(3))
+  with pytest.raises(ValueError, match="uppercase letters A-C only"):
+    synthetic.ground_truth_reward("AD", "ab", np.zeros(3))
+  with pytest.raises(ValueError, match=r"responses\[1\]"):
+    synthetic.ground_truth_rewards(["A", "B"], ["a", "1"], world)
+
+
+def test_split_reports_the_bayes_optimal_accuracy_of_its_pairs():
+  train, _, info = synthetic.make_synthetic_preferences(
+      dict(synthetic.default_synthetic_config(), num_train=256, num_eval=64))
+  p = np.asarray(train.preference_prob, np.float64)
+  assert info["train"]["bayes_optimal_accuracy"] == pytest.approx(
+      np.mean(np.maximum(p, 1 - p)), abs=1e-6)
+
+def test_ground_truth_label_accuracy_counts_ties_half():
+  acc = synthetic.ground_truth_label_accuracy(np.array([1.0, 0.0, 2.0, 3.0]),
+                                              np.array([0.0, 1.0, 2.0, 1.0]))
+  assert acc == pytest.approx((1 + 0 + 0.5 + 1) / 4)
+
+
+def test_deterministic_from_seed():
+  a_train, a_eval, a_info = synthetic.make_synthetic_preferences(SMALL)
+  b_train, b_eval, b_info = synthetic.make_synthetic_preferences(SMALL)
+  for a, b in ((a_train, b_train), (a_eval, b_eval)):
+    assert a.prompt == b.prompt and a.chosen == b.chosen and a.rejected == b.rejected
+    np.testing.assert_array_equal(a.preference_prob, b.preference_prob)
+  assert a_info == b_info
+  c_train, _, c_info = synthetic.make_synthetic_preferences(dict(SMALL, seed=1))
+  assert c_train.prompt != a_train.prompt
+  assert c_info["world"] == a_info["world"]  # same world_seed, same world
+  _, _, d_info = synthetic.make_synthetic_preferences(dict(SMALL, world_seed=1))
+  assert d_info["world"] != a_info["world"]
+
+
+def test_train_and_eval_differ_but_share_the_world():
+  train, eval_, info = synthetic.make_synthetic_preferences(SMALL)
+  assert len(train.prompt) == 2000 and len(eval_.prompt) == 500
+  triples = lambda s: set(zip(s.prompt, s.chosen, s.rejected))
+  assert not triples(train) & triples(eval_)
+  world = synthetic.make_world(0, num_letters=10)
+  np.testing.assert_allclose(
+      eval_.chosen_reward, synthetic.ground_truth_rewards(eval_.prompt, eval_.chosen, world))
+
+
+def test_records_are_consistent_with_the_ground_truth():
+  settings = dict(SMALL, match_bonus=0.5, temperature=0.3, prompt_len_min=2,
+                  prompt_len_max=4, response_len_min=3, response_len_max=5)
+  train, _, info = synthetic.make_synthetic_preferences(settings)
+  world = np.array(list(info["world"].values()))
+  np.testing.assert_array_equal(world, synthetic.make_world(0, num_letters=10))
+  r_c = synthetic.ground_truth_rewards(train.prompt, train.chosen, world, 0.5)
+  r_r = synthetic.ground_truth_rewards(train.prompt, train.rejected, world, 0.5)
+  np.testing.assert_allclose(train.chosen_reward, r_c, rtol=1e-12)
+  np.testing.assert_allclose(train.rejected_reward, r_r, rtol=1e-12)
+  p = 1 / (1 + np.exp(-(r_c - r_r) / 0.3))
+  np.testing.assert_allclose(train.preference_prob, p, rtol=1e-5, atol=1e-6)
+  assert all(2 <= len(x) <= 4 and x.isupper() for x in train.prompt)
+  assert all(3 <= len(y) <= 5 and y.islower() for y in train.chosen + train.rejected)
+  assert {len(y) for y in train.chosen} == {3, 4, 5}
+  assert np.all(train.margin == 0) and train.margin.dtype == np.float32
+
+
+def test_label_frequency_matches_preference_prob():
+  """In bins of q = P(higher-reward response preferred), it wins a fraction q of labels.
+
+  Deterministic at the fixed seed; the tolerance is 4.5 binomial standard deviations.
+  """
+  train, _, _ = synthetic.make_synthetic_preferences(dict(num_train=30000, num_eval=10))
+  p = train.preference_prob.astype(np.float64)
+  q = np.maximum(p, 1 - p)
+  higher_won = train.chosen_reward > train.rejected_reward
+  ties = train.chosen_reward == train.rejected_reward
+  assert ties.sum() < 10
+  edges = [0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0001]
+  for lo, hi in zip(edges[:-1], edges[1:]):
+    sel = (q >= lo) & (q < hi) & ~ties
+    assert sel.sum() > 1000, (lo, hi, sel.sum())
+    expected = q[sel].mean()
+    std = np.sqrt(np.sum(q[sel] * (1 - q[sel]))) / sel.sum()
+    assert abs(higher_won[sel].mean() - expected) < 4.5 * std + 1e-9, (lo, hi)
+  # Over all pairs the realised ground-truth accuracy matches the Bayes-optimal accuracy.
+  bayes = float(np.mean(np.maximum(p, 1 - p)))
+  realised = synthetic.ground_truth_label_accuracy(train.chosen_reward, train.rejected_reward)
+  assert abs(realised - bayes) < 4.5 * np.sqrt(np.sum(q * (1 - q))) / len(q)
+
+
+def test_default_bayes_accuracy_and_prompt_dependence():
+  train, eval_, info = synthetic.make_synthetic_preferences(synthetic.default_synthetic_config())
+  assert info["eval"]["num_pairs"] == 4096 and info["train"]["num_pairs"] == 32768
+  assert len(info["world"]) == 10 and set("".join(eval_.chosen)) == set("abcdefghij")
+  # The values stated in the module docstring.
+  assert info["eval"]["bayes_optimal_accuracy"] == pytest.approx(0.871, abs=5e-4)
+  assert info["train"]["bayes_optimal_accuracy"] == pytest.approx(0.871, abs=5e-4)
+  # A scorer that ignores the prompt (uses the mean match rate) is well below Bayes.
+  world = synthetic.make_world(0, num_letters=10)
+  match_rate = np.mean([len(set(x)) / 10 for x in eval_.prompt])
+  blind = lambda ys: np.array([np.mean(world[[ord(c) - 97 for c in y]]) for y in ys]) + match_rate
+  agree = (blind(eval_.chosen) > blind(eval_.rejected)) == (
+      eval_.chosen_reward > eval_.rejected_reward)
+  q = np.maximum(eval_.preference_prob, 1 - eval_.preference_prob)
+  blind_expected_accuracy = np.mean(np.where(agree, q, 1 - q))
+  assert blind_expected_accuracy < info["eval"]["bayes_optimal_accuracy"] - 0.04
+
+
+@pytest.mark.parametrize("override, match", [
+    (dict(temperature=0.0), "synthetic.temperature must be > 0"),
+    (dict(prompt_len_min=5, prompt_len_max=4), "synthetic.prompt_len_min"),
+    (dict(response_len_min=0), "synthetic.response_len_min"),
+    (dict(num_eval=0), "synthetic.num_eval must be >= 1"),
+    (dict(seed=1.5), "synthetic.seed must be an int"),
+    (dict(num_letters=27), r"synthetic.num_letters must lie in \[2, 26\]"),
+])
+def test_settings_validation(override, match):
+  with pytest.raises(ValueError, match=match):
+    synthetic.make_synthetic_preferences(dict(SMALL, **override))
