@@ -45,6 +45,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data_seed = 0  # Order of the training batches.
 
   config.data = default_data_config()
+  # Synthetic sequences are at most 1 + 5 + 12 + 1 = 19 tokens (rmjax.data.synthetic).
+  config.data.max_len = 24
+  config.data.max_prompt_len = 8
 
   config.model = ml_collections.ConfigDict(dict(
       vocab_size=259, d_model=128, num_layers=2, num_heads=4, d_ff=344,
@@ -60,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       grad_clip_norm=1.0))
 
   config.train = ml_collections.ConfigDict(dict(
-      num_steps=1500, batch_size=64, log_every=25, eval_every=250, checkpoint_every=250,
+      num_steps=1200, batch_size=64, log_every=25, eval_every=200, checkpoint_every=200,
       progress_bar=True, tensorboard=True))
   config.eval = ml_collections.ConfigDict(dict(batch_size=256, num_bins=10))
   config.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=3, async_save=True))
@@ -69,8 +72,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       logical_axis_rules=tuple(DEFAULT_LOGICAL_AXIS_RULES)))
 
   if preset == "smoke":
-    config.data.max_len = 40
-    config.data.max_prompt_len = 16
     config.data.synthetic.num_train = 512
     config.data.synthetic.num_eval = 128
     config.model.update(d_model=32, num_layers=1, num_heads=2, d_ff=64)

@@ -7,6 +7,7 @@ r"""Train a pairwise (Bradley-Terry) reward model, evaluate it, checkpoint it.
 Re-running a command on the same --workdir resumes from its latest checkpoint.
 """
 
+import logging as std_logging
 import os
 import sys
 
@@ -25,9 +26,18 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory; default: runs/reward_model_<preset> under the cwd.")
 
 
+class _QuietLibraries(std_logging.Filter):
+  """Keeps orbax's and TFDS's per-save INFO chatter out of the run log (warnings stay)."""
+
+  def filter(self, record):
+    noisy = any(part in record.pathname for part in ("orbax", "tensorflow_datasets"))
+    return record.levelno >= std_logging.WARNING or not noisy
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("runs", f"reward_model_{config.name}")
   from rmjax import train  # pylint: disable=g-import-not-at-top

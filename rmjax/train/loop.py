@@ -189,10 +189,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                        disable=not config.train.progress_bar, mininterval=1.0, dynamic_ncols=True)
   try:
     interval_start, interval_steps, interval_real_tokens = None, 0, 0
+    interval_metrics = []
     for step in range(start_step, num_steps):
       batch = data.train.train_batch(step, batch_size, config.data_seed)
       interval_real_tokens += int(batch["chosen_mask"].sum() + batch["rejected_mask"].sum())
       state, metrics = train_step(state, jax.device_put(_model_inputs(batch), batch_shardings))
+      interval_metrics.append(metrics)  # Device arrays: no host sync until the log step.
       interval_steps += 1
       done = step + 1
       progress.update(1)
@@ -200,9 +202,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         jax.block_until_ready(metrics)
         interval_start, interval_steps, interval_real_tokens = time.perf_counter(), 0, 0
       if done % config.train.log_every == 0 or done == num_steps:
-        metrics = jax.device_get(metrics)
+        # Train metrics are means over the steps since the last log, not one noisy batch.
+        history = jax.device_get(interval_metrics)
         elapsed = time.perf_counter() - interval_start
-        record = {k: float(v) for k, v in metrics.items()}
+        record = {k: float(np.mean([m[k] for m in history])) for k in history[0]}
+        interval_metrics = []
         record["learning_rate"] = float(schedule(step))
         if interval_steps and elapsed > 0:
           record["steps_per_s"] = interval_steps / elapsed

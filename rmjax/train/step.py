@@ -84,8 +84,8 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
         "loss": loss,
         "accuracy": rm_eval.pairwise_accuracy(chosen, rejected, mask=batch["valid"]),
         "mean_margin": rm_eval.mean_reward_margin(chosen, rejected, mask=batch["valid"]),
-        "grad_norm": optax.global_norm(grads),
-        "param_norm": optax.global_norm(params),
+        "grad_norm": optax.tree.norm(grads),
+        "param_norm": optax.tree.norm(params),
     }
     return TrainState(state.step + 1, params, opt_state, state.rng), metrics
 

@@ -1,0 +1,145 @@
+"""End-to-end: the trainer on the smoke preset, resume after a kill, bad input at the CLI."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _smoke_config(**train_overrides):
+  sys.path.insert(0, str(REPO_ROOT))
+  from configs import reward_model  # pylint: disable=g-import-not-at-top
+  config = reward_model.get_config("smoke")
+  config.train.update(train_overrides)
+  return config
+
+
+def _run_cli(*args, timeout=300, env_extra=None):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  env.pop("RMJAX_TRACEBACK", None)
+  env.update(env_extra or {})
+  return subprocess.Popen([sys.executable, "-m", "experiments.train_reward_model", *args],
+                          cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _eval_records(workdir):
+  from rmjax.train import read_metrics  # pylint: disable=g-import-not-at-top
+  return [r for r in read_metrics(str(workdir)) if r["split"] == "eval"]
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_everything_and_learns(tmp_path):
+  from rmjax import train  # pylint: disable=g-import-not-at-top
+  config = _smoke_config(num_steps=60, eval_every=30)
+  report = train.train_and_evaluate(config, str(tmp_path))
+  for name in ("config.json", "data_report.json", "metrics.jsonl", "report.json", "report.md",
+               "curves.png", "reliability.png"):
+    assert (tmp_path / name).exists(), name
+  assert list((tmp_path / "tensorboard").iterdir()), "no TensorBoard event file"
+  steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == [40, 50, 60]  # max_to_keep = 3
+  assert report["steps"] == 60
+  final = report["final_eval"]
+  assert final["num_pairs"] == config.data.synthetic.num_eval
+  train_records = [r for r in train.read_metrics(str(tmp_path)) if r["split"] == "train"]
+  assert [r["step"] for r in train_records] == list(range(5, 61, 5))
+  # It learns something: eval loss below log 2 and accuracy clearly above chance.
+  assert final["loss"] < 0.69
+  assert final["accuracy"] > 0.55
+  assert 0.5 < final["bayes_optimal_accuracy"] < 1.0
+  assert report["train_tokens_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics_and_seed_matters(tmp_path):
+  from rmjax import train  # pylint: disable=g-import-not-at-top
+  config = _smoke_config(num_steps=20, eval_every=20, checkpoint_every=20)
+  a = train.train_and_evaluate(config, str(tmp_path / "a"))["final_eval"]
+  b = train.train_and_evaluate(config, str(tmp_path / "b"))["final_eval"]
+  assert a == b
+  config.seed = 1
+  c = train.train_and_evaluate(config, str(tmp_path / "c"))["final_eval"]
+  assert c["loss"] != a["loss"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
+  common = ["--config", "configs/reward_model.py:smoke", "--config.train.num_steps=400",
+            "--config.train.eval_every=200", "--config.train.checkpoint_every=20"]
+  baseline = _run_cli(*common, f"--workdir={tmp_path / 'baseline'}")
+  out, err = baseline.communicate(timeout=600)
+  assert baseline.returncode == 0, err[-3000:]
+
+  workdir = tmp_path / "killed"
+  proc = _run_cli(*common, f"--workdir={workdir}")
+  deadline = time.time() + 300
+  ckpt_dir = workdir / "checkpoints"
+  while time.time() < deadline and proc.poll() is None:
+    if ckpt_dir.exists() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
+      break
+    time.sleep(0.02)
+  assert proc.poll() is None, "the run ended before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  assert not (workdir / "report.json").exists()
+
+  resumed = _run_cli(*common, f"--workdir={workdir}")
+  out, err = resumed.communicate(timeout=600)
+  assert resumed.returncode == 0, err[-3000:]
+  report = json.loads((workdir / "report.json").read_text())
+  assert 0 < report["resumed_from_step"] < 400
+  assert "resumed from checkpoint step" in err
+  assert _eval_records(workdir) == _eval_records(tmp_path / "baseline")
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_exits_for_resume(tmp_path):
+  proc = _run_cli("--config", "configs/reward_model.py:smoke", "--config.train.num_steps=100000",
+                  "--config.train.checkpoint_every=100000", "--config.train.eval_every=100000",
+                  f"--workdir={tmp_path}")
+  metrics = tmp_path / "metrics.jsonl"
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if metrics.exists() and metrics.stat().st_size > 0:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 75, err[-3000:]
+  assert "preempted" in err and "run the same command to resume" in err
+  saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+  assert len(saved) == 1 and saved[0] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.train.num_stepz=3"],
+     "unknown config key --config.train.num_stepz (did you mean: train.num_steps"),
+    (["--config.data.source=jsonl", "--config.data.path=/nonexistent/prefs.jsonl"],
+     "/nonexistent/prefs.jsonl"),
+    (["--config", "configs/reward_model.py:tiny"], "unknown preset 'tiny'"),
+])
+def test_cli_bad_input_gives_one_clear_message(tmp_path, args, message):
+  proc = _run_cli("--config", "configs/reward_model.py:smoke", *args, f"--workdir={tmp_path}")
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode != 0
+  assert message in err, err[-3000:]
+  assert "Traceback" not in err, err[-3000:]
+
+
+def test_cli_empty_dataset_is_reported(tmp_path):
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("")
+  proc = _run_cli("--config", "configs/reward_model.py:smoke", "--config.data.source=jsonl",
+                  f"--config.data.path={empty}", f"--workdir={tmp_path / 'w'}")
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 2, err[-3000:]
+  assert "error:" in err and "Traceback" not in err, err[-3000:]
