@@ -63,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       grad_clip_norm=1.0))
 
   config.train = ml_collections.ConfigDict(dict(
-      num_steps=1200, batch_size=64, log_every=25, eval_every=200, checkpoint_every=200,
+      num_steps=1000, batch_size=64, log_every=25, eval_every=200, checkpoint_every=200,
       progress_bar=True, tensorboard=True))
   config.eval = ml_collections.ConfigDict(dict(batch_size=256, num_bins=10))
   config.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=3, async_save=True))

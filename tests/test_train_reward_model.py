@@ -143,3 +143,22 @@ def test_cli_empty_dataset_is_reported(tmp_path):
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 2, err[-3000:]
   assert "error:" in err and "Traceback" not in err, err[-3000:]
+
+
+@pytest.mark.parametrize("preset", ["default", "smoke", "hh_rlhf", "pod"])
+def test_every_preset_resolves_to_a_valid_model_and_mesh(preset):
+  sys.path.insert(0, str(REPO_ROOT))
+  from configs import reward_model  # pylint: disable=g-import-not-at-top
+  from rmjax import models, parallel  # pylint: disable=g-import-not-at-top
+  config = reward_model.get_config(None if preset == "default" else preset)
+  assert config.name == preset
+  model_config = models.TransformerConfig.from_dict(
+      dict(config.model.to_dict(), max_len=config.data.max_len))
+  num_params = models.count_params(models.abstract_params(model_config))
+  expected = {"smoke": (1e4, 1e5), "default": (4e5, 5e5), "hh_rlhf": (4e5, 5e5),
+              "pod": (1.2e9, 1.3e9)}[preset]
+  assert expected[0] < num_params < expected[1], num_params
+  # The pod preset's mesh is data x fsdp x tensor = 4 x 16 x 4 = 256 devices.
+  mesh_devices = 256 if preset == "pod" else 8
+  sizes = parallel.resolve_mesh_shape(config.mesh.shape.to_dict(), mesh_devices)
+  assert config.train.batch_size % (sizes[0] * sizes[1]) == 0
