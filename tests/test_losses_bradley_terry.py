@@ -415,7 +415,7 @@ def test_public_api_is_exported_and_documented():
 @pytest.mark.slow
 def test_import_is_light():
   code = (
-      "import sys, rmjax.losses, rmjax.eval\n"
+      "import sys, rmjax.losses, rmjax.eval, rmjax.transforms\n"
       "heavy = ('flax', 'optax', 'orbax', 'tensorflow_datasets', 'grain',"
       " 'tensorflow')\n"
       "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n")
