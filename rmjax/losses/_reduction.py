@@ -228,3 +228,91 @@ def reduce_loss(
     return total
   num_valid = jnp.sum(valid, dtype=dtype)
   return total / jnp.maximum(num_valid, 1)
+
+
+# Helpers for the embedding-based, pluralistic and multi-task losses
+# (general_preference, pluralistic, contrastive, multi_objective).
+
+
+def scalar_hyperparameter(x, name: str, *, allow_zero: bool = False):
+  """Checks a scalar hyperparameter such as a temperature or a KL weight.
+
+  A Python int or float is checked eagerly: it must be finite and > 0 (>= 0
+  with `allow_zero`). Anything else (e.g. a learnable temperature, or a value
+  traced under `jit`) must be a real scalar array; its sign cannot be checked
+  under `jit` and is not.
+
+  Args:
+    x: Python number or real scalar array.
+    name: the argument's name, used in error messages.
+    allow_zero: whether 0 is accepted.
+
+  Returns:
+    A Python float, or a 0-d jax array.
+
+  Raises:
+    ValueError: a Python number out of range, or a non-scalar array.
+    TypeError: a bool, or a non-real value.
+  """
+  bound = ">= 0" if allow_zero else "> 0"
+  if isinstance(x, bool) or isinstance(x, str):
+    raise TypeError(
+        f"`{name}` must be a real number {bound}; got "
+        f"{type(x).__name__} {x!r}.")
+  if isinstance(x, (int, float)):
+    value = float(x)
+    finite = value == value and abs(value) != float("inf")
+    if not finite or value < 0 or (value == 0 and not allow_zero):
+      raise ValueError(
+          f"`{name}` must be a finite number {bound}; got {x!r}.")
+    return value
+  x = as_real_array(x, name)
+  check_rank(x, 0, name, "[] (a scalar)")
+  return x
+
+
+def safe_l2_norm(x: jnp.ndarray, axis: int = -1,
+                 keepdims: bool = False) -> jnp.ndarray:
+  """Euclidean norm along `axis` whose gradient at the zero vector is 0.
+
+  `sqrt` has an infinite derivative at 0, so the plain norm of a zero vector
+  (e.g. a sanitised, masked row) has a NaN gradient. Here the sum of squares
+  is replaced by 1 where it is 0 before the `sqrt` (the "double where"), so
+  the value is exact everywhere and the gradient at 0 is exactly 0.
+  """
+  sum_sq = jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims)
+  nonzero = sum_sq > 0
+  return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sum_sq, 1)), 0)
+
+
+def safe_l2_normalize(x: jnp.ndarray, axis: int = -1,
+                      eps: float = 1e-8) -> jnp.ndarray:
+  """`x / max(||x||, eps)` along `axis`: unit vectors, and 0 for x = 0.
+
+  Finite value and gradient everywhere, including at the zero vector (where
+  the normalised vector is 0, as in `torch.nn.functional.normalize`).
+  """
+  norm = safe_l2_norm(x, axis=axis, keepdims=True)
+  return x / jnp.maximum(norm, eps)
+
+
+def batch_vector(x, name: str, batch_size: int, source_name: str,
+                 allow_scalar: bool = False) -> jnp.ndarray:
+  """Checks that `x` is a real [B] vector (or a scalar, if allowed).
+
+  For per-example arguments (weights, margins) of losses whose main inputs are
+  not themselves [B] vectors, e.g. embeddings [B, D]: the error names `x` and
+  the argument `source_name` that B was taken from.
+
+  Returns:
+    `x` as a jax array.
+  """
+  x = as_real_array(x, name)
+  if allow_scalar and x.ndim == 0:
+    return x
+  if tuple(x.shape) != (batch_size,):
+    expected = "a scalar or shape" if allow_scalar else "shape"
+    raise ValueError(
+        f"`{name}` must have {expected} [B] = ({batch_size},) (B from "
+        f"`{source_name}`); got shape {tuple(x.shape)}.")
+  return x
