@@ -12,9 +12,29 @@
 import jax  # noqa: F401  (used by the doctest above)
 import jax.numpy as jnp  # noqa: F401
 
-from rmjax.models.heads import ScalarHead, check_features, gather_last_token
+from rmjax.models.ensemble import (
+    ENSEMBLE_AXIS,
+    abstract_ensemble_params,
+    ensemble_member,
+    ensemble_partition_specs,
+    init_ensemble,
+    make_ensemble_apply,
+)
+from rmjax.models.heads import (
+    GPM_SCALE_GATES,
+    GeneralPreferenceHead,
+    IdealPointHead,
+    LatentConditionedHead,
+    MixtureHead,
+    MultiAttributeHead,
+    PreferenceEncoder,
+    ScalarHead,
+    check_features,
+    gather_last_token,
+)
 from rmjax.models.reward_model import (
     DEFAULT_LOGICAL_AXIS_RULES,
+    HEADS,
     RewardModel,
     abstract_param_state,
     abstract_params,
@@ -22,6 +42,8 @@ from rmjax.models.reward_model import (
     flops_per_token,
     init_reward_model,
     logical_partition_specs,
+    make_embed_apply,
+    make_encoder_apply,
     make_reward_apply,
     non_embedding_params,
 )
@@ -39,25 +61,41 @@ from rmjax.models.transformer import (
 
 __all__ = [
     "DEFAULT_LOGICAL_AXIS_RULES",
+    "ENSEMBLE_AXIS",
+    "GPM_SCALE_GATES",
+    "HEADS",
     "LOGICAL_AXES",
     "CausalSelfAttention",
     "GatedMLP",
+    "GeneralPreferenceHead",
+    "IdealPointHead",
+    "LatentConditionedHead",
+    "MixtureHead",
+    "MultiAttributeHead",
+    "PreferenceEncoder",
     "RMSNorm",
     "RewardModel",
     "ScalarHead",
     "Transformer",
     "TransformerBlock",
     "TransformerConfig",
+    "abstract_ensemble_params",
     "abstract_param_state",
     "abstract_params",
     "apply_rope",
     "check_features",
     "check_tokens_and_mask",
     "count_params",
+    "ensemble_member",
+    "ensemble_partition_specs",
     "flops_per_token",
     "gather_last_token",
+    "init_ensemble",
     "init_reward_model",
     "logical_partition_specs",
+    "make_embed_apply",
+    "make_encoder_apply",
+    "make_ensemble_apply",
     "make_reward_apply",
     "non_embedding_params",
 ]

@@ -2,11 +2,15 @@
 
 The trainer never touches modules. It works with
 
-* `init_reward_model(config, rng) -> (graphdef, params)`: params is a plain nested dict
-  of arrays (`nnx.to_pure_dict` of the `nnx.Param` state), the most portable pytree for
-  optax, orbax (save/restore, including into target shardings) and `jax.tree` utilities;
-* `make_reward_apply(graphdef) -> apply(params, batch) -> rewards [B]`, pure, usable
-  under `jax.jit`, `jax.grad` and `jax.vmap`;
+* `init_reward_model(config, rng, head=..., head_config=...) -> (graphdef, params)`:
+  params is a plain nested dict of arrays (`nnx.to_pure_dict` of the `nnx.Param` state),
+  the most portable pytree for optax, orbax (save/restore, including into target
+  shardings) and `jax.tree` utilities. The head is chosen by name from `HEADS` (scalar,
+  multi-attribute, GPM, mixture, ideal point, VPL), so the same backbone serves every
+  loss;
+* `make_reward_apply(graphdef) -> apply(params, batch) -> rewards [B]` (or the head's
+  dict of outputs), pure, usable under `jax.jit`, `jax.grad` and `jax.vmap`;
+  `make_embed_apply` (pooled features) and `make_encoder_apply` (VPL's encoder) beside it;
 * `abstract_params`, `abstract_param_state` and `logical_partition_specs` to initialise
   straight into shardings over a ('data', 'fsdp', 'tensor') mesh:
 
@@ -21,6 +25,7 @@ The trainer never touches modules. It works with
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import inspect
 import math
 from typing import Any, Callable
 
@@ -30,7 +35,16 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from rmjax.models.heads import ScalarHead, gather_last_token
+from rmjax.models.heads import (
+    GeneralPreferenceHead,
+    IdealPointHead,
+    LatentConditionedHead,
+    MixtureHead,
+    MultiAttributeHead,
+    PreferenceEncoder,
+    ScalarHead,
+    gather_last_token,
+)
 from rmjax.models.transformer import (
     LOGICAL_AXES,
     Transformer,
@@ -54,42 +68,217 @@ DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
 )
 
 
-class RewardModel(nnx.Module):
-  """Decoder-only transformer backbone + `ScalarHead` on the last real token.
+# The head registry: name -> head class. Every head is built as
+# cls(config.d_model, **head_config, param_dtype=config.parameter_dtype, rngs=rngs).
+HEADS: Mapping[str, type[nnx.Module]] = {
+    "scalar": ScalarHead,
+    "multi_attribute": MultiAttributeHead,
+    "general_preference": GeneralPreferenceHead,
+    "mixture": MixtureHead,
+    "ideal_point": IdealPointHead,
+    "latent_conditioned": LatentConditionedHead,
+}
 
-  rewards = head(gather_last_token(backbone(tokens, mask), mask))
+# Head constructor arguments that RewardModel sets itself.
+_RESERVED_HEAD_ARGS = ("d_model", "param_dtype", "rngs")
+
+
+def _head_kwargs(head: Any, head_config: Any, num_outputs: Any) -> tuple[dict, dict]:
+  """Validates (head, head_config, num_outputs); returns (head kwargs, encoder kwargs)."""
+  if not isinstance(head, str) or head not in HEADS:
+    raise ValueError(f"head must be one of {sorted(HEADS)}, got {head!r}.")
+  if head_config is None:
+    head_config = {}
+  if not isinstance(head_config, Mapping):
+    if hasattr(head_config, "to_dict"):  # an ml_collections.ConfigDict
+      head_config = head_config.to_dict()
+    else:
+      raise TypeError(
+          f"head_config must be a mapping of {head!r} head arguments, got "
+          f"{type(head_config).__name__}."
+      )
+  kwargs = dict(head_config)
+  encoder_kwargs = {}
+  if head == "latent_conditioned" and "encoder" in kwargs:
+    encoder_kwargs = kwargs.pop("encoder")
+    if hasattr(encoder_kwargs, "to_dict") and not isinstance(encoder_kwargs, Mapping):
+      encoder_kwargs = encoder_kwargs.to_dict()
+    if not isinstance(encoder_kwargs, Mapping):
+      raise TypeError(
+          "head_config['encoder'] must be a mapping of PreferenceEncoder arguments, got "
+          f"{type(encoder_kwargs).__name__}."
+      )
+    encoder_kwargs = dict(encoder_kwargs)
+  cls = HEADS[head]
+  accepted = [name for name in inspect.signature(cls.__init__).parameters
+              if name not in ("self",) + _RESERVED_HEAD_ARGS]
+  if head == "latent_conditioned":
+    accepted.append("encoder")
+  unknown = sorted(set(kwargs) - set(accepted))
+  if unknown:
+    raise ValueError(
+        f"head_config has unknown key(s) {unknown} for head {head!r}; expected a subset "
+        f"of {sorted(accepted)}."
+    )
+  if head == "scalar":
+    if "num_outputs" in kwargs and num_outputs != 1:
+      raise ValueError(
+          "num_outputs is given both as an argument and in head_config; give it once.")
+    kwargs.setdefault("num_outputs", num_outputs)
+  elif num_outputs != 1:
+    raise ValueError(
+        f"num_outputs={num_outputs!r} applies to head='scalar' only; size the {head!r} "
+        "head through head_config."
+    )
+  if encoder_kwargs:
+    encoder_accepted = [name for name in inspect.signature(PreferenceEncoder.__init__)
+                        .parameters if name not in ("self", "latent_dim")
+                        + _RESERVED_HEAD_ARGS]
+    unknown = sorted(set(encoder_kwargs) - set(encoder_accepted))
+    if unknown:
+      raise ValueError(
+          f"head_config['encoder'] has unknown key(s) {unknown}; expected a subset of "
+          f"{sorted(encoder_accepted)} (latent_dim is the head's)."
+      )
+  return kwargs, encoder_kwargs
+
+
+def _check_prompt_mask(prompt_mask: Any, tokens: jax.Array) -> jax.Array:
+  if getattr(prompt_mask, "shape", None) != tokens.shape:
+    raise ValueError(
+        f"prompt_mask must have the shape of tokens {tuple(tokens.shape)}, got "
+        f"{getattr(prompt_mask, 'shape', None)}."
+    )
+  if not (jnp.issubdtype(prompt_mask.dtype, jnp.integer) or prompt_mask.dtype == jnp.bool_):
+    raise TypeError(f"prompt_mask must be bool or integer, got {prompt_mask.dtype}.")
+  return prompt_mask.astype(jnp.bool_)
+
+
+class RewardModel(nnx.Module):
+  """Decoder-only transformer backbone + a head on the last real token.
+
+  outputs = head(gather_last_token(backbone(tokens, mask), mask), ...)
+
+  The head is picked by name from `HEADS` and built with `head_config` as keyword
+  arguments (its `d_model` and `param_dtype` come from the config):
+
+  * "scalar" (default): num_outputs=1 -> rewards [B] float32 ([B, n] if n > 1);
+  * "multi_attribute": num_attributes=5 -> [B, A];
+  * "general_preference": embedding_dim=4, prompt_dependent_scales=False,
+    scale_gate="softmax" -> {'embedding': [B, 2k], 'block_scales': [B, k] if gated};
+  * "mixture": num_components=2 -> {'rewards': [B, K], 'router_logits': [B, K]};
+  * "ideal_point": feature_dim, num_prototypes=2, num_users -> {'features': [B, F],
+    'prototypes': [K, F], 'user_logits': [B, K] when user_ids are given};
+  * "latent_conditioned": latent_dim, hidden_dim=None, num_hidden_layers=2,
+    encoder={PreferenceEncoder kwargs} -> rewards r(y, z) [B] (needs `latent`).
+
+  "latent_conditioned" (VPL) also builds `self.encoder`, a `PreferenceEncoder` with the
+  same latent_dim (its other arguments from head_config['encoder']), so the encoder and
+  the reward train in one params pytree; see `encode_preferences`.
 
   Training code uses the functional surface (`init_reward_model`, `make_reward_apply`)
   rather than this module directly.
 
   Args:
     config: the backbone's `TransformerConfig`.
-    num_outputs: rewards per sequence (default 1).
+    num_outputs: rewards per sequence of the "scalar" head (default 1).
+    head: a name in `HEADS` (default "scalar").
+    head_config: optional mapping of the head's keyword arguments (default None: {}).
     rngs: `nnx.Rngs` with a `params` stream.
+
+  Raises:
+    ValueError: an unknown head, an unknown head_config key, or num_outputs != 1 with a
+      head other than "scalar".
   """
 
-  def __init__(self, config: TransformerConfig, *, num_outputs: int = 1, rngs: nnx.Rngs):
+  def __init__(self, config: TransformerConfig, *, num_outputs: int = 1,
+               head: str = "scalar", head_config: Mapping[str, Any] | None = None,
+               rngs: nnx.Rngs):
+    kwargs, encoder_kwargs = _head_kwargs(head, head_config, num_outputs)
+    self.head_name = head
     self.backbone = Transformer(config, rngs=rngs)
-    self.head = ScalarHead(config.d_model, num_outputs,
-                           param_dtype=config.parameter_dtype, rngs=rngs)
+    self.head = HEADS[head](config.d_model, **kwargs,
+                            param_dtype=config.parameter_dtype, rngs=rngs)
+    self.encoder = (PreferenceEncoder(config.d_model, self.head.latent_dim,
+                                      **encoder_kwargs,
+                                      param_dtype=config.parameter_dtype, rngs=rngs)
+                    if head == "latent_conditioned" else None)
 
-  def __call__(self, tokens: jax.Array, mask: jax.Array) -> jax.Array:
+  def embed(self, tokens: jax.Array, mask: jax.Array) -> jax.Array:
+    """Pooled features: the hidden state of the last real token.
+
+    Args:
+      tokens: [B, L] integer token ids.
+      mask: [B, L] bool or int, nonzero at real tokens (a prefix of each row).
+
+    Returns:
+      [B, d_model] float32.
+    """
+    mask = check_tokens_and_mask(tokens, mask)
+    return gather_last_token(self.backbone(tokens, mask), mask).astype(jnp.float32)
+
+  def encode_preferences(self, chosen_embeddings: jax.Array,
+                         rejected_embeddings: jax.Array, mask: jax.Array
+                         ) -> tuple[jax.Array, jax.Array]:
+    """VPL posterior (mean [U, Z], log_var [U, Z]) of users' annotated pairs.
+
+    Args are those of `PreferenceEncoder.__call__` ([U, N, D], [U, N, D], [U, N]); the
+    embeddings are typically `embed` of the pairs' sequences. Only for
+    head="latent_conditioned".
+    """
+    if self.encoder is None:
+      raise ValueError(
+          f"encode_preferences needs head='latent_conditioned'; this model's head is "
+          f"{self.head_name!r}."
+      )
+    return self.encoder(chosen_embeddings, rejected_embeddings, mask)
+
+  def __call__(self, tokens: jax.Array, mask: jax.Array, *,
+               prompt_mask: jax.Array | None = None, latent: jax.Array | None = None,
+               user_ids: jax.Array | None = None) -> Any:
     """Scores right-padded sequences.
 
     Args:
       tokens: [B, L] integer token ids.
       mask: [B, L] bool or int, nonzero at real tokens (a prefix of each row, at least
         one real token).
+      prompt_mask: optional [B, L] bool or int, nonzero at the prompt's tokens (a
+        prefix of each row, inside `mask`). Read by the heads with a prompt gate
+        ("general_preference", "mixture") from the hidden state of the last prompt
+        token, exactly the prompt's hidden state since the backbone is causal; without
+        it they read the last real token. Ignored by the other heads.
+      latent: [B, Z] user latents z; required by "latent_conditioned", ignored by the
+        other heads.
+      user_ids: optional [B] int annotators, read by "ideal_point", ignored by the
+        other heads.
 
     Returns:
-      rewards: [B] float32, or [B, num_outputs] when num_outputs > 1.
+      The head's outputs (see the class docstring): for "scalar", rewards [B] float32,
+      or [B, num_outputs] when num_outputs > 1.
     """
     mask = check_tokens_and_mask(tokens, mask)
     hidden = self.backbone(tokens, mask)
-    rewards = self.head(gather_last_token(hidden, mask))
-    if self.head.num_outputs == 1:
-      rewards = rewards[:, 0]
-    return rewards
+    features = gather_last_token(hidden, mask)
+    name = self.head_name
+    if name == "scalar":
+      rewards = self.head(features)
+      if self.head.num_outputs == 1:
+        rewards = rewards[:, 0]
+      return rewards
+    if name in ("general_preference", "mixture"):
+      prompt_features = None
+      if prompt_mask is not None:
+        prompt_features = gather_last_token(hidden, _check_prompt_mask(prompt_mask, tokens))
+      return self.head(features, prompt_features)
+    if name == "ideal_point":
+      return self.head(features, user_ids)
+    if name == "latent_conditioned":
+      if latent is None:
+        raise KeyError(
+            "head='latent_conditioned' needs the user latent: pass latent (batch key "
+            "'latent') of shape [B, Z].")
+      return self.head(features, latent)
+    return self.head(features)
 
 
 def _check_config(config: Any) -> None:
@@ -98,14 +287,17 @@ def _check_config(config: Any) -> None:
 
 
 def init_reward_model(
-    config: TransformerConfig, rng: jax.Array, *, num_outputs: int = 1
+    config: TransformerConfig, rng: jax.Array, *, num_outputs: int = 1,
+    head: str = "scalar", head_config: Mapping[str, Any] | None = None,
 ) -> tuple[nnx.GraphDef, Params]:
   """Builds a `RewardModel` and splits it into a static graphdef and pure params.
 
   Args:
     config: the backbone's `TransformerConfig`.
     rng: a `jax.random` key for the parameter initialisers.
-    num_outputs: rewards per sequence (default 1).
+    num_outputs: rewards per sequence of the "scalar" head (default 1).
+    head: a name in `HEADS` (default "scalar"); see `RewardModel`.
+    head_config: optional mapping of the head's keyword arguments (default None).
 
   Returns:
     (graphdef, params): graphdef is static (hashable; keep it out of the train state);
@@ -119,9 +311,30 @@ def init_reward_model(
   ['backbone', 'head']
   """
   _check_config(config)
-  model = RewardModel(config, num_outputs=num_outputs, rngs=nnx.Rngs(params=rng))
+  model = RewardModel(config, num_outputs=num_outputs, head=head, head_config=head_config,
+                      rngs=nnx.Rngs(params=rng))
   graphdef, state = nnx.split(model, nnx.Param)
   return graphdef, nnx.to_pure_dict(state)
+
+
+def _check_graphdef(graphdef: Any) -> None:
+  if not isinstance(graphdef, nnx.GraphDef):
+    raise TypeError(
+        "graphdef must be the nnx.GraphDef returned by init_reward_model, got "
+        f"{type(graphdef).__name__}."
+    )
+
+
+def _check_batch(batch: Any) -> None:
+  if not isinstance(batch, Mapping):
+    raise TypeError(
+        f"batch must be a mapping with 'tokens' and 'mask', got {type(batch).__name__}.")
+  missing = [key for key in ("tokens", "mask") if key not in batch]
+  if missing:
+    raise KeyError(
+        f"batch is missing {missing}; expected keys 'tokens' [B, L] and 'mask' [B, L], "
+        f"got {sorted(batch)}."
+    )
 
 
 def make_reward_apply(
@@ -135,9 +348,12 @@ def make_reward_apply(
   Returns:
     apply(params, batch) -> rewards: params as returned by `init_reward_model` (a pure
     dict; an `nnx.State` of the same parameters works too); batch a mapping with
-    'tokens' [B, L] int and 'mask' [B, L] bool/int (other keys are ignored); rewards
-    [B] float32 ([B, num_outputs] for multi-output heads). The model is rebuilt with
-    `nnx.merge` inside, so apply is pure and differentiable w.r.t. params.
+    'tokens' [B, L] int and 'mask' [B, L] bool/int, and optionally 'prompt_mask'
+    [B, L], 'latent' [B, Z] and 'user_ids' [B], passed to the model when present (see
+    `RewardModel.__call__`; the heads that do not read them ignore them, as any other
+    key); rewards [B] float32 ([B, num_outputs] for multi-output scalar heads), or the
+    head's outputs (an array or a dict of arrays, see `RewardModel`). The model is
+    rebuilt with `nnx.merge` inside, so apply is pure and differentiable w.r.t. params.
 
   >>> graphdef, params = init_reward_model(TransformerConfig(d_model=16, num_heads=2),
   ...                                      jax.random.key(0))
@@ -146,31 +362,71 @@ def make_reward_apply(
   >>> apply(params, batch).dtype
   dtype('float32')
   """
-  if not isinstance(graphdef, nnx.GraphDef):
-    raise TypeError(
-        "graphdef must be the nnx.GraphDef returned by init_reward_model, got "
-        f"{type(graphdef).__name__}."
-    )
+  _check_graphdef(graphdef)
 
-  def apply(params: Params, batch: Mapping[str, jax.Array]) -> jax.Array:
+  def apply(params: Params, batch: Mapping[str, jax.Array]) -> Any:
     """params: pure dict; batch: {'tokens': [B, L], 'mask': [B, L]} -> rewards [B]."""
-    if not isinstance(batch, Mapping):
-      raise TypeError(
-          f"batch must be a mapping with 'tokens' and 'mask', got {type(batch).__name__}."
-      )
-    missing = [key for key in ("tokens", "mask") if key not in batch]
-    if missing:
-      raise KeyError(
-          f"batch is missing {missing}; expected keys 'tokens' [B, L] and 'mask' [B, L], "
-          f"got {sorted(batch)}."
-      )
+    _check_batch(batch)
     model = nnx.merge(graphdef, params)
-    return model(batch["tokens"], batch["mask"])
+    return model(batch["tokens"], batch["mask"], prompt_mask=batch.get("prompt_mask"),
+                 latent=batch.get("latent"), user_ids=batch.get("user_ids"))
 
   return apply
 
 
-def abstract_params(config: TransformerConfig, *, num_outputs: int = 1) -> Params:
+def make_embed_apply(
+    graphdef: nnx.GraphDef,
+) -> Callable[[Params, Mapping[str, jax.Array]], jax.Array]:
+  """Pure function of the pooled features (the input of every head).
+
+  Args:
+    graphdef: the first output of `init_reward_model` (any head).
+
+  Returns:
+    embed(params, batch) -> [B, d_model] float32: the backbone's hidden state at the last
+    real token of batch['tokens'] / batch['mask'] (`RewardModel.embed`). Use it for
+    representation losses (e.g. contrastive regularisers) and VPL's pair embeddings.
+
+  >>> graphdef, params = init_reward_model(TransformerConfig(d_model=16, num_heads=2),
+  ...                                      jax.random.key(0))
+  >>> batch = {"tokens": jnp.ones((2, 4), jnp.int32), "mask": jnp.ones((2, 4), bool)}
+  >>> make_embed_apply(graphdef)(params, batch).shape
+  (2, 16)
+  """
+  _check_graphdef(graphdef)
+
+  def embed(params: Params, batch: Mapping[str, jax.Array]) -> jax.Array:
+    _check_batch(batch)
+    return nnx.merge(graphdef, params).embed(batch["tokens"], batch["mask"])
+
+  return embed
+
+
+def make_encoder_apply(
+    graphdef: nnx.GraphDef,
+) -> Callable[[Params, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+  """Pure function of VPL's posterior encoder (head="latent_conditioned" only).
+
+  Args:
+    graphdef: the first output of `init_reward_model(..., head="latent_conditioned")`.
+
+  Returns:
+    encode(params, chosen_embeddings [U, N, D], rejected_embeddings [U, N, D],
+    mask [U, N]) -> (mean [U, Z], log_var [U, Z]) float32 (`PreferenceEncoder`).
+  """
+  _check_graphdef(graphdef)
+
+  def encode(params: Params, chosen_embeddings: jax.Array, rejected_embeddings: jax.Array,
+             mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return nnx.merge(graphdef, params).encode_preferences(
+        chosen_embeddings, rejected_embeddings, mask)
+
+  return encode
+
+
+def abstract_params(config: TransformerConfig, *, num_outputs: int = 1,
+                    head: str = "scalar", head_config: Mapping[str, Any] | None = None
+                    ) -> Params:
   """Shapes and dtypes of `init_reward_model`'s params, computed without any FLOPs.
 
   Use it as a restore target for orbax or to plan shardings. For the graphdef as well,
@@ -178,7 +434,9 @@ def abstract_params(config: TransformerConfig, *, num_outputs: int = 1) -> Param
 
   Args:
     config: the backbone's `TransformerConfig`.
-    num_outputs: rewards per sequence (default 1).
+    num_outputs: rewards per sequence of the "scalar" head (default 1).
+    head: a name in `HEADS` (default "scalar").
+    head_config: optional mapping of the head's keyword arguments (default None).
 
   Returns:
     The params pytree with `jax.ShapeDtypeStruct` leaves.
@@ -186,12 +444,15 @@ def abstract_params(config: TransformerConfig, *, num_outputs: int = 1) -> Param
   _check_config(config)
 
   def init_params(rng):
-    return init_reward_model(config, rng, num_outputs=num_outputs)[1]
+    return init_reward_model(config, rng, num_outputs=num_outputs, head=head,
+                             head_config=head_config)[1]
 
   return jax.eval_shape(init_params, jax.random.key(0))
 
 
-def abstract_param_state(config: TransformerConfig, *, num_outputs: int = 1) -> nnx.State:
+def abstract_param_state(config: TransformerConfig, *, num_outputs: int = 1,
+                         head: str = "scalar", head_config: Mapping[str, Any] | None = None
+                         ) -> nnx.State:
   """Abstract `nnx.State` of the model's parameters, with their sharding metadata.
 
   Unlike `abstract_params` (a pure dict), the leaves here are `nnx.Param` variables
@@ -200,14 +461,16 @@ def abstract_param_state(config: TransformerConfig, *, num_outputs: int = 1) -> 
 
   Args:
     config: the backbone's `TransformerConfig`.
-    num_outputs: rewards per sequence (default 1).
+    num_outputs: rewards per sequence of the "scalar" head (default 1).
+    head: a name in `HEADS` (default "scalar").
+    head_config: optional mapping of the head's keyword arguments (default None).
 
   Returns:
     `nnx.State` with the structure of `init_reward_model`'s params.
   """
   _check_config(config)
-  model = nnx.eval_shape(lambda: RewardModel(config, num_outputs=num_outputs,
-                                             rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: RewardModel(config, num_outputs=num_outputs, head=head,
+                                             head_config=head_config, rngs=nnx.Rngs(0)))
   return nnx.split(model, nnx.Param)[1]
 
 
