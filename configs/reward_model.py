@@ -17,6 +17,8 @@ Presets (the argument after the colon):
   hh_rlhf  the real HH-RLHF harmless-base test file from ../shared/data (90/10 split).
   pod      a ~1.3B-parameter backbone on a 256-chip mesh (data x fsdp x tensor = 4 x 16 x 4),
            bfloat16 compute, 2048 tokens; documented here, it cannot run on a laptop.
+Families (prefix a preset with one, e.g. `:gpm,smoke`): bt (default), gpm (general preference
+model), mixture (mixture of BT heads with a router).
 Override any field with --config.a.b=value; unknown keys are rejected.
 """
 
@@ -31,16 +33,28 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HH_RLHF_FILE = os.path.join(os.path.dirname(_REPO_ROOT), "shared", "data", "hh_rlhf",
                             "harmless-base-test.jsonl.gz")
 PRESETS = ("default", "smoke", "hh_rlhf", "pod")
+# Model families (pairwise heads + losses); combine with a preset: `:gpm,smoke`.
+FAMILIES = ("bt", "gpm", "mixture")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The config of preset `arg` (None or 'default' for the embedded default)."""
-  preset = arg or "default"
-  if preset not in PRESETS:
-    raise ValueError(f"configs/reward_model.py: unknown preset {preset!r}; expected one of "
-                     f"{PRESETS}")
+  """The config of `arg` = "[family,]preset" (None or 'default' for the embedded default).
+
+  family: bt (Bradley-Terry, scalar head; the default), gpm (general preference model,
+  2k-dim embedding head, Zhang et al. 2024), mixture (mixture of K BT heads with a router,
+  MiCRo). preset: default, smoke, hh_rlhf, pod. E.g. `configs/reward_model.py:gpm,smoke`.
+  """
+  parts = [p for p in (arg or "default").split(",") if p]
+  families = [p for p in parts if p in FAMILIES]
+  presets = [p for p in parts if p in PRESETS]
+  unknown = [p for p in parts if p not in FAMILIES and p not in PRESETS]
+  if unknown or len(families) > 1 or len(presets) > 1:
+    raise ValueError(f"configs/reward_model.py: unknown preset {arg!r}; expected "
+                     f"[family,]preset with family in {FAMILIES} and preset in {PRESETS}")
+  family = families[0] if families else "bt"
+  preset = presets[0] if presets else "default"
   config = ml_collections.ConfigDict()
-  config.name = preset
+  config.name = preset if family == "bt" else f"{family}_{preset}"
   config.seed = 0  # Model initialisation.
   config.data_seed = 0  # Order of the training batches.
 
@@ -53,9 +67,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       vocab_size=259, d_model=128, num_layers=2, num_heads=4, d_ff=344,
       dtype="float32", param_dtype="float32"))
 
+  # The head on the backbone and its settings (rmjax.models.HEADS).
+  config.head = ml_collections.ConfigDict(dict(name="scalar", config=ml_collections.ConfigDict()))
+
   config.loss = ml_collections.ConfigDict(dict(
       name="bradley_terry", use_margin=False, label_smoothing=0.0,
-      center_rewards_coef=0.0, l2_reward_coef=0.0))
+      center_rewards_coef=0.0, l2_reward_coef=0.0, temperature=0.1, normalize=False))
 
   config.optim = ml_collections.ConfigDict(dict(
       name="adamw", learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=50,
@@ -101,4 +118,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                         checkpoint_every=1000, progress_bar=False)
     config.eval.batch_size = 512
     config.mesh.shape.update(data=4, fsdp=16, tensor=4)
+
+  if family == "gpm":
+    config.head.name = "general_preference"
+    config.head.config = ml_collections.ConfigDict(dict(embedding_dim=4))
+    config.loss.update(name="general_preference", temperature=0.1)
+  elif family == "mixture":
+    config.head.name = "mixture"
+    config.head.config = ml_collections.ConfigDict(dict(num_components=2))
+    config.loss.name = "mixture_bradley_terry"
   return config

@@ -46,42 +46,60 @@ def _model_config(config: ml_collections.ConfigDict) -> models.TransformerConfig
   return models.TransformerConfig.from_dict(model_config)
 
 
+def _head_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The head and its settings; the loss names the head it needs."""
+  head = config.head.name
+  needed = step_lib.LOSS_HEADS.get(config.loss.name)
+  if needed is not None and head != needed:
+    raise ValueError(f"head.name={head!r} does not fit loss.name={config.loss.name!r}, "
+                     f"which needs head.name={needed!r}")
+  return {"head": head, "head_config": config.head.config.to_dict() or None}
+
+
 def evaluate(eval_step, params, dataset, *, batch_size: int, batch_sharding,
              num_bins: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-  """Scores every eval pair once and computes the pairwise metrics.
+  """Scores every eval pair once and computes the pairwise metrics from the pair logits.
+
+  Args:
+    eval_step: `(params, batch) -> [B]` logits of P(chosen preferred) (`make_eval_step`).
+    params: model parameters.
+    dataset: a `PreferenceDataset` with `eval_batches`.
+    batch_size: pairs per eval batch.
+    batch_sharding: where batches go.
+    num_bins: bins of the calibration error and the reliability diagram.
 
   Returns:
-    (metrics, arrays): metrics has loss (BT NLL of the labels), accuracy, calibration_error,
-    mean_margin, num_pairs, and for data with a known preference probability
-    bayes_optimal_accuracy, expected_accuracy (the accuracy expected under the label noise:
-    mean of p where the model prefers the labelled-chosen response, else 1 - p; less noisy than
-    the realised accuracy) and ground_truth_agreement (agreement with the true ordering).
-    arrays has the reliability-diagram bins.
+    (metrics, arrays): metrics has loss (NLL of the labels), accuracy (logit > 0 strictly),
+    calibration_error, mean_margin (mean logit), num_pairs, and for data with a known
+    preference probability p: bayes_optimal_accuracy, expected_accuracy (the accuracy
+    expected under the label noise: mean of p where the model prefers the labelled-chosen
+    response, else 1 - p; less noisy than the realised accuracy) and ground_truth_agreement
+    (agreement with the true ordering). arrays has the reliability-diagram bins.
   """
-  chosen, rejected, probs = [], [], []
+  logits, probs = [], []
   for batch in dataset.eval_batches(batch_size):
     valid = np.asarray(batch["valid"])
-    c, r = eval_step(params, jax.device_put(_model_inputs(batch), batch_sharding))
-    chosen.append(np.asarray(c)[valid])
-    rejected.append(np.asarray(r)[valid])
+    batch_logits = eval_step(params, jax.device_put(_model_inputs(batch), batch_sharding))
+    logits.append(np.asarray(batch_logits)[valid])
     if "preference_prob" in batch:
       probs.append(np.asarray(batch["preference_prob"])[valid])
-  chosen, rejected = np.concatenate(chosen), np.concatenate(rejected)
+  logits = np.concatenate(logits)
+  zeros = np.zeros_like(logits)
   metrics = {
-      "loss": float(losses.bradley_terry_loss(chosen, rejected)),
-      "accuracy": float(rm_eval.pairwise_accuracy(chosen, rejected)),
+      "loss": float(losses.bradley_terry_loss(logits, zeros)),
+      "accuracy": float(rm_eval.pairwise_accuracy(logits, zeros)),
       "calibration_error": float(
-          rm_eval.pairwise_calibration_error(chosen, rejected, num_bins=num_bins)),
-      "mean_margin": float(rm_eval.mean_reward_margin(chosen, rejected)),
-      "num_pairs": int(chosen.shape[0]),
+          rm_eval.pairwise_calibration_error(logits, zeros, num_bins=num_bins)),
+      "mean_margin": float(rm_eval.mean_reward_margin(logits, zeros)),
+      "num_pairs": int(logits.shape[0]),
   }
   if probs:
     p = np.concatenate(probs)
-    prefers_chosen = chosen > rejected
+    prefers_chosen = logits > 0
     metrics["bayes_optimal_accuracy"] = float(rm_eval.bayes_optimal_pairwise_accuracy(p))
     metrics["expected_accuracy"] = float(np.mean(np.where(prefers_chosen, p, 1.0 - p)))
     metrics["ground_truth_agreement"] = float(np.mean(prefers_chosen == (p > 0.5)))
-  delta = jnp.asarray(chosen - rejected)
+  delta = jnp.asarray(logits)
   conf, acc, count = rm_eval.reliability_bins(
       jnp.concatenate([jax.nn.sigmoid(delta), jax.nn.sigmoid(-delta)]),
       jnp.concatenate([jnp.ones_like(delta), jnp.zeros_like(delta)]), num_bins=num_bins)
@@ -136,10 +154,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Model, optimiser, sharded init.
   model_config = _model_config(config)
   seed_key = jax.random.PRNGKey(config.seed)
+  head_kwargs = _head_kwargs(config)
   graphdef, abstract_params = jax.eval_shape(
-      functools.partial(models.init_reward_model, model_config), seed_key)
+      functools.partial(models.init_reward_model, model_config, **head_kwargs), seed_key)
   param_specs = models.logical_partition_specs(
-      models.abstract_param_state(model_config),
+      models.abstract_param_state(model_config, **head_kwargs),
       tuple(tuple(rule) for rule in config.mesh.logical_axis_rules), mesh=mesh)
   param_shardings = jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, spec), param_specs)
   apply_fn = models.make_reward_apply(graphdef)
@@ -148,7 +167,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   def init_state(rng):
     init_rng, state_rng = jax.random.split(rng)
-    _, params = models.init_reward_model(model_config, init_rng)
+    _, params = models.init_reward_model(model_config, init_rng, **head_kwargs)
     params = jax.lax.with_sharding_constraint(params, param_shardings)
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), state_rng)
 
@@ -177,7 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_step = jax.jit(step_lib.make_train_step(apply_fn, optimizer, config.loss),
                        in_shardings=(state_shardings, batch_shardings),
                        out_shardings=(state_shardings, None), donate_argnums=0)
-  eval_step = jax.jit(step_lib.make_eval_step(apply_fn))
+  eval_step = jax.jit(step_lib.make_eval_step(apply_fn, config.loss))
   batch_size, seq_len = config.train.batch_size, config.data.max_len
   tokens_per_step = 2 * batch_size * seq_len
 
