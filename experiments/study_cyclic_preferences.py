@@ -28,11 +28,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 from rmjax import eval as rm_eval  # noqa: E402
 from rmjax import losses  # noqa: E402
 from rmjax.data import studies  # noqa: E402
+from rmjax.train import optim  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/study_cyclic_preferences", "Output directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the data and of the initialisations.")
@@ -40,21 +40,6 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "A few-second run (fewer items, pairs
 
 # (name, transitive_scale): the cycle alone, and the cycle plus a transitive quality.
 _WORLDS = (("cyclic", 0.0), ("mixed", 1.0))
-
-
-def _fit(loss_fn, params, num_steps: int, learning_rate: float):
-  """Full-batch adam on `loss_fn(params)`, jitted as one scan; returns (params, losses)."""
-  optimizer = optax.adam(learning_rate)
-
-  def step(carry, _):
-    params, opt_state = carry
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), loss
-
-  (params, _), history = jax.lax.scan(step, (params, optimizer.init(params)), None,
-                                      length=num_steps)
-  return params, history
 
 
 def _run_world(data, *, num_items, gpm_blocks, num_steps, seed):
@@ -69,10 +54,12 @@ def _run_world(data, *, num_items, gpm_blocks, num_steps, seed):
     return losses.general_preference_loss(emb[train.chosen], emb[train.rejected],
                                           temperature=1.0)
 
-  fit = jax.jit(_fit, static_argnums=(0, 2, 3))
-  scores, _ = fit(bt_loss, 0.01 * jax.random.normal(key_bt, (num_items,)), num_steps, 0.05)
+  fit = jax.jit(optim.fit_full_batch, static_argnums=0,
+                static_argnames=("num_steps", "learning_rate"))
+  scores, _ = fit(bt_loss, 0.01 * jax.random.normal(key_bt, (num_items,)),
+                  num_steps=num_steps, learning_rate=0.05)
   emb, _ = fit(gpm_loss, 0.1 * jax.random.normal(key_gpm, (num_items, 2 * gpm_blocks)),
-               num_steps, 0.05)
+               num_steps=num_steps, learning_rate=0.05)
 
   def accuracies(pairs):
     bt = rm_eval.pairwise_accuracy(scores[pairs.chosen], scores[pairs.rejected])

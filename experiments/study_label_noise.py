@@ -38,12 +38,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 from rmjax import eval as rm_eval  # noqa: E402
 from rmjax import losses  # noqa: E402
 from rmjax import transforms  # noqa: E402
 from rmjax.data import studies  # noqa: E402
+from rmjax.train import optim  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/study_label_noise", "Output directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the data and of the initialisations.")
@@ -63,21 +63,12 @@ def _reward(params, x):
 
 def _train(params, chosen, rejected, weights, *, num_steps, learning_rate, label_smoothing):
   """Full-batch adam on the (weighted) BT loss of one MLP; a scan, vmappable over members."""
-  optimizer = optax.adam(learning_rate)
-
   def loss_fn(p):
     return losses.bradley_terry_loss(_reward(p, chosen), _reward(p, rejected),
                                      label_smoothing=label_smoothing, weights=weights)
 
-  def step(carry, _):
-    p, opt_state = carry
-    grads = jax.grad(loss_fn)(p)
-    updates, opt_state = optimizer.update(grads, opt_state, p)
-    return (optax.apply_updates(p, updates), opt_state), None
-
-  (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None,
-                                length=num_steps)
-  return params
+  return optim.fit_full_batch(loss_fn, params, num_steps=num_steps,
+                              learning_rate=learning_rate)[0]
 
 
 def _evaluate(params, test):

@@ -41,30 +41,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 from rmjax import eval as rm_eval  # noqa: E402
 from rmjax import losses  # noqa: E402
 from rmjax.data import studies  # noqa: E402
+from rmjax.train import optim  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/study_user_mixture", "Output directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the data and of the initialisations.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "A few-second run (fewer pairs and steps).")
 
 
-def _fit(loss_fn, params, num_steps: int, learning_rate: float):
-  """Full-batch adam on `loss_fn(params)`, one scan; returns the final params."""
-  optimizer = optax.adam(learning_rate)
-
-  def step(carry, _):
-    params, opt_state = carry
-    grads = jax.grad(loss_fn)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), None
-
-  (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None,
-                                length=num_steps)
-  return params
+_jit_fit = jax.jit(optim.fit_full_batch, static_argnums=0,
+                   static_argnames=("num_steps", "learning_rate"))
 
 
 def _gaps(weights, pairs):
@@ -76,8 +65,8 @@ def _train_bt(train, key, num_steps):
   def loss(w):
     gap = _gaps(w[None], train)[:, 0]
     return losses.bradley_terry_loss(gap, jnp.zeros_like(gap))
-  return jax.jit(_fit, static_argnums=(0, 2, 3))(
-      loss, 0.01 * jax.random.normal(key, (train["chosen"].shape[1],)), num_steps, 0.05)
+  return _jit_fit(loss, 0.01 * jax.random.normal(key, (train["chosen"].shape[1],)),
+                  num_steps=num_steps, learning_rate=0.05)[0]
 
 
 def _train_mixture(train, key, num_heads, num_steps, use_context):
@@ -93,7 +82,7 @@ def _train_mixture(train, key, num_heads, num_steps, use_context):
     gap = _gaps(p["heads"], train)
     return losses.mixture_bradley_terry_loss(gap, jnp.zeros_like(gap), logits)
 
-  params = jax.jit(_fit, static_argnums=(0, 2, 3))(loss, params, num_steps, 0.05)
+  params = _jit_fit(loss, params, num_steps=num_steps, learning_rate=0.05)[0]
   return params, scale
 
 
@@ -124,7 +113,7 @@ def _train_maxmin(train, key, num_heads, num_users, num_rounds, num_steps, num_r
       gap = jnp.sum(_gaps(w, train) * pair_head, axis=1)
       return losses.bradley_terry_loss(gap, jnp.zeros_like(gap))
 
-    return _fit(loss, heads, num_steps, 0.05)
+    return optim.fit_full_batch(loss, heads, num_steps=num_steps, learning_rate=0.05)[0]
 
   @jax.jit
   @jax.vmap

@@ -52,3 +52,14 @@ def test_bad_names_are_rejected_with_the_field():
     optim.make_optimizer(_optim_config(schedule="cosine"), total_steps=10)
   with pytest.raises(ValueError, match="optim.warmup_steps"):
     optim.make_optimizer(_optim_config(warmup_steps=20), total_steps=10)
+
+
+def test_fit_full_batch_minimises_a_quadratic_and_returns_its_loss_history():
+  import jax.numpy as jnp
+  target = jnp.array([1.0, -2.0, 0.5])
+  params, history = optim.fit_full_batch(lambda p: jnp.sum((p - target) ** 2), jnp.zeros(3),
+                                         num_steps=300, learning_rate=0.1)
+  np.testing.assert_allclose(params, target, atol=1e-2)
+  assert history.shape == (300,)
+  np.testing.assert_allclose(history[0], 5.25)  # The loss at the initial parameters.
+  assert history[-1] < 1e-3

@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 
+import jax
 import ml_collections
 import optax
 
@@ -58,3 +59,32 @@ def make_optimizer(optim_config: ml_collections.ConfigDict,
   if optim_config.grad_clip_norm:
     opt = optax.chain(optax.clip_by_global_norm(optim_config.grad_clip_norm), opt)
   return opt, schedule
+
+
+def fit_full_batch(loss_fn: Callable, params, *, num_steps: int,
+                   learning_rate: float) -> tuple:
+  """Full-batch Adam on `loss_fn(params)` for `num_steps`, as one `lax.scan`.
+
+  For the small models of the synthetic studies (lookup tables, linear heads, small MLPs);
+  jit- and vmap-safe (vmap over params to train an ensemble at once).
+
+  Args:
+    loss_fn: params -> scalar loss.
+    params: initial parameters (a pytree).
+    num_steps: Adam steps.
+    learning_rate: Adam's constant learning rate.
+
+  Returns:
+    (params, losses): the final parameters and the [num_steps] loss before each step.
+  """
+  optimizer = optax.adam(learning_rate)
+
+  def step(carry, _):
+    params, opt_state = carry
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+  (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), None,
+                                     length=num_steps)
+  return params, losses
