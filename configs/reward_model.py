@@ -18,7 +18,7 @@ Presets (the argument after the colon):
   pod      a ~1.3B-parameter backbone on a 256-chip mesh (data x fsdp x tensor = 4 x 16 x 4),
            bfloat16 compute, 2048 tokens; documented here, it cannot run on a laptop.
 Families (prefix a preset with one, e.g. `:gpm,smoke`): bt (default), gpm (general preference
-model), mixture (mixture of BT heads with a router).
+model), mixture (mixture of BT heads with a router), ensemble (4 BT members).
 Override any field with --config.a.b=value; unknown keys are rejected.
 """
 
@@ -34,7 +34,7 @@ HH_RLHF_FILE = os.path.join(os.path.dirname(_REPO_ROOT), "shared", "data", "hh_r
                             "harmless-base-test.jsonl.gz")
 PRESETS = ("default", "smoke", "hh_rlhf", "pod")
 # Model families (pairwise heads + losses); combine with a preset: `:gpm,smoke`.
-FAMILIES = ("bt", "gpm", "mixture")
+FAMILIES = ("bt", "gpm", "mixture", "ensemble")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -42,7 +42,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   family: bt (Bradley-Terry, scalar head; the default), gpm (general preference model,
   2k-dim embedding head, Zhang et al. 2024), mixture (mixture of K BT heads with a router,
-  MiCRo). preset: default, smoke, hh_rlhf, pod. E.g. `configs/reward_model.py:gpm,smoke`.
+  MiCRo), ensemble (4 BT models from different seeds trained together with vmap; eval on
+  their mean logit; Coste et al. 2024). preset: default, smoke, hh_rlhf, pod. E.g. `configs/reward_model.py:gpm,smoke`.
   """
   parts = [p for p in (arg or "default").split(",") if p]
   families = [p for p in parts if p in FAMILIES]
@@ -73,6 +74,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict(dict(
       name="bradley_terry", use_margin=False, label_smoothing=0.0,
       center_rewards_coef=0.0, l2_reward_coef=0.0, temperature=0.1, normalize=False))
+
+  # num_members > 0: an ensemble of that many models (different seeds), trained together.
+  config.ensemble = ml_collections.ConfigDict(dict(num_members=0))
 
   config.optim = ml_collections.ConfigDict(dict(
       name="adamw", learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=50,
@@ -127,4 +131,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.head.name = "mixture"
     config.head.config = ml_collections.ConfigDict(dict(num_components=2))
     config.loss.name = "mixture_bradley_terry"
+  elif family == "ensemble":
+    config.ensemble.num_members = 4
   return config

@@ -166,7 +166,7 @@ def test_every_preset_resolves_to_a_valid_model_and_mesh(preset):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["gpm", "mixture"])
+@pytest.mark.parametrize("family", ["gpm", "mixture", "ensemble"])
 def test_every_pairwise_family_trains_on_its_smoke_preset(tmp_path, family):
   sys.path.insert(0, str(REPO_ROOT))
   from configs import reward_model  # pylint: disable=g-import-not-at-top
@@ -215,3 +215,51 @@ def test_head_and_loss_must_fit(tmp_path):
   config.loss.name = "general_preference"
   with pytest.raises(ValueError, match="head.name='scalar' does not fit"):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_ensemble_train_step_equals_independent_member_steps():
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+  import numpy as np
+  from rmjax import models  # pylint: disable=g-import-not-at-top
+  from rmjax.train import optim, step as step_lib  # pylint: disable=g-import-not-at-top
+  from rmjax.train.state import TrainState  # pylint: disable=g-import-not-at-top
+  model_config = models.TransformerConfig(d_model=16, num_layers=1, num_heads=2, max_len=8)
+  loss_config = ml_collections.ConfigDict(dict(
+      name="bradley_terry", use_margin=False, label_smoothing=0.0, center_rewards_coef=0.0,
+      l2_reward_coef=0.0, temperature=0.1, normalize=False))
+  optim_config = _smoke_config().optim
+  optim_config.grad_clip_norm = 0.0  # Global-norm clipping would couple the members.
+  optimizer, _ = optim.make_optimizer(optim_config, 10)
+  rng = np.random.default_rng(0)
+  batch = {"chosen_tokens": rng.integers(3, 259, (4, 8)).astype(np.int32),
+           "rejected_tokens": rng.integers(3, 259, (4, 8)).astype(np.int32),
+           "chosen_mask": np.ones((4, 8), np.int32), "rejected_mask": np.ones((4, 8), np.int32),
+           "margin": np.zeros(4, np.float32), "valid": np.array([True, True, True, False])}
+  graphdef, stacked = models.init_ensemble(model_config, jax.random.PRNGKey(0), num_members=3)
+  ensemble_step = jax.jit(step_lib.make_train_step(
+      step_lib.ensemble_apply_members_last(models.make_ensemble_apply(graphdef)), optimizer,
+      loss_config, num_members=3))
+  state = TrainState(jnp.zeros((), jnp.int32), stacked, optimizer.init(stacked),
+                     jax.random.PRNGKey(1))
+  new_state, metrics = ensemble_step(state, batch)
+  single_step = jax.jit(step_lib.make_train_step(
+      models.make_reward_apply(graphdef), optimizer, loss_config))
+  member_losses, member_logits = [], []
+  for m in range(3):
+    params = models.ensemble_member(stacked, m)
+    single, single_metrics = single_step(
+        TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params),
+                   jax.random.PRNGKey(1)), batch)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
+                 models.ensemble_member(new_state.params, m), single.params)
+    member_losses.append(single_metrics["loss"])
+    member_logits.append(np.asarray(
+        step_lib.make_eval_step(models.make_reward_apply(graphdef), loss_config)(params, batch)))
+  np.testing.assert_allclose(metrics["loss"], np.mean(member_losses), rtol=1e-5)
+  ensemble_logits = step_lib.make_eval_step(
+      step_lib.ensemble_apply_members_last(models.make_ensemble_apply(graphdef)), loss_config,
+      num_members=3)(stacked, batch)
+  np.testing.assert_allclose(ensemble_logits, np.mean(member_logits, axis=0), rtol=1e-5,
+                             atol=1e-6)

@@ -155,19 +155,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model_config = _model_config(config)
   seed_key = jax.random.PRNGKey(config.seed)
   head_kwargs = _head_kwargs(config)
-  graphdef, abstract_params = jax.eval_shape(
-      functools.partial(models.init_reward_model, model_config, **head_kwargs), seed_key)
+  num_members = config.ensemble.num_members
+  if num_members:  # M members as one stacked params pytree, trained together with vmap.
+    init_params = functools.partial(models.init_ensemble, model_config,
+                                    num_members=num_members, **head_kwargs)
+  else:
+    init_params = functools.partial(models.init_reward_model, model_config, **head_kwargs)
+  graphdef, abstract_params = jax.eval_shape(init_params, seed_key)
   param_specs = models.logical_partition_specs(
       models.abstract_param_state(model_config, **head_kwargs),
       tuple(tuple(rule) for rule in config.mesh.logical_axis_rules), mesh=mesh)
+  if num_members:
+    param_specs = models.ensemble_partition_specs(param_specs)
   param_shardings = jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, spec), param_specs)
-  apply_fn = models.make_reward_apply(graphdef)
+  if num_members:
+    apply_fn = step_lib.ensemble_apply_members_last(models.make_ensemble_apply(graphdef))
+  else:
+    apply_fn = models.make_reward_apply(graphdef)
   num_steps = config.train.num_steps
   optimizer, schedule = optim.make_optimizer(config.optim, num_steps)
 
   def init_state(rng):
     init_rng, state_rng = jax.random.split(rng)
-    _, params = models.init_reward_model(model_config, init_rng, **head_kwargs)
+    _, params = init_params(init_rng)
     params = jax.lax.with_sharding_constraint(params, param_shardings)
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), state_rng)
 
@@ -193,10 +203,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("model: %s parameters; mesh %s", f"{num_params:,}", dict(mesh.shape))
 
   batch_shardings = {k: batch_sharding for k in _BATCH_KEYS}
-  train_step = jax.jit(step_lib.make_train_step(apply_fn, optimizer, config.loss),
+  train_step = jax.jit(step_lib.make_train_step(apply_fn, optimizer, config.loss,
+                                                      num_members=num_members),
                        in_shardings=(state_shardings, batch_shardings),
                        out_shardings=(state_shardings, None), donate_argnums=0)
-  eval_step = jax.jit(step_lib.make_eval_step(apply_fn, config.loss))
+  eval_step = jax.jit(step_lib.make_eval_step(apply_fn, config.loss, num_members=num_members))
   batch_size, seq_len = config.train.batch_size, config.data.max_len
   tokens_per_step = 2 * batch_size * seq_len
 

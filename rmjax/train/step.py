@@ -123,23 +123,35 @@ def preference_loss(loss_config: ml_collections.ConfigDict, chosen: Any, rejecte
 
 
 def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
-                    loss_config: ml_collections.ConfigDict
+                    loss_config: ml_collections.ConfigDict, *, num_members: int = 0
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
-  """`train_step(state, batch) -> (new_state, metrics)`; jit it with the state's shardings."""
+  """`train_step(state, batch) -> (new_state, metrics)`; jit it with the state's shardings.
+
+  With `num_members` = M > 0, `apply_fn` returns outputs with a trailing member axis (see
+  `ensemble_apply_members_last`) and the loss is the sum of the M members' losses, so that
+  each member gets exactly its own gradient; metrics use the ensemble's mean logit. (Set
+  `optim.grad_clip_norm` to 0 for fully independent members: global-norm clipping acts on the
+  whole stacked pytree.)
+  """
   _check_loss_name(loss_config)
 
   def train_step(state: TrainState, batch: Batch):
     def loss_fn(params):
       chosen, rejected = score_pairs(apply_fn, params, batch)
-      loss = preference_loss(loss_config, chosen, rejected, batch)
-      return loss, pair_logits(loss_config, chosen, rejected)
+      loss = _over_members(lambda c, r: preference_loss(loss_config, c, r, batch),
+                           num_members)(chosen, rejected)
+      logits = _over_members(lambda c, r: pair_logits(loss_config, c, r),
+                             num_members)(chosen, rejected)
+      if num_members:
+        loss, logits = jnp.sum(loss), jnp.mean(logits, axis=0)
+      return loss, logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     zeros = jnp.zeros_like(logits)
     metrics = {
-        "loss": loss,
+        "loss": loss / max(num_members, 1),
         "accuracy": rm_eval.pairwise_accuracy(logits, zeros, mask=batch["valid"]),
         "mean_margin": rm_eval.mean_reward_margin(logits, zeros, mask=batch["valid"]),
         "grad_norm": optax.tree.norm(grads),
@@ -150,12 +162,29 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
   return train_step
 
 
-def make_eval_step(apply_fn: ApplyFn, loss_config: ml_collections.ConfigDict
-                   ) -> Callable[[Any, Batch], jax.Array]:
-  """`eval_step(params, batch) -> [B]` pair logits (see `pair_logits`)."""
+def make_eval_step(apply_fn: ApplyFn, loss_config: ml_collections.ConfigDict, *,
+                   num_members: int = 0) -> Callable[[Any, Batch], jax.Array]:
+  """`eval_step(params, batch) -> [B]` pair logits (see `pair_logits`); an ensemble's mean."""
   _check_loss_name(loss_config)
 
   def eval_step(params, batch):
-    return pair_logits(loss_config, *score_pairs(apply_fn, params, batch))
+    logits = _over_members(lambda c, r: pair_logits(loss_config, c, r),
+                           num_members)(*score_pairs(apply_fn, params, batch))
+    return jnp.mean(logits, axis=0) if num_members else logits
 
   return eval_step
+
+
+def _over_members(fn: Callable, num_members: int) -> Callable:
+  """`fn` itself, or `fn` vmapped over the trailing member axis of its inputs (out: [M, ...])."""
+  return jax.vmap(fn, in_axes=-1, out_axes=0) if num_members else fn
+
+
+def ensemble_apply_members_last(ensemble_apply: ApplyFn) -> ApplyFn:
+  """Wraps `make_ensemble_apply`'s `[M, N, ...]` outputs as `[N, ..., M]`, so that pairs
+  split along the leading axis like a single model's."""
+
+  def apply(params, batch):
+    return jax.tree.map(lambda x: jnp.moveaxis(x, 0, -1), ensemble_apply(params, batch))
+
+  return apply
