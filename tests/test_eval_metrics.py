@@ -253,8 +253,22 @@ class BayesOptimalAccuracyTest(chex.TestCase):
 def test_public_api():
   assert set(rm_eval.__all__) == {
       "pairwise_accuracy", "mean_reward_margin", "pairwise_calibration_error",
-      "expected_calibration_error", "reliability_bins",
+      "expected_calibration_error", "reliability_bins", "pairwise_reliability_bins",
       "bayes_optimal_pairwise_accuracy"}
+
+
+def test_pairwise_reliability_bins_are_those_of_the_ordered_pairs():
+  chosen = jnp.array([2.0, -1.0, 0.3, 9.0])
+  rejected = jnp.array([0.0, 0.5, 0.3, 0.0])
+  mask = jnp.array([True, True, True, False])
+  delta = (chosen - rejected)[:3]
+  expected = rm_eval.reliability_bins(
+      jnp.concatenate([jax.nn.sigmoid(delta), jax.nn.sigmoid(-delta)]),
+      jnp.concatenate([jnp.ones(3), jnp.zeros(3)]), num_bins=4)
+  got = rm_eval.pairwise_reliability_bins(chosen, rejected, mask=mask, num_bins=4)
+  for a, b in zip(got, expected):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert float(jnp.sum(got[2])) == 6.0
 
 
 def test_metrics_are_jittable_with_static_num_bins():

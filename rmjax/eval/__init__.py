@@ -8,6 +8,7 @@ from rmjax.eval.pairwise import expected_calibration_error
 from rmjax.eval.pairwise import mean_reward_margin
 from rmjax.eval.pairwise import pairwise_accuracy
 from rmjax.eval.pairwise import pairwise_calibration_error
+from rmjax.eval.pairwise import pairwise_reliability_bins
 from rmjax.eval.pairwise import reliability_bins
 
 __all__ = (
@@ -16,5 +17,6 @@ __all__ = (
     "mean_reward_margin",
     "pairwise_accuracy",
     "pairwise_calibration_error",
+    "pairwise_reliability_bins",
     "reliability_bins",
 )

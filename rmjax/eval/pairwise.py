@@ -273,14 +273,48 @@ def pairwise_calibration_error(
   0.2...
   """
   num_bins = _check_num_bins(num_bins)
+  probs, labels, valid = _ordered_pair_predictions(chosen_rewards, rejected_rewards, mask)
+  return expected_calibration_error(probs, labels, mask=valid, num_bins=num_bins)
+
+
+def pairwise_reliability_bins(
+    chosen_rewards: chex.Array,
+    rejected_rewards: chex.Array,
+    *,
+    mask: Optional[chex.Array] = None,
+    num_bins: int = 10,
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """`reliability_bins` of the ordered pairs of `pairwise_calibration_error`.
+
+  Args:
+    chosen_rewards: [B] scores of the preferred responses.
+    rejected_rewards: [B] scores of the dispreferred responses.
+    mask: optional [B] validity mask.
+    num_bins: static Python int >= 1 (default 10).
+
+  Returns:
+    (bin_confidence, bin_accuracy, bin_count), each [num_bins] float32, for a reliability
+    diagram of the model's Bradley-Terry probabilities.
+
+  >>> import jax.numpy as jnp
+  >>> conf, acc, count = pairwise_reliability_bins(jnp.log(jnp.array([4.0])),
+  ...                                              jnp.zeros(1), num_bins=5)
+  >>> [float(c) for c in count]  # p = 0.2 (label 0) and p = 0.8 (label 1)
+  [0.0, 1.0, 0.0, 0.0, 1.0]
+  """
+  num_bins = _check_num_bins(num_bins)
+  probs, labels, valid = _ordered_pair_predictions(chosen_rewards, rejected_rewards, mask)
+  return reliability_bins(probs, labels, mask=valid, num_bins=num_bins)
+
+
+def _ordered_pair_predictions(chosen_rewards, rejected_rewards, mask):
+  """[2B] (p, y, valid): (sigmoid(Delta), 1) and (sigmoid(-Delta), 0) for every pair."""
   chosen, rejected, valid, dtype = _reduction.pair_inputs(
       chosen_rewards, rejected_rewards, mask)
   delta = chosen - rejected
   probs = jnp.concatenate([jax.nn.sigmoid(delta), jax.nn.sigmoid(-delta)])
   labels = jnp.concatenate([jnp.ones_like(delta), jnp.zeros_like(delta)])
-  return expected_calibration_error(
-      probs.astype(dtype), labels, mask=jnp.concatenate([valid, valid]),
-      num_bins=num_bins)
+  return probs.astype(dtype), labels, jnp.concatenate([valid, valid])
 
 
 def bayes_optimal_pairwise_accuracy(

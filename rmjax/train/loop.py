@@ -99,10 +99,7 @@ def evaluate(eval_step, params, dataset, *, batch_size: int, batch_sharding,
     metrics["bayes_optimal_accuracy"] = float(rm_eval.bayes_optimal_pairwise_accuracy(p))
     metrics["expected_accuracy"] = float(np.mean(np.where(prefers_chosen, p, 1.0 - p)))
     metrics["ground_truth_agreement"] = float(np.mean(prefers_chosen == (p > 0.5)))
-  delta = jnp.asarray(logits)
-  conf, acc, count = rm_eval.reliability_bins(
-      jnp.concatenate([jax.nn.sigmoid(delta), jax.nn.sigmoid(-delta)]),
-      jnp.concatenate([jnp.ones_like(delta), jnp.zeros_like(delta)]), num_bins=num_bins)
+  conf, acc, count = rm_eval.pairwise_reliability_bins(logits, zeros, num_bins=num_bins)
   return metrics, {"bin_confidence": np.asarray(conf), "bin_accuracy": np.asarray(acc),
                    "bin_count": np.asarray(count)}
 
@@ -260,7 +257,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         checkpointer.wait()
         raise Preempted(f"SIGTERM at step {done}: checkpoint saved in {checkpointer.directory}; "
                         "run the same command to resume")
-      if config.train.log_every and done % config.train.log_every == 0:
+      if done % config.train.log_every == 0:
         interval_start, interval_steps, interval_real_tokens = time.perf_counter(), 0, 0
   finally:
     progress.close()
