@@ -1,5 +1,7 @@
 """Tests of the reward heads (rmjax.models.heads) and of RewardModel's head registry."""
 
+import math
+
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 
 from rmjax import models
-from rmjax.losses import general_preference, pluralistic
+from rmjax.losses import bradley_terry, general_preference, pluralistic
 
 TINY = models.TransformerConfig(vocab_size=259, max_len=32, d_model=16, num_layers=1,
                                 num_heads=2)
@@ -23,6 +25,10 @@ HEAD_CASES = {
     "mixture": ({"num_components": 3}, {"rewards": (4, 3), "router_logits": (4, 3)}),
     "ideal_point": ({"feature_dim": 5, "num_prototypes": 3, "num_users": NUM_USERS},
                     {"features": (4, 5), "prototypes": (3, 5), "user_logits": (4, 3)}),
+    "prompt_conditioned_ideal_point": (
+        {"feature_dim": 5, "num_prototypes": 3, "num_users": NUM_USERS},
+        {"features": (4, 5), "user_prototype_features": (4, 3, 5), "user_logits": (4, 3),
+         "log_temperature": ()}),
     "latent_conditioned": ({"latent_dim": 3, "hidden_dim": 8}, (4,)),
 }
 
@@ -273,6 +279,273 @@ def test_ideal_point_user_table_lookup_and_pal_score(built):
   f = np.asarray(out["features"], np.float64)
   expected = (np.linalg.norm(f[1::2] - a_u, axis=-1) - np.linalg.norm(f[0::2] - a_u, axis=-1))
   np.testing.assert_allclose(score, expected, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- PAL-B
+
+PAL_B = "prompt_conditioned_ideal_point"
+TAU0 = 1.0 / 0.07  # the spec's initial temperature
+
+
+def _np_softmax(x):
+  x = np.asarray(x, np.float64)
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def _np_cos(a, b):
+  return np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def _np_gelu(x):
+  return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+
+
+def _np_pal_b_head(p, features, prompt_features, num_hidden_layers):
+  """PromptConditionedIdealPointHead in float64 numpy, written from its docstring."""
+  f, g = features, prompt_features
+  for l in range(num_hidden_layers + 1):
+    rf, rg = p["response_projection"][l], p["prototype_projections"][l]
+    f = f @ rf["kernel"] + rf["bias"]
+    g = (np.einsum("bi,kio->bko", g, rg["kernel"]) if g.ndim == 2
+         else np.einsum("bki,kio->bko", g, rg["kernel"])) + rg["bias"]
+    if l < num_hidden_layers:
+      f, g = _np_gelu(f), _np_gelu(g)
+  return f, g
+
+
+def _np_pal_b_score(g, theta, f_c, f_r, log_temperature):
+  """s = tau (cos(u, f_c) - cos(u, f_r)), u = sum_k softmax(theta)_k g_k, tau clamped."""
+  u = np.einsum("bk,bkf->bf", _np_softmax(theta), np.asarray(g, np.float64))
+  tau = min(math.exp(log_temperature), 100.0)
+  return tau * (_np_cos(u, f_c) - _np_cos(u, f_r))
+
+
+def _pal_b_module(num_hidden_layers=0, seed=0, d_model=6, feature_dim=4, num_prototypes=3,
+                  num_users=5):
+  return models.PromptConditionedIdealPointHead(
+      d_model, feature_dim, num_prototypes, num_users=num_users,
+      num_hidden_layers=num_hidden_layers, rngs=nnx.Rngs(seed))
+
+
+def _pal_b_pair_score(head, chosen, rejected, prompt, user_ids, mask=None):
+  """The PAL-B pair score from the head's outputs, through rmjax.losses only."""
+  out_c = head(chosen, prompt, user_ids)
+  out_r = head(rejected, prompt, user_ids)
+  u = pluralistic.pal_b_user_vector(out_c["user_prototype_features"], out_c["user_logits"],
+                                    mask=mask)
+  return pluralistic.pal_b_score(out_c["features"], out_r["features"], u,
+                                 log_temperature=out_c["log_temperature"], mask=mask)
+
+
+def _normal(seed, shape):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def test_pal_b_reward_model_reads_the_prompt_and_the_user(built):
+  _, params, apply, embed = built[PAL_B]
+  table = np.arange(NUM_USERS * 3, dtype=np.float32).reshape(NUM_USERS, 3) / 4.0 - 1.0
+  params = {**params, "head": {**params["head"], "user_table": jnp.asarray(table)}}
+  head = _np(params["head"])
+  prompt = _random_seqs(20, [5])[0]
+  responses = _random_seqs(21, [3, 6, 2, 4])
+  seqs = [prompt + r for r in responses]
+  user_ids = jnp.array([2, 2, 0, 0], jnp.int32)
+  batch = {**_right_padded(seqs, 12, prompt_lengths=[5] * 4), "user_ids": user_ids}
+  out = apply(params, batch)
+
+  # f(y) reads the last real token; the K maps read the prompt's last token, which is
+  # the prompt scored alone (causal backbone: the tokens after it change nothing), so one
+  # prompt gives one set of g_k(x).
+  features = np.asarray(embed(params, batch), np.float64)
+  prompt_alone = np.asarray(embed(params, {"tokens": batch["tokens"],
+                                           "mask": batch["prompt_mask"]}), np.float64)
+  f, g = _np_pal_b_head(head, features, prompt_alone, 0)
+  np.testing.assert_allclose(out["features"], f, atol=1e-5)
+  np.testing.assert_allclose(out["user_prototype_features"], g, atol=1e-5)
+  np.testing.assert_allclose(out["user_prototype_features"],
+                             np.broadcast_to(out["user_prototype_features"][:1], (4, 3, 5)),
+                             atol=1e-6)
+  np.testing.assert_array_equal(out["user_logits"], table[[2, 2, 0, 0]])
+  np.testing.assert_allclose(out["log_temperature"], math.log(TAU0), rtol=1e-7)
+
+  # Without the prompt mask the maps fall back to the last real token of each sequence.
+  fallback = apply(params, {k: batch[k] for k in ("tokens", "mask", "user_ids")})
+  np.testing.assert_allclose(fallback["user_prototype_features"],
+                             _np_pal_b_head(head, features, features, 0)[1], atol=1e-5)
+  np.testing.assert_array_equal(fallback["features"], out["features"])
+
+  # Pairs (0 > 1) by user 2 and (2 > 3) by user 0 through pal_b_user_vector/pal_b_score.
+  u = pluralistic.pal_b_user_vector(out["user_prototype_features"][0::2],
+                                    out["user_logits"][0::2])
+  score = pluralistic.pal_b_score(out["features"][0::2], out["features"][1::2], u,
+                                  log_temperature=out["log_temperature"])
+  expected = _np_pal_b_score(g[0::2], table[[2, 0]], f[0::2], f[1::2], math.log(TAU0))
+  np.testing.assert_allclose(score, expected, rtol=1e-4, atol=1e-5)
+  assert np.all(np.abs(score) <= 2 * TAU0 + 1e-4)
+
+
+def test_pal_b_identical_prototype_maps_make_u_independent_of_the_user():
+  head = _pal_b_module(seed=1)
+  graphdef, state = nnx.split(head, nnx.Param)
+  params = nnx.to_pure_dict(state)
+  layer = params["prototype_projections"][0]
+  params["prototype_projections"][0] = {
+      "kernel": jnp.broadcast_to(layer["kernel"][:1], layer["kernel"].shape),
+      "bias": jnp.broadcast_to(_normal(2, (1, 4)), layer["bias"].shape)}
+  params["user_table"] = _normal(3, (5, 3)) * 3.0
+  nnx.replace_by_pure_dict(state, params)
+  head = nnx.merge(graphdef, state)
+  prompt = _normal(4, (5, 6))
+  outs = [head(jnp.zeros((5, 6)), prompt, jnp.full((5,), user, jnp.int32))
+          for user in range(5)]
+  vectors = [pluralistic.pal_b_user_vector(o["user_prototype_features"], o["user_logits"])
+             for o in outs]
+  assert float(jnp.max(jnp.abs(outs[0]["user_logits"] - outs[1]["user_logits"]))) > 0.5
+  for v in vectors[1:]:
+    np.testing.assert_allclose(v, vectors[0], atol=1e-5)
+  # ... and it is the one map: u = g_1(x).
+  np.testing.assert_allclose(vectors[0], outs[0]["user_prototype_features"][:, 0], atol=1e-5)
+  # With distinct maps the user matters (the control for the statement above).
+  fresh = _pal_b_module(seed=1)
+  fresh.user_table[...] = params["user_table"]
+  a, b = (fresh(jnp.zeros((5, 6)), prompt, jnp.full((5,), user, jnp.int32))
+          for user in (0, 1))
+  assert float(jnp.max(jnp.abs(
+      pluralistic.pal_b_user_vector(a["user_prototype_features"], a["user_logits"])
+      - pluralistic.pal_b_user_vector(b["user_prototype_features"], b["user_logits"])))) > 1e-2
+
+
+@pytest.mark.parametrize("num_hidden_layers", [0, 2])
+def test_pal_b_score_is_skew_symmetric_and_matches_numpy(num_hidden_layers):
+  head = _pal_b_module(num_hidden_layers, seed=5)
+  head.user_table[...] = _normal(6, (5, 3))
+  chosen, rejected, prompt = _normal(7, (8, 6)), _normal(8, (8, 6)), _normal(9, (8, 6))
+  user_ids = jnp.array([0, 1, 2, 3, 4, 0, 1, 2], jnp.int32)
+  score = _pal_b_pair_score(head, chosen, rejected, prompt, user_ids)
+  swapped = _pal_b_pair_score(head, rejected, chosen, prompt, user_ids)
+  np.testing.assert_allclose(swapped, -score, atol=1e-5)
+  np.testing.assert_array_equal(_pal_b_pair_score(head, chosen, chosen, prompt, user_ids), 0.0)
+  assert float(jnp.min(jnp.abs(score))) > 1e-3  # not trivially zero
+
+  p = _np(nnx.to_pure_dict(nnx.state(head, nnx.Param)))
+  f_c, g = _np_pal_b_head(p, np.asarray(chosen, np.float64), np.asarray(prompt, np.float64),
+                          num_hidden_layers)
+  f_r, _ = _np_pal_b_head(p, np.asarray(rejected, np.float64),
+                          np.asarray(prompt, np.float64), num_hidden_layers)
+  expected = _np_pal_b_score(g, p["user_table"][np.asarray(user_ids)], f_c, f_r,
+                             math.log(TAU0))
+  np.testing.assert_allclose(score, expected, rtol=1e-4, atol=1e-5)
+  graphdef, state = nnx.split(head)
+  jitted = jax.jit(lambda state, *a: _pal_b_pair_score(nnx.merge(graphdef, state), *a))
+  np.testing.assert_allclose(jitted(state, chosen, rejected, prompt, user_ids), score,
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize("num_hidden_layers", [0, 2])
+def test_pal_b_starts_at_tau_one_over_0_07_and_every_parameter_learns(num_hidden_layers):
+  head = _pal_b_module(num_hidden_layers, seed=10)
+  graphdef, state = nnx.split(head, nnx.Param)
+  params = nnx.to_pure_dict(state)
+  assert params["log_temperature"].shape == ()
+  np.testing.assert_allclose(np.exp(params["log_temperature"]), TAU0, rtol=1e-6)  # 14.2857
+  np.testing.assert_array_equal(params["user_table"], 0.0)  # every user at the uniform mix
+  chosen, rejected, prompt = _normal(11, (6, 6)), _normal(12, (6, 6)), _normal(13, (6, 6))
+  user_ids = jnp.array([0, 1, 2, 0, 1, 2], jnp.int32)
+
+  def loss(params):
+    merged = nnx.merge(graphdef, params)
+    score = _pal_b_pair_score(merged, chosen, rejected, prompt, user_ids)
+    return bradley_terry.bradley_terry_loss(score, jnp.zeros_like(score))
+
+  value, grads = jax.jit(jax.value_and_grad(loss))(params)
+  assert np.isfinite(value)
+  for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+    name = jax.tree_util.keystr(path)
+    assert np.all(np.isfinite(grad)), name
+    assert float(jnp.max(jnp.abs(grad))) > 1e-7, name
+  # The table learns only the rows of the users in the batch (3 and 4 are absent).
+  np.testing.assert_array_equal(grads["user_table"][3:], 0.0)
+  assert np.all(np.any(np.asarray(grads["user_table"][:3]) != 0.0, axis=-1))
+
+
+def test_pal_b_unknown_user_ids_give_nan_logits_that_a_mask_removes():
+  head = _pal_b_module(seed=14)
+  head.user_table[...] = _normal(15, (5, 3))
+  chosen, rejected, prompt = _normal(16, (4, 6)), _normal(17, (4, 6)), _normal(18, (4, 6))
+  user_ids = jnp.array([5, -1, 3, 0], jnp.int32)
+  out = head(chosen, prompt, user_ids)
+  assert np.all(np.isnan(out["user_logits"][:2]))
+  np.testing.assert_array_equal(out["user_logits"][2:],
+                                np.asarray(head.user_table[...])[[3, 0]])
+  known = (user_ids >= 0) & (user_ids < 5)
+  score = _pal_b_pair_score(head, chosen, rejected, prompt, user_ids, mask=known)
+  np.testing.assert_array_equal(score[:2], 0.0)
+  alone = _pal_b_pair_score(head, chosen[2:], rejected[2:], prompt[2:], user_ids[2:])
+  np.testing.assert_allclose(score[2:], alone, atol=1e-6)
+
+  graphdef, state = nnx.split(head, nnx.Param)
+
+  def loss(params):
+    s = _pal_b_pair_score(nnx.merge(graphdef, params), chosen, rejected, prompt, user_ids,
+                          mask=known)
+    return bradley_terry.bradley_terry_loss(s, jnp.zeros_like(s), mask=known)
+
+  grads = jax.jit(jax.grad(loss))(nnx.to_pure_dict(state))
+  for leaf in jax.tree.leaves(grads):
+    assert np.all(np.isfinite(leaf))
+
+
+def test_pal_b_param_logical_axes_and_dtypes():
+  config = {"feature_dim": 5, "num_prototypes": 3, "num_users": NUM_USERS,
+            "num_hidden_layers": 1}
+  specs = models.logical_partition_specs(models.abstract_param_state(
+      TINY, head=PAL_B, head_config=config))["head"]
+  assert specs["response_projection"][0]["kernel"] == PartitionSpec("fsdp", None)
+  assert specs["response_projection"][1]["kernel"] == PartitionSpec(None, None)
+  assert specs["prototype_projections"][0]["kernel"] == PartitionSpec(None, "fsdp", None)
+  assert specs["prototype_projections"][1]["kernel"] == PartitionSpec(None, None, None)
+  assert specs["prototype_projections"][0]["bias"] == PartitionSpec(None, None)
+  assert specs["user_table"] == PartitionSpec(None, None)
+  assert specs["log_temperature"] == PartitionSpec()
+  shapes = jax.tree.map(lambda a: a.shape, models.abstract_params(
+      TINY, head=PAL_B, head_config=config)["head"])
+  assert shapes["prototype_projections"][0]["kernel"] == (3, 16, 5)
+  assert shapes["prototype_projections"][1]["kernel"] == (3, 5, 5)
+  assert shapes["response_projection"][0]["kernel"] == (16, 5)
+  # LeCun normal per map: each g_k's output kernel has std 1 / sqrt(fan_in).
+  wide = models.PromptConditionedIdealPointHead(512, 64, 3, num_users=2, rngs=nnx.Rngs(0))
+  kernel = np.asarray(wide.prototype_projections[0].kernel[...])
+  np.testing.assert_allclose(kernel.std(axis=(1, 2)), 1 / math.sqrt(512), rtol=0.05)
+  # bf16 parameters still give float32 outputs.
+  half = models.PromptConditionedIdealPointHead(6, 4, num_users=3, param_dtype=jnp.bfloat16,
+                                                rngs=nnx.Rngs(0))
+  out = half(_normal(19, (2, 6)), None, jnp.array([0, 2], jnp.int32))
+  assert all(v.dtype == jnp.float32 for v in out.values())
+  assert "user_logits" not in half(_normal(19, (2, 6)))  # no user ids, no user logits
+  np.testing.assert_allclose(np.exp(out["log_temperature"]), TAU0, rtol=1e-2)
+
+
+def test_pal_b_bad_arguments_name_the_argument():
+  with pytest.raises(ValueError, match="num_users"):
+    models.PromptConditionedIdealPointHead(8, 3, num_users=0, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="num_hidden_layers"):
+    models.PromptConditionedIdealPointHead(8, 3, num_users=2, num_hidden_layers=-1,
+                                           rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="head_config.*num_hidden_layer"):
+    models.init_reward_model(TINY, jax.random.key(0), head=PAL_B,
+                             head_config={"feature_dim": 4, "num_users": 2,
+                                          "num_hidden_layer": 1})
+  head = _pal_b_module()
+  x = jnp.ones((2, 6))
+  with pytest.raises(ValueError, match="prompt_features"):
+    head(x, jnp.ones((2, 5)))
+  with pytest.raises(ValueError, match="features"):
+    head(jnp.ones((2, 5)))
+  with pytest.raises(TypeError, match="user_ids"):
+    head(x, None, jnp.zeros((2,), jnp.float32))
+  with pytest.raises(ValueError, match="user_ids"):
+    head(x, None, jnp.zeros((3,), jnp.int32))
 
 
 # --------------------------------------------------------------------------- VPL

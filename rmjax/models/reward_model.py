@@ -6,8 +6,8 @@ The trainer never touches modules. It works with
   params is a plain nested dict of arrays (`nnx.to_pure_dict` of the `nnx.Param` state),
   the most portable pytree for optax, orbax (save/restore, including into target
   shardings) and `jax.tree` utilities. The head is chosen by name from `HEADS` (scalar,
-  multi-attribute, GPM, mixture, ideal point, VPL), so the same backbone serves every
-  loss;
+  multi-attribute, GPM, mixture, ideal point (PAL-A), prompt-conditioned ideal point
+  (PAL-B), VPL), so the same backbone serves every loss;
 * `make_reward_apply(graphdef) -> apply(params, batch) -> rewards [B]` (or the head's
   dict of outputs), pure, usable under `jax.jit`, `jax.grad` and `jax.vmap`;
   `make_embed_apply` (pooled features) and `make_encoder_apply` (VPL's encoder) beside it;
@@ -42,6 +42,7 @@ from rmjax.models.heads import (
     MixtureHead,
     MultiAttributeHead,
     PreferenceEncoder,
+    PromptConditionedIdealPointHead,
     ScalarHead,
     gather_last_token,
 )
@@ -76,8 +77,12 @@ HEADS: Mapping[str, type[nnx.Module]] = {
     "general_preference": GeneralPreferenceHead,
     "mixture": MixtureHead,
     "ideal_point": IdealPointHead,
+    "prompt_conditioned_ideal_point": PromptConditionedIdealPointHead,
     "latent_conditioned": LatentConditionedHead,
 }
+
+# Heads that read the prompt's hidden state (from the batch's 'prompt_mask') when given.
+_PROMPT_READING_HEADS = ("general_preference", "mixture", "prompt_conditioned_ideal_point")
 
 # Head constructor arguments that RewardModel sets itself.
 _RESERVED_HEAD_ARGS = ("d_model", "param_dtype", "rngs")
@@ -168,7 +173,10 @@ class RewardModel(nnx.Module):
     scale_gate="softmax" -> {'embedding': [B, 2k], 'block_scales': [B, k] if gated};
   * "mixture": num_components=2 -> {'rewards': [B, K], 'router_logits': [B, K]};
   * "ideal_point": feature_dim, num_prototypes=2, num_users -> {'features': [B, F],
-    'prototypes': [K, F], 'user_logits': [B, K] when user_ids are given};
+    'prototypes': [K, F], 'user_logits': [B, K] when user_ids are given} (PAL-A);
+  * "prompt_conditioned_ideal_point": feature_dim, num_prototypes=2, num_users,
+    num_hidden_layers=0 -> {'features': [B, F], 'user_prototype_features': [B, K, F],
+    'log_temperature': [], 'user_logits': [B, K] when user_ids are given} (PAL-B);
   * "latent_conditioned": latent_dim, hidden_dim=None, num_hidden_layers=2,
     encoder={PreferenceEncoder kwargs} -> rewards r(y, z) [B] (needs `latent`).
 
@@ -243,14 +251,15 @@ class RewardModel(nnx.Module):
       mask: [B, L] bool or int, nonzero at real tokens (a prefix of each row, at least
         one real token).
       prompt_mask: optional [B, L] bool or int, nonzero at the prompt's tokens (a
-        prefix of each row, inside `mask`). Read by the heads with a prompt gate
-        ("general_preference", "mixture") from the hidden state of the last prompt
-        token, exactly the prompt's hidden state since the backbone is causal; without
-        it they read the last real token. Ignored by the other heads.
+        prefix of each row, inside `mask`). Read by the heads that condition on the
+        prompt ("general_preference", "mixture", "prompt_conditioned_ideal_point") from
+        the hidden state of the last prompt token, exactly the prompt's hidden state
+        since the backbone is causal; without it they read the last real token.
+        Ignored by the other heads.
       latent: [B, Z] user latents z; required by "latent_conditioned", ignored by the
         other heads.
-      user_ids: optional [B] int annotators, read by "ideal_point", ignored by the
-        other heads.
+      user_ids: optional [B] int annotators, read by "ideal_point" and
+        "prompt_conditioned_ideal_point", ignored by the other heads.
 
     Returns:
       The head's outputs (see the class docstring): for "scalar", rewards [B] float32,
@@ -265,10 +274,12 @@ class RewardModel(nnx.Module):
       if self.head.num_outputs == 1:
         rewards = rewards[:, 0]
       return rewards
-    if name in ("general_preference", "mixture"):
+    if name in _PROMPT_READING_HEADS:
       prompt_features = None
       if prompt_mask is not None:
         prompt_features = gather_last_token(hidden, _check_prompt_mask(prompt_mask, tokens))
+      if name == "prompt_conditioned_ideal_point":
+        return self.head(features, prompt_features, user_ids)
       return self.head(features, prompt_features)
     if name == "ideal_point":
       return self.head(features, user_ids)
