@@ -34,11 +34,14 @@ def row_ids(batch):
 def test_default_config_fields():
   cfg = data_lib.default_data_config()
   assert cfg.to_dict() == dict(
-      source="synthetic", max_len=128, max_prompt_len=64, on_malformed="skip", path="",
+      source="synthetic", format="pairs", attributes=False, max_len=128, max_prompt_len=64,
+      on_malformed="skip", path="",
       eval_path="", eval_fraction=0.1, split_seed=0, tfds_data_dir="",
       synthetic=dict(seed=0, world_seed=0, num_train=32768, num_eval=4096, prompt_len_min=2,
                      prompt_len_max=5, response_len_min=4, response_len_max=12,
-                     num_letters=10, match_bonus=1.0, temperature=0.11))
+                     num_letters=10, match_bonus=1.0, temperature=0.11, margin="none",
+                     strength_thresholds=(0.05, 0.2, 0.5), attribute_missing_prob=0.0,
+                     list_size=4, num_user_groups=2, context_pairs=8, query_pairs=8))
 
 
 @pytest.mark.parametrize("override, error, match", [

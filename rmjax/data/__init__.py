@@ -18,6 +18,9 @@ from rmjax.data.builders import MalformedRecordError
 from rmjax.data.builders import PreferenceJsonl
 from rmjax.data.pipeline import BATCH_KEYS
 from rmjax.data.pipeline import default_data_config
+from rmjax.data.pipeline import EpisodeDataset
+from rmjax.data.pipeline import FORMATS
+from rmjax.data.pipeline import ListDataset
 from rmjax.data.pipeline import load_preference_data
 from rmjax.data.pipeline import PreferenceData
 from rmjax.data.pipeline import PreferenceDataset
@@ -31,7 +34,8 @@ from rmjax.data.tokenizer import ByteTokenizer
 from rmjax.data.tokenizer import Truncation
 
 __all__ = [
-    "BATCH_KEYS", "ByteTokenizer", "default_data_config",
+    "BATCH_KEYS", "ByteTokenizer", "default_data_config", "EpisodeDataset", "FORMATS",
+    "ListDataset",
     "ground_truth_reward", "ground_truth_rewards", "HhRlhf", "load_preference_data",
     "make_synthetic_preferences", "make_world", "MalformedRecordError", "PreferenceData",
     "PreferenceDataset", "PreferenceJsonl", "SOURCES", "tokenize_pairs", "Truncation",

@@ -13,6 +13,20 @@ Batch format (numpy, B pairs, L = ``max_len``)::
   margin           float32 [B]   0.0 where the record has none
   valid            bool [B]      False only on padding rows of the last eval batch
   preference_prob  float32 [B]   synthetic data only: true P(chosen is preferred)
+  chosen_attributes, rejected_attributes          float32 [B, 5]  synthetic, attribute models
+  chosen_attribute_mask, rejected_attribute_mask  bool [B, 5]     the ratings present
+  strength_mean, strength_std                     float32 [B]     a teacher ensemble's
+                                                                  preference strength
+
+Other formats (``data.format``; synthetic data only), K responses per prompt, P pairs per
+user episode::
+
+  "lists"          tokens, mask int32 [B, K, L]; ranking int32 [B, K] (best first); valid [B]
+  "user_episodes"  chosen_tokens, chosen_mask, rejected_tokens, rejected_mask int32 [B, P, L];
+                   preference_prob float32 [B, P]; user_group int32 [B]; valid [B]. The first
+                   ``context_pairs`` of P are the user's annotated examples, the rest queries.
+
+With "lists" only the training split is lists; the eval split stays pairs.
 
 Training order: `PreferenceDataset.train_batch` is a pure function of ``(seed, step)``. It
 is built on ``grain.MapDataset``: ``range(N).shuffle(seed).repeat().batch(B)``, read by
@@ -42,6 +56,7 @@ from rmjax.data.builders.hh_rlhf import HhRlhf
 from rmjax.data.builders.preference_jsonl import PreferenceJsonl
 
 SOURCES = ("synthetic", "jsonl", "hh_rlhf")
+FORMATS = ("pairs", "lists", "user_episodes")
 BATCH_KEYS = ("chosen_tokens", "chosen_mask", "rejected_tokens", "rejected_mask", "margin",
               "valid")
 _TOKEN_KEYS = ("chosen_tokens", "chosen_mask", "rejected_tokens", "rejected_mask")
@@ -55,6 +70,9 @@ def default_data_config() -> ml_collections.ConfigDict:
 
   Fields:
     source: "synthetic" (default), "jsonl" (generic preference JSONL) or "hh_rlhf".
+    format: "pairs" (default), "lists" (K ranked responses per prompt) or "user_episodes"
+      (a user's context + query pairs); the last two are synthetic only.
+    attributes: False; True adds the synthetic HelpSteer2-style ratings of both responses.
     max_len: 128, tokens per sequence (BOS + prompt + response + EOS, right-padded).
     max_prompt_len: 64, most prompt tokens kept (cut from the left).
     on_malformed: "skip" (count, report, leave out) or "fail" (raise on the first).
@@ -72,6 +90,8 @@ def default_data_config() -> ml_collections.ConfigDict:
   """
   return ml_collections.ConfigDict(dict(
       source="synthetic",
+      format="pairs",
+      attributes=False,
       max_len=128,
       max_prompt_len=64,
       on_malformed="skip",
@@ -92,92 +112,35 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
   return int(value)
 
 
-class PreferenceDataset:
-  """Tokenized preference pairs held as numpy arrays, served as batches.
+class _IndexedArrays:
+  """Numpy arrays with a leading example axis, served as deterministic batches.
 
-  Attributes:
-    arrays: dict of the per-pair arrays (N pairs): the `BATCH_KEYS` but ``valid``, and
-      ``preference_prob`` for synthetic data.
-    name: a label for messages ("train", "eval").
+  Subclasses validate their arrays and set ``self._arrays`` and ``self._num_examples``.
   """
 
-  def __init__(self, arrays: Mapping[str, np.ndarray], *, name: str = "dataset"):
-    """Validates and stores the arrays.
+  name: str
+  _arrays: dict[str, np.ndarray]
+  _num_examples: int
 
-    Args:
-      arrays: ``chosen_tokens``, ``chosen_mask``, ``rejected_tokens``, ``rejected_mask``
-        (int32 [N, L], masks right-padded with >= 2 real tokens), ``margin`` (float32 [N]),
-        optional ``preference_prob`` (float32 [N]).
-      name: label for messages.
-    """
-    self.name = name
-    arrays = dict(arrays)
-    allowed = set(_TOKEN_KEYS) | {"margin", "preference_prob"}
-    missing = [k for k in (*_TOKEN_KEYS, "margin") if k not in arrays]
-    unknown = sorted(set(arrays) - allowed)
-    if missing or unknown:
-      raise ValueError(
-          f"{name}: arrays must hold {sorted(allowed)} (preference_prob optional); "
-          f"missing {missing}, unknown {unknown}")
-    shape = np.shape(arrays["chosen_tokens"])
-    if len(shape) != 2 or shape[0] < 1:
-      raise ValueError(
-          f"{name}: chosen_tokens must be int32 [N, L] with N >= 1, got shape {list(shape)}")
-    n, length = shape
-    for key in _TOKEN_KEYS:
-      a = np.asarray(arrays[key])
-      if a.shape != (n, length) or a.dtype != np.int32:
-        raise ValueError(
-            f"{name}: {key} must be int32 [{n}, {length}], got {a.dtype} {list(a.shape)}")
-      arrays[key] = a
-    for key in ("margin", "preference_prob"):
-      if key in arrays:
-        a = np.asarray(arrays[key])
-        if a.shape != (n,) or a.dtype != np.float32:
-          raise ValueError(f"{name}: {key} must be float32 [{n}], got {a.dtype} "
-                           f"{list(a.shape)}")
-        arrays[key] = a
-    for side in ("chosen", "rejected"):
-      mask = arrays[f"{side}_mask"]
-      lengths = mask.sum(axis=1)
-      expected = np.arange(length)[None, :] < lengths[:, None]
-      bad_rows = np.flatnonzero(np.any(mask != expected, axis=1) | (lengths < 2))
-      if bad_rows.size:
-        bad = int(bad_rows[0])
-        raise ValueError(
-            f"{name}: {side}_mask row {bad} must be 1s then 0s (right-padded) with >= 2 "
-            f"real tokens, got {mask[bad].tolist()}")
-      if np.any(arrays[f"{side}_tokens"][mask == 0] != tokenizer_lib.PAD_ID):
-        raise ValueError(f"{name}: {side}_tokens must hold pad id 0 where {side}_mask is 0")
-    self._arrays = arrays
-    self._num_pairs = int(n)
+  def _init_index(self) -> None:
     self._index_datasets: dict[tuple[int, int], Any] = {}
 
   @property
   def arrays(self) -> dict[str, np.ndarray]:
-    """The per-pair arrays (a shallow copy of the dict; do not modify the arrays)."""
+    """The per-example arrays (a shallow copy of the dict; do not modify the arrays)."""
     return dict(self._arrays)
 
   @property
-  def num_pairs(self) -> int:
-    """N, the number of pairs."""
-    return self._num_pairs
-
-  @property
-  def max_len(self) -> int:
-    """L, tokens per sequence."""
-    return int(self._arrays["chosen_tokens"].shape[1])
+  def num_examples(self) -> int:
+    """N, the number of examples (pairs, lists or user episodes)."""
+    return self._num_examples
 
   def __len__(self) -> int:
-    return self._num_pairs
-
-  def __repr__(self) -> str:
-    return (f"PreferenceDataset(name={self.name!r}, num_pairs={self._num_pairs}, "
-            f"max_len={self.max_len}, keys={sorted(self._arrays)})")
+    return self._num_examples
 
   def gather(self, indices: Sequence[int] | np.ndarray,
              valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The batch of the pairs at ``indices`` (all valid unless ``valid`` [B] is given)."""
+    """The batch of the examples at ``indices`` (all valid unless ``valid`` [B] is given)."""
     indices = np.asarray(indices, dtype=np.int64)
     batch = {k: v[indices] for k, v in self._arrays.items()}
     batch["valid"] = (np.ones(len(indices), dtype=bool) if valid is None
@@ -189,12 +152,12 @@ class PreferenceDataset:
     if key not in self._index_datasets:
       # Hash the seed so that nearby user seeds do not share grain's per-epoch seeds.
       grain_seed = int(np.random.SeedSequence([seed, 0x5EED]).generate_state(1)[0])
-      ds = grain.MapDataset.range(self._num_pairs).shuffle(seed=grain_seed).repeat()
+      ds = grain.MapDataset.range(self._num_examples).shuffle(seed=grain_seed).repeat()
       self._index_datasets[key] = ds.batch(batch_size, drop_remainder=True)
     return self._index_datasets[key]
 
   def train_indices(self, step: int, batch_size: int, seed: int) -> np.ndarray:
-    """int64 [batch_size] pair indices of training batch ``step`` (see `train_batch`)."""
+    """int64 [batch_size] example indices of training batch ``step`` (see `train_batch`)."""
     step = _check_int("step", step, 0)
     batch_size = _check_int("batch_size", batch_size, 1)
     seed = _check_int("seed", seed, 0)
@@ -203,9 +166,9 @@ class PreferenceDataset:
   def train_batch(self, step: int, batch_size: int, seed: int) -> dict[str, np.ndarray]:
     """Training batch number ``step``, a pure function of ``(seed, step)``.
 
-    Pairs are read in an endless stream of epochs, each a fresh permutation drawn from
+    Examples are read in an endless stream of epochs, each a fresh permutation drawn from
     ``(seed, epoch)``; batch ``step`` holds stream positions ``[step * B, (step + 1) * B)``
-    and may straddle two epochs. ``batch_size`` may exceed the number of pairs.
+    and may straddle two epochs. ``batch_size`` may exceed the number of examples.
 
     Args:
       step: batch number, >= 0.
@@ -220,10 +183,10 @@ class PreferenceDataset:
   def num_eval_batches(self, batch_size: int) -> int:
     """Number of batches `eval_batches` yields: ceil(N / batch_size)."""
     batch_size = _check_int("batch_size", batch_size, 1)
-    return math.ceil(self._num_pairs / batch_size)
+    return math.ceil(self._num_examples / batch_size)
 
   def eval_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """Every pair exactly once, in order, in batches of ``batch_size``.
+    """Every example exactly once, in order, in batches of ``batch_size``.
 
     The last batch is padded to ``batch_size`` with copies of its last real row marked
     ``valid=False``, so every batch has the same shape and only legal tokens.
@@ -238,19 +201,201 @@ class PreferenceDataset:
     return self._eval_batches(batch_size)
 
   def _eval_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    for start in range(0, self._num_pairs, batch_size):
-      indices = np.arange(start, min(start + batch_size, self._num_pairs))
+    for start in range(0, self._num_examples, batch_size):
+      indices = np.arange(start, min(start + batch_size, self._num_examples))
       real = len(indices)
       indices = np.concatenate([indices, np.full(batch_size - real, indices[-1])])
       yield self.gather(indices, valid=np.arange(batch_size) < real)
+
+
+def _check_right_padded(name: str, what: str, mask: np.ndarray, tokens: np.ndarray) -> None:
+  """mask [..., L]: each row 1s then 0s with >= 2 real tokens; tokens are PAD where 0."""
+  rows = mask.reshape(-1, mask.shape[-1])
+  lengths = rows.sum(axis=1)
+  expected = np.arange(rows.shape[1])[None, :] < lengths[:, None]
+  bad_rows = np.flatnonzero(np.any(rows != expected, axis=1) | (lengths < 2))
+  if bad_rows.size:
+    bad = int(bad_rows[0])
+    raise ValueError(
+        f"{name}: {what}_mask row {bad} must be 1s then 0s (right-padded) with >= 2 "
+        f"real tokens, got {rows[bad].tolist()}")
+  if np.any(tokens[mask == 0] != tokenizer_lib.PAD_ID):
+    raise ValueError(f"{name}: {what}_tokens must hold pad id 0 where {what}_mask is 0")
+
+
+def _check_array(name: str, key: str, a: Any, shape: tuple[int, ...], dtype) -> np.ndarray:
+  a = np.asarray(a)
+  if a.shape != shape or a.dtype != dtype:
+    raise ValueError(f"{name}: {key} must be {np.dtype(dtype).name} {list(shape)}, got "
+                     f"{a.dtype} {list(a.shape)}")
+  return a
+
+
+# Optional per-pair arrays of `PreferenceDataset`: key -> (trailing shape key, dtype).
+_OPTIONAL_PAIR_ARRAYS = {
+    "preference_prob": np.float32,
+    "strength_mean": np.float32,
+    "strength_std": np.float32,
+    "chosen_attributes": np.float32,
+    "rejected_attributes": np.float32,
+    "chosen_attribute_mask": np.bool_,
+    "rejected_attribute_mask": np.bool_,
+}
+
+
+class PreferenceDataset(_IndexedArrays):
+  """Tokenized preference pairs held as numpy arrays, served as batches.
+
+  Attributes:
+    arrays: dict of the per-pair arrays (N pairs): the `BATCH_KEYS` but ``valid``, and the
+      optional ones (``preference_prob``, attributes, teacher strength).
+    name: a label for messages ("train", "eval").
+  """
+
+  def __init__(self, arrays: Mapping[str, np.ndarray], *, name: str = "dataset"):
+    """Validates and stores the arrays.
+
+    Args:
+      arrays: ``chosen_tokens``, ``chosen_mask``, ``rejected_tokens``, ``rejected_mask``
+        (int32 [N, L], masks right-padded with >= 2 real tokens), ``margin`` (float32 [N]),
+        optional ``preference_prob``, ``strength_mean``, ``strength_std`` (float32 [N]),
+        ``chosen_attributes``, ``rejected_attributes`` (float32 [N, A]) with their
+        ``*_attribute_mask`` (bool [N, A]).
+      name: label for messages.
+    """
+    self.name = name
+    arrays = dict(arrays)
+    allowed = set(_TOKEN_KEYS) | {"margin"} | set(_OPTIONAL_PAIR_ARRAYS)
+    missing = [k for k in (*_TOKEN_KEYS, "margin") if k not in arrays]
+    unknown = sorted(set(arrays) - allowed)
+    if missing or unknown:
+      raise ValueError(
+          f"{name}: arrays must hold {sorted(set(_TOKEN_KEYS) | {'margin'})} and optionally "
+          f"{sorted(_OPTIONAL_PAIR_ARRAYS)}; missing {missing}, unknown {unknown}")
+    shape = np.shape(arrays["chosen_tokens"])
+    if len(shape) != 2 or shape[0] < 1:
+      raise ValueError(
+          f"{name}: chosen_tokens must be int32 [N, L] with N >= 1, got shape {list(shape)}")
+    n, length = shape
+    for key in _TOKEN_KEYS:
+      arrays[key] = _check_array(name, key, arrays[key], (n, length), np.int32)
+    arrays["margin"] = _check_array(name, "margin", arrays["margin"], (n,), np.float32)
+    num_attributes = np.shape(arrays.get("chosen_attributes", np.zeros((n, 0))))[-1]
+    for key, dtype in _OPTIONAL_PAIR_ARRAYS.items():
+      if key in arrays:
+        shape = (n, num_attributes) if "attribute" in key else (n,)
+        arrays[key] = _check_array(name, key, arrays[key], shape, dtype)
+    attribute_keys = [k for k in _OPTIONAL_PAIR_ARRAYS if "attribute" in k]
+    if any(k in arrays for k in attribute_keys) and not all(k in arrays for k in attribute_keys):
+      raise ValueError(f"{name}: attribute arrays come together: {attribute_keys}; got "
+                       f"{sorted(k for k in attribute_keys if k in arrays)}")
+    for side in ("chosen", "rejected"):
+      _check_right_padded(name, side, arrays[f"{side}_mask"], arrays[f"{side}_tokens"])
+    self._arrays = arrays
+    self._num_examples = int(n)
+    self._init_index()
+
+  @property
+  def num_pairs(self) -> int:
+    """N, the number of pairs."""
+    return self._num_examples
+
+  @property
+  def max_len(self) -> int:
+    """L, tokens per sequence."""
+    return int(self._arrays["chosen_tokens"].shape[1])
+
+  def __repr__(self) -> str:
+    return (f"PreferenceDataset(name={self.name!r}, num_pairs={self._num_examples}, "
+            f"max_len={self.max_len}, keys={sorted(self._arrays)})")
+
+
+class ListDataset(_IndexedArrays):
+  """Prompts with K ranked responses: ``tokens``, ``mask`` int32 [N, K, L], ``ranking``
+  int32 [N, K] (ranking[n, k] = index of the response at place k, best first)."""
+
+  def __init__(self, arrays: Mapping[str, np.ndarray], *, name: str = "dataset"):
+    self.name = name
+    arrays = dict(arrays)
+    if sorted(arrays) != ["mask", "ranking", "tokens"]:
+      raise ValueError(f"{name}: list arrays must be exactly ['mask', 'ranking', 'tokens'], "
+                       f"got {sorted(arrays)}")
+    shape = np.shape(arrays["tokens"])
+    if len(shape) != 3 or shape[0] < 1 or shape[1] < 2:
+      raise ValueError(f"{name}: tokens must be int32 [N, K, L] with N >= 1 and K >= 2, got "
+                       f"shape {list(shape)}")
+    n, k, length = shape
+    arrays["tokens"] = _check_array(name, "tokens", arrays["tokens"], shape, np.int32)
+    arrays["mask"] = _check_array(name, "mask", arrays["mask"], shape, np.int32)
+    arrays["ranking"] = _check_array(name, "ranking", arrays["ranking"], (n, k), np.int32)
+    if np.any(np.sort(arrays["ranking"], axis=1) != np.arange(k)[None, :]):
+      raise ValueError(f"{name}: every ranking row must be a permutation of 0..{k - 1}")
+    _check_right_padded(name, "list", arrays["mask"], arrays["tokens"])
+    self._arrays = arrays
+    self._num_examples = int(n)
+    self._init_index()
+
+  @property
+  def num_pairs(self) -> int:
+    """Ordered pairs the lists hold: N * K (K - 1) / 2."""
+    n, k = self._arrays["ranking"].shape
+    return n * k * (k - 1) // 2
+
+  def __repr__(self) -> str:
+    n, k, length = self._arrays["tokens"].shape
+    return f"ListDataset(name={self.name!r}, num_lists={n}, list_size={k}, max_len={length})"
+
+
+class EpisodeDataset(_IndexedArrays):
+  """User episodes of P pairs (context then query): the pair token arrays int32 [N, P, L],
+  ``preference_prob`` float32 [N, P], ``user_group`` int32 [N]; ``context_pairs`` says how
+  many of the P pairs are the user's annotated context."""
+
+  def __init__(self, arrays: Mapping[str, np.ndarray], *, context_pairs: int,
+               name: str = "dataset"):
+    self.name = name
+    arrays = dict(arrays)
+    expected = sorted((*_TOKEN_KEYS, "preference_prob", "user_group"))
+    if sorted(arrays) != expected:
+      raise ValueError(f"{name}: episode arrays must be exactly {expected}, got {sorted(arrays)}")
+    shape = np.shape(arrays["chosen_tokens"])
+    if len(shape) != 3 or shape[0] < 1:
+      raise ValueError(f"{name}: chosen_tokens must be int32 [N, P, L] with N >= 1, got shape "
+                       f"{list(shape)}")
+    n, p, _ = shape
+    context_pairs = _check_int("context_pairs", context_pairs, 1)
+    if context_pairs >= p:
+      raise ValueError(f"{name}: context_pairs={context_pairs} leaves no query pair of P={p}")
+    for key in _TOKEN_KEYS:
+      arrays[key] = _check_array(name, key, arrays[key], shape, np.int32)
+    arrays["preference_prob"] = _check_array(name, "preference_prob", arrays["preference_prob"],
+                                             (n, p), np.float32)
+    arrays["user_group"] = _check_array(name, "user_group", arrays["user_group"], (n,), np.int32)
+    for side in ("chosen", "rejected"):
+      _check_right_padded(name, side, arrays[f"{side}_mask"], arrays[f"{side}_tokens"])
+    self._arrays = arrays
+    self._num_examples = int(n)
+    self.context_pairs = context_pairs
+    self._init_index()
+
+  @property
+  def num_pairs(self) -> int:
+    """Query pairs (the ones predicted): N * (P - context_pairs)."""
+    n, p = self._arrays["preference_prob"].shape
+    return n * (p - self.context_pairs)
+
+  def __repr__(self) -> str:
+    n, p = self._arrays["preference_prob"].shape
+    return (f"EpisodeDataset(name={self.name!r}, num_episodes={n}, pairs={p}, "
+            f"context_pairs={self.context_pairs})")
 
 
 class PreferenceData(NamedTuple):
   """What `load_preference_data` returns.
 
   Attributes:
-    train: the training pairs.
-    eval: the evaluation pairs.
+    train: the training pairs (a `ListDataset` or `EpisodeDataset` for those formats).
+    eval: the evaluation pairs (an `EpisodeDataset` for format "user_episodes").
     info: the report: source, paths, counts read/used/malformed by reason, the hold-out,
       truncation per split, and for synthetic data the Bayes-optimal accuracy.
   """
@@ -320,13 +465,15 @@ def tokenize_pairs(
 
 def _dataset_from_columns(columns: Mapping[str, Any], name: str, max_len: int,
                           max_prompt_len: int, sources: Sequence[str] | None = None,
-                          preference_prob: np.ndarray | None = None):
+                          preference_prob: np.ndarray | None = None,
+                          extra: Mapping[str, np.ndarray] | None = None):
   arrays, report = tokenize_pairs(
       columns["prompt"], columns["chosen"], columns["rejected"], max_len=max_len,
       max_prompt_len=max_prompt_len, sources=sources)
   arrays["margin"] = np.asarray(columns["margin"], dtype=np.float32)
   if preference_prob is not None:
     arrays["preference_prob"] = np.asarray(preference_prob, dtype=np.float32)
+  arrays.update(extra or {})
   return PreferenceDataset(arrays, name=name), report
 
 
@@ -334,6 +481,17 @@ def _validate_config(cfg: Any) -> None:
   source = cfg.get("source")
   if source not in SOURCES:
     raise ValueError(f"data_config.source must be one of {list(SOURCES)}, got {source!r}")
+  if cfg.get("format") not in FORMATS:
+    raise ValueError(f"data_config.format must be one of {list(FORMATS)}, got "
+                     f"{cfg.get('format')!r}")
+  if source != "synthetic" and (cfg.get("format") != "pairs" or cfg.get("attributes")):
+    raise ValueError(
+        f"data_config.format={cfg.get('format')!r} / attributes={cfg.get('attributes')!r}: "
+        f"source={source!r} provides pairs without attributes; lists, user episodes and "
+        "attribute ratings are generated for source='synthetic' only")
+  if cfg.get("attributes") and cfg.get("format") != "pairs":
+    raise ValueError("data_config.attributes=True needs data_config.format='pairs', got "
+                     f"{cfg.get('format')!r}")
   try:
     tokenizer_lib.validate_lengths(cfg.get("max_len"), cfg.get("max_prompt_len"))
   except ValueError as e:
@@ -373,16 +531,91 @@ def _merged_config(data_config: Any) -> ml_collections.ConfigDict:
   return cfg
 
 
+def _attribute_arrays(split: synthetic_lib.SyntheticSplit, missing_prob: float,
+                      rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """The attribute ratings of a split and their masks (each rating missing w.p. missing_prob)."""
+  out = {}
+  for side in ("chosen", "rejected"):
+    ratings = getattr(split, f"{side}_attributes")
+    present = rng.random(ratings.shape) >= missing_prob
+    out[f"{side}_attributes"] = np.where(present, ratings, 0.0).astype(np.float32)
+    out[f"{side}_attribute_mask"] = present
+  return out
+
+
+def _tokenize_lists(lists: synthetic_lib.SyntheticLists, max_len: int, max_prompt_len: int
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """[N, K, L] tokens and masks of N prompts x K responses, and the truncation report."""
+  n, k = lists.ranking.shape
+  prompts = [p for p in lists.prompt for _ in range(k)]
+  responses = [r for row in lists.responses for r in row]
+  # Tokenize as pairs of (response, response) and keep one side: one tokenizer path.
+  arrays, report = tokenize_pairs(prompts, responses, responses, max_len=max_len,
+                                  max_prompt_len=max_prompt_len)
+  tokens = arrays["chosen_tokens"].reshape(n, k, max_len)
+  mask = arrays["chosen_mask"].reshape(n, k, max_len)
+  report = {key: report[key] for key in ("max_len", "max_prompt_len", "prompts_truncated",
+                                         "chosen_truncated", "prompt_tokens_cut",
+                                         "max_real_length", "mean_real_length")}
+  report["responses"] = n * k
+  report["responses_truncated"] = report.pop("chosen_truncated")
+  report["pairs_with_truncation"] = report["responses_truncated"] + report["prompts_truncated"]
+  return {"tokens": tokens, "mask": mask, "ranking": lists.ranking.astype(np.int32)}, report
+
+
+def _episode_dataset(episodes: synthetic_lib.SyntheticEpisodes, name: str, cfg
+                     ) -> tuple[EpisodeDataset, dict[str, Any]]:
+  n, p = episodes.preference_prob.shape
+  flat = lambda rows: [x for row in rows for x in row]  # noqa: E731
+  arrays, report = tokenize_pairs(flat(episodes.prompt), flat(episodes.chosen),
+                                  flat(episodes.rejected), max_len=cfg.max_len,
+                                  max_prompt_len=cfg.max_prompt_len)
+  arrays = {k: v.reshape(n, p, cfg.max_len) for k, v in arrays.items()}
+  arrays["preference_prob"] = episodes.preference_prob.astype(np.float32)
+  arrays["user_group"] = episodes.group.astype(np.int32)
+  return EpisodeDataset(arrays, context_pairs=cfg.synthetic.context_pairs, name=name), report
+
+
 def _load_synthetic(cfg: ml_collections.ConfigDict) -> PreferenceData:
-  train, eval_, gen_info = synthetic_lib.make_synthetic_preferences(cfg.synthetic)
+  s = synthetic_lib.default_synthetic_config() | cfg.synthetic.to_dict()
+  train, eval_, gen_info = synthetic_lib.make_synthetic_preferences(s)
   datasets, truncation = {}, {}
+  attribute_rng = np.random.default_rng([s["seed"], 2])
   for name, split in (("train", train), ("eval", eval_)):
     columns = dict(prompt=split.prompt, chosen=split.chosen, rejected=split.rejected,
                    margin=split.margin)
     datasets[name], truncation[name] = _dataset_from_columns(
         columns, name, cfg.max_len, cfg.max_prompt_len,
-        preference_prob=split.preference_prob)
-  n_train, n_eval = datasets["train"].num_pairs, datasets["eval"].num_pairs
+        preference_prob=split.preference_prob,
+        extra=(_attribute_arrays(split, s["attribute_missing_prob"], attribute_rng)
+               if cfg.attributes else None))
+  extra_info = {}
+  if cfg.format == "lists":
+    # Train on ranked lists; evaluate on the same held-out pairs as every other model.
+    world = synthetic_lib.make_world(s["world_seed"], s["num_letters"])
+    lists = synthetic_lib.sample_lists(s["num_train"], s["list_size"],
+                                       np.random.default_rng([s["seed"], 3]), world, s)
+    arrays, truncation["train"] = _tokenize_lists(lists, cfg.max_len, cfg.max_prompt_len)
+    datasets["train"] = ListDataset(arrays, name="train")
+    extra_info["lists"] = dict(num_lists=s["num_train"], list_size=s["list_size"],
+                               labels="Plackett-Luce ranking with utilities r*/temperature")
+  elif cfg.format == "user_episodes":
+    worlds = synthetic_lib.user_group_worlds(s["world_seed"], s["num_letters"],
+                                             s["num_user_groups"])
+    for name, count, stream in (("train", s["num_train"], 4), ("eval", s["num_eval"], 5)):
+      episodes = synthetic_lib.sample_user_episodes(
+          count, np.random.default_rng([s["seed"], stream]), worlds, s)
+      datasets[name], truncation[name] = _episode_dataset(episodes, name, cfg)
+      query = episodes.preference_prob[:, s["context_pairs"]:]
+      gen_info[name] = dict(
+          num_episodes=count, num_query_pairs=int(query.size),
+          bayes_optimal_accuracy=float(np.mean(np.maximum(query, 1 - query))),
+          group_agreement_with_group_0=episodes.agreement)
+    extra_info["user_episodes"] = dict(
+        num_user_groups=s["num_user_groups"], context_pairs=s["context_pairs"],
+        query_pairs=s["query_pairs"],
+        groups="group 0: world w; group 1: -w; group g >= 2: world from world_seed + g")
+  n_train, n_eval = datasets["train"].num_examples, datasets["eval"].num_examples
   notes = []
   if any(t["pairs_with_truncation"] for t in truncation.values()):
     notes.append(
@@ -391,6 +624,7 @@ def _load_synthetic(cfg: ml_collections.ConfigDict) -> PreferenceData:
         "max_prompt_len")
   info = dict(
       source="synthetic",
+      format=cfg.format,
       max_len=cfg.max_len,
       max_prompt_len=cfg.max_prompt_len,
       records_read=n_train + n_eval,
@@ -401,12 +635,16 @@ def _load_synthetic(cfg: ml_collections.ConfigDict) -> PreferenceData:
       truncation=truncation,
       bayes_optimal_accuracy=dict(train=gen_info["train"]["bayes_optimal_accuracy"],
                                   eval=gen_info["eval"]["bayes_optimal_accuracy"]),
-      ground_truth_accuracy_on_labels=dict(
-          train=gen_info["train"]["ground_truth_accuracy_on_labels"],
-          eval=gen_info["eval"]["ground_truth_accuracy_on_labels"]),
       synthetic=gen_info,
       notes=notes,
+      **extra_info,
   )
+  if cfg.format != "user_episodes":
+    info["ground_truth_accuracy_on_labels"] = dict(
+        train=gen_info["train"]["ground_truth_accuracy_on_labels"],
+        eval=gen_info["eval"]["ground_truth_accuracy_on_labels"])
+  if cfg.format == "lists":
+    info["bayes_optimal_accuracy"].pop("train")
   return PreferenceData(datasets["train"], datasets["eval"], info)
 
 

@@ -73,6 +73,9 @@ class SyntheticSplit(NamedTuple):
     preference_prob: float32 [N], true P(chosen is preferred).
     chosen_reward: float64 [N], r*(prompt, chosen).
     rejected_reward: float64 [N], r*(prompt, rejected).
+    strength: int64 [N], preference strength 0..3 of the true gap (`strength_from_gap`).
+    chosen_attributes: float32 [N, 5], `response_attributes` of the chosen responses.
+    rejected_attributes: float32 [N, 5], likewise for the rejected responses.
   """
 
   prompt: list[str]
@@ -82,11 +85,22 @@ class SyntheticSplit(NamedTuple):
   preference_prob: np.ndarray
   chosen_reward: np.ndarray
   rejected_reward: np.ndarray
+  strength: np.ndarray
+  chosen_attributes: np.ndarray
+  rejected_attributes: np.ndarray
 
 
 _SETTING_NAMES = (
     "seed", "world_seed", "num_train", "num_eval", "prompt_len_min", "prompt_len_max",
-    "response_len_min", "response_len_max", "num_letters", "match_bonus", "temperature")
+    "response_len_min", "response_len_max", "num_letters", "match_bonus", "temperature",
+    "margin", "strength_thresholds", "attribute_missing_prob", "list_size",
+    "num_user_groups", "context_pairs", "query_pairs")
+MARGINS = ("none", "strength")
+# Reward gaps |r*(a) - r*(b)| at which the strength reaches 1, 2, 3. At the defaults about
+# 10% of the pairs are ties (strength 0), and 30%, 30%, 30% have strengths 1, 2, 3.
+STRENGTH_THRESHOLDS = (0.05, 0.2, 0.5)
+# The five HelpSteer2 attributes, in `rmjax.losses.HELPSTEER2_ATTRIBUTES` order.
+ATTRIBUTE_NAMES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 
 
 def default_synthetic_config() -> dict[str, Any]:
@@ -96,12 +110,20 @@ def default_synthetic_config() -> dict[str, Any]:
     dict with ``seed`` (0), ``world_seed`` (0), ``num_train`` (32768 pairs), ``num_eval``
     (4096 pairs), ``prompt_len_min`` (2), ``prompt_len_max`` (5), ``response_len_min`` (4),
     ``response_len_max`` (12), ``num_letters`` (10), ``match_bonus`` (1.0),
-    ``temperature`` (0.11).
+    ``temperature`` (0.11); for the other data formats and fields: ``margin`` ("none": all
+    zero; "strength": the pair's `strength_from_gap`, HelpSteer2-Preference style),
+    ``strength_thresholds`` (`STRENGTH_THRESHOLDS`), ``attribute_missing_prob`` (0.0: every
+    attribute rated; else each rating is missing independently with this probability),
+    ``list_size`` (4 responses per prompt, format "lists"), ``num_user_groups`` (2),
+    ``context_pairs`` (8) and ``query_pairs`` (8) (format "user_episodes"). ``num_train``
+    and ``num_eval`` count pairs, lists or user episodes, by format.
   """
   return dict(
       seed=0, world_seed=0, num_train=32768, num_eval=4096, prompt_len_min=2,
       prompt_len_max=5, response_len_min=4, response_len_max=12, num_letters=10,
-      match_bonus=1.0, temperature=0.11)
+      match_bonus=1.0, temperature=0.11, margin="none", strength_thresholds=STRENGTH_THRESHOLDS,
+      attribute_missing_prob=0.0, list_size=4, num_user_groups=2, context_pairs=8,
+      query_pairs=8)
 
 
 def _settings(config: Mapping[str, Any] | Any) -> dict[str, Any]:
@@ -137,6 +159,22 @@ def _settings(config: Mapping[str, Any] | Any) -> dict[str, Any]:
   if not (np.isfinite(temperature) and temperature > 0):
     raise ValueError(f"synthetic.temperature must be > 0, got {out['temperature']!r}")
   out["match_bonus"], out["temperature"] = bonus, temperature
+  if out["margin"] not in MARGINS:
+    raise ValueError(f"synthetic.margin must be one of {list(MARGINS)}, got {out['margin']!r}")
+  thresholds = tuple(out["strength_thresholds"])
+  if (len(thresholds) != 3 or not all(isinstance(t, (int, float)) for t in thresholds)
+      or not 0 < thresholds[0] < thresholds[1] < thresholds[2]):
+    raise ValueError("synthetic.strength_thresholds must be 3 increasing positive gaps, got "
+                     f"{out['strength_thresholds']!r}")
+  out["strength_thresholds"] = tuple(float(t) for t in thresholds)
+  missing = out["attribute_missing_prob"]
+  if isinstance(missing, bool) or not isinstance(missing, (int, float)) or not 0 <= missing < 1:
+    raise ValueError(f"synthetic.attribute_missing_prob must lie in [0, 1), got {missing!r}")
+  for name, minimum in (("list_size", 2), ("num_user_groups", 1), ("context_pairs", 1),
+                        ("query_pairs", 1)):
+    value = out[name]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+      raise ValueError(f"synthetic.{name} must be an int >= {minimum}, got {value!r}")
   return out
 
 
@@ -314,15 +352,222 @@ def sample_split(num_pairs: int, rng: np.random.Generator, world: np.ndarray,
   a_text, b_text = _strings(a, a_len, "a"), _strings(b, b_len, "a")
   chosen = [ta if pref else tb for ta, tb, pref in zip(a_text, b_text, a_preferred)]
   rejected = [tb if pref else ta for ta, tb, pref in zip(a_text, b_text, a_preferred)]
+  strength = strength_from_gap(np.abs(r_a - r_b), s["strength_thresholds"])
+  attrs_a = _attributes(a, a_len, present, world, r_a)
+  attrs_b = _attributes(b, b_len, present, world, r_b)
+  margin = (strength.astype(np.float32) if s["margin"] == "strength"
+            else np.zeros(n, dtype=np.float32))
   return SyntheticSplit(
       prompt=prompts,
       chosen=chosen,
       rejected=rejected,
-      margin=np.zeros(n, dtype=np.float32),
+      margin=margin,
       preference_prob=np.where(a_preferred, p_a, 1.0 - p_a).astype(np.float32),
       chosen_reward=np.where(a_preferred, r_a, r_b),
       rejected_reward=np.where(a_preferred, r_b, r_a),
+      strength=strength,
+      chosen_attributes=np.where(a_preferred[:, None], attrs_a, attrs_b),
+      rejected_attributes=np.where(a_preferred[:, None], attrs_b, attrs_a),
   )
+
+
+def strength_from_gap(gap: np.ndarray,
+                      thresholds: Sequence[float] = STRENGTH_THRESHOLDS) -> np.ndarray:
+  """Preference strength 0..3 of pairs: how many of the 3 thresholds their true gap reaches.
+
+  The synthetic stand-in for HelpSteer2-Preference's annotated strength (|strength| in
+  0..3; 0 = tie, 3 = "much better"). It is a function of the true reward gap, so it does
+  not say which side won; the label may still go against the truth.
+
+  Args:
+    gap: [N] non-negative true reward gaps |r*(a) - r*(b)|.
+    thresholds: 3 increasing gaps (default `STRENGTH_THRESHOLDS` = (0.05, 0.2, 0.5)).
+
+  Returns:
+    int64 [N] strengths.
+
+  >>> strength_from_gap(np.array([0.0, 0.1, 0.3, 2.0])).tolist()
+  [0, 1, 2, 3]
+  """
+  return np.searchsorted(np.asarray(thresholds, np.float64), np.asarray(gap, np.float64),
+                         side="right").astype(np.int64)
+
+
+def _attributes(y: np.ndarray, y_len: np.ndarray, present: np.ndarray, world: np.ndarray,
+                reward: np.ndarray) -> np.ndarray:
+  """float32 [N, 5] HelpSteer2-style ratings 0..4 of responses (see `response_attributes`)."""
+  valid = np.arange(y.shape[1])[None, :] < y_len[:, None]
+  matched = np.where(valid, np.take_along_axis(present, y, axis=1), False).sum(1) / y_len
+  value = np.where(valid, world[y], 0.0).sum(1) / y_len
+  distinct = np.array([len(set(row[:n].tolist())) for row, n in zip(y, y_len)])
+  ratings = np.stack([
+      np.round(2 + (reward - 0.4) / 0.34),  # helpfulness: the standardised reward r*
+      np.round(4 * matched),                # correctness: share of letters from the prompt
+      np.round(2 + value / 0.3),            # coherence: the prompt-free value mean w[y]
+      distinct - 3,                         # complexity: distinct letters
+      (y_len - 4) // 2,                     # verbosity: length
+  ], axis=1)
+  return np.clip(ratings, 0, 4).astype(np.float32)
+
+
+def response_attributes(prompts: Sequence[str], responses: Sequence[str], world: np.ndarray,
+                        match_bonus: float = 1.0) -> np.ndarray:
+  """Synthetic HelpSteer2-style ratings (each 0..4, rounded and clipped) of responses.
+
+  The ground truth of the attribute-regression data, in `ATTRIBUTE_NAMES` order:
+
+    helpfulness = round(2 + (r*(x, y) - 0.4) / 0.34)   the reward, standardised (its mean
+                                                        and std are about 0.39 and 0.34)
+    correctness = round(4 * mean_t 1[upper(y_t) in x]) share of letters taken from the prompt
+    coherence   = round(2 + mean_t w[y_t] / 0.3)       the prompt-free part of the reward
+    complexity  = (distinct letters of y) - 3
+    verbosity   = (len(y) - 4) // 2
+
+  The HelpSteer2 score of these ratings (`rmjax.losses.helpsteer2_attribute_score`) rises
+  with r* through helpfulness, correctness and coherence, but complexity and verbosity
+  add length effects that r* does not have, so ranking by it loses some accuracy.
+
+  Args:
+    prompts: N prompts; responses: N non-empty responses; world: [K] letter values;
+    match_bonus: the reward's bonus (as in `ground_truth_rewards`).
+
+  Returns:
+    float32 [N, 5].
+
+  >>> response_attributes(["AB"], ["ab"], np.zeros(10)).tolist()  # r* = 1, all matched
+  [[4.0, 4.0, 2.0, 0.0, 0.0]]
+  """
+  world = _check_world(world)
+  reward = ground_truth_rewards(prompts, responses, world, match_bonus)
+  x, x_len = _letter_ids(prompts, "A", max([len(p) for p in prompts] + [1]))
+  y, y_len = _letter_ids(responses, "a", max([len(r) for r in responses] + [1]))
+  return _attributes(y, y_len, _presence(x, x_len, len(world)), world, reward)
+
+
+class SyntheticLists(NamedTuple):
+  """N prompts with K ranked responses each (format "lists").
+
+  Attributes:
+    prompt: N prompt strings.
+    responses: N lists of K response strings.
+    reward: float64 [N, K] true rewards r*.
+    ranking: int32 [N, K], ranking[n, k] = index of the response at place k, best first.
+  """
+
+  prompt: list[str]
+  responses: list[list[str]]
+  reward: np.ndarray
+  ranking: np.ndarray
+
+
+def sample_lists(num_lists: int, list_size: int, rng: np.random.Generator,
+                 world: np.ndarray, config: Mapping[str, Any] | Any) -> SyntheticLists:
+  """Samples prompts with K responses ranked by a Plackett-Luce draw from the true rewards.
+
+  The ranking is a Plackett-Luce sample with utilities r*/T (the Gumbel-max trick: sort
+  r*/T + Gumbel noise), so any two of its responses are ordered exactly as the Bradley-Terry
+  labels of format "pairs" at the same temperature T.
+
+  Args:
+    num_lists: N; list_size: K; rng: consumed (prompts, responses, Gumbel noise);
+    world: [K_letters] values; config: generator settings.
+
+  Returns:
+    `SyntheticLists`.
+  """
+  s = _settings(config)
+  world = _check_world(world)
+  n, k = int(num_lists), int(list_size)
+  x_len = rng.integers(s["prompt_len_min"], s["prompt_len_max"] + 1, size=n)
+  x = rng.integers(0, len(world), size=(n, s["prompt_len_max"]))
+  x = np.where(np.arange(x.shape[1])[None, :] < x_len[:, None], x, 0)
+  hi = s["response_len_max"]
+  y_len = rng.integers(s["response_len_min"], hi + 1, size=(n, k))
+  y = rng.integers(0, len(world), size=(n, k, hi))
+  y = np.where(np.arange(hi)[None, None, :] < y_len[..., None], y, 0)
+  present = np.repeat(_presence(x, x_len, len(world)), k, axis=0)
+  reward = _rewards(y.reshape(n * k, hi), y_len.reshape(-1), present, world,
+                    s["match_bonus"]).reshape(n, k)
+  noisy = reward / s["temperature"] + rng.gumbel(size=(n, k))
+  ranking = np.argsort(-noisy, axis=1, kind="stable").astype(np.int32)
+  texts = _strings(y.reshape(n * k, hi), y_len.reshape(-1), "a")
+  return SyntheticLists(prompt=_strings(x, x_len, "A"),
+                        responses=[texts[i * k:(i + 1) * k] for i in range(n)],
+                        reward=reward, ranking=ranking)
+
+
+class SyntheticEpisodes(NamedTuple):
+  """N user episodes of P = context + query pairs, all labelled by one user (format
+  "user_episodes").
+
+  Attributes:
+    prompt, chosen, rejected: N lists of P strings.
+    preference_prob: float32 [N, P], true P(chosen preferred) for the episode's user.
+    group: int64 [N], the user's group (which world labelled the pairs).
+    agreement: float64, share of the pairs whose true order is the same in group 0's world.
+  """
+
+  prompt: list[list[str]]
+  chosen: list[list[str]]
+  rejected: list[list[str]]
+  preference_prob: np.ndarray
+  group: np.ndarray
+  agreement: float
+
+
+def user_group_worlds(world_seed: int, num_letters: int, num_groups: int) -> list[np.ndarray]:
+  """The letter values of G user groups: group 0 has the world of format "pairs", group 1
+  the opposite taste (-w; both groups still like letters taken from the prompt), groups
+  g >= 2 an independent world from ``world_seed + g``.
+
+  >>> w0, w1 = user_group_worlds(0, 10, 2)
+  >>> bool(np.all(w1 == -w0))
+  True
+  """
+  base = make_world(world_seed, num_letters)
+  return [base if g == 0 else -base if g == 1 else make_world(world_seed + g, num_letters)
+          for g in range(num_groups)]
+
+
+def sample_user_episodes(num_episodes: int, rng: np.random.Generator,
+                         worlds: Sequence[np.ndarray], config: Mapping[str, Any] | Any
+                         ) -> SyntheticEpisodes:
+  """Samples user episodes: a user from one of G groups and P pairs that user labelled.
+
+  Group g has its own letter values ``worlds[g]`` (same prompts, same reward form); the user
+  labels every pair of the episode by Bradley-Terry on r*_g. The first ``context_pairs``
+  are the user's annotated examples (VPL's context), the remaining ``query_pairs`` are
+  predicted. A model that sees only one pair cannot know the group; one that reads the
+  context can.
+
+  Args:
+    num_episodes: N; rng: consumed (groups, then the pairs of each group);
+    worlds: G letter-value arrays; config: generator settings.
+
+  Returns:
+    `SyntheticEpisodes`.
+  """
+  s = _settings(config)
+  n, p = int(num_episodes), s["context_pairs"] + s["query_pairs"]
+  group = rng.integers(0, len(worlds), size=n)
+  prompt, chosen, rejected = [None] * n, [None] * n, [None] * n
+  prob = np.zeros((n, p), np.float32)
+  agree = []
+  for g, world in enumerate(worlds):
+    rows = np.flatnonzero(group == g)
+    split = sample_split(len(rows) * p, rng, world, s)
+    if rows.size:
+      base = ground_truth_rewards(split.prompt, split.chosen, worlds[0], s["match_bonus"])
+      base -= ground_truth_rewards(split.prompt, split.rejected, worlds[0], s["match_bonus"])
+      own = split.chosen_reward - split.rejected_reward
+      agree.append(np.sign(base) == np.sign(own))
+    for j, row in enumerate(rows):
+      sl = slice(j * p, (j + 1) * p)
+      prompt[row], chosen[row], rejected[row] = (split.prompt[sl], split.chosen[sl],
+                                                 split.rejected[sl])
+      prob[row] = split.preference_prob[sl]
+  agreement = float(np.mean(np.concatenate(agree))) if agree else 1.0
+  return SyntheticEpisodes(prompt, chosen, rejected, prob, group, agreement)
 
 
 def split_summary(split: SyntheticSplit) -> dict[str, Any]:
