@@ -282,3 +282,50 @@ def test_load_hh_rlhf_real_file(hh_rlhf_file, tmp_path):
     assert trunc["max_real_length"] == 256
   batch = next(data.eval.eval_batches(64))
   assert batch["chosen_tokens"].shape == (64, 256) and batch["valid"].all()
+
+
+# Lists, user episodes and attributes ------------------------------------------------------
+
+def _generated(fmt, **extra):
+  cfg = data_lib.default_data_config()
+  cfg.update(format=fmt, max_len=24, max_prompt_len=8, **extra)
+  cfg.synthetic.update(num_train=32, num_eval=8, context_pairs=3, query_pairs=2,
+                       attribute_missing_prob=0.25)
+  return data_lib.load_preference_data(cfg, workdir="/nonexistent")
+
+
+def test_lists_train_on_ranked_responses_and_evaluate_on_pairs():
+  data = _generated("lists")
+  assert isinstance(data.train, data_lib.ListDataset)
+  assert isinstance(data.eval, data_lib.PreferenceDataset) and data.eval.num_pairs == 8
+  batch = data.train.train_batch(3, 5, seed=0)
+  assert batch["tokens"].shape == (5, 4, 24) and batch["ranking"].shape == (5, 4)
+  assert data.train.num_pairs == 32 * 6
+  arrays = data.train.arrays
+  with pytest.raises(ValueError, match="permutation of 0..3"):
+    data_lib.ListDataset(dict(arrays, ranking=np.zeros_like(arrays["ranking"])), name="toy")
+
+
+def test_user_episodes_keep_each_users_pairs_together():
+  data = _generated("user_episodes")
+  assert isinstance(data.eval, data_lib.EpisodeDataset) and data.eval.num_pairs == 8 * 2
+  batch = next(iter(data.eval.eval_batches(3)))
+  assert batch["chosen_tokens"].shape == (3, 5, 24) and batch["preference_prob"].shape == (3, 5)
+  assert data.info["user_episodes"]["context_pairs"] == 3
+  with pytest.raises(ValueError, match="leaves no query pair"):
+    data_lib.EpisodeDataset(data.train.arrays, context_pairs=5, name="toy")
+
+
+def test_attributes_come_with_their_masks_and_only_for_synthetic_pairs():
+  data = _generated("pairs", attributes=True)
+  arrays = data.train.arrays
+  present = arrays["chosen_attribute_mask"]
+  assert present.dtype == bool and 0.5 < present.mean() < 0.95  # missing w.p. 0.25
+  assert np.all(arrays["chosen_attributes"][~present] == 0)
+  with pytest.raises(ValueError, match="attribute arrays come together"):
+    data_lib.PreferenceDataset({k: v for k, v in arrays.items() if k != "rejected_attributes"},
+                               name="toy")
+  cfg = data_lib.default_data_config()
+  cfg.update(source="jsonl", path="x.jsonl", format="lists")
+  with pytest.raises(ValueError, match="source='synthetic' only"):
+    data_lib.load_preference_data(cfg, workdir="/nonexistent")

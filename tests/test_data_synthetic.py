@@ -158,3 +158,65 @@ def test_default_bayes_accuracy_and_prompt_dependence():
 def test_settings_validation(override, match):
   with pytest.raises(ValueError, match=match):
     synthetic.make_synthetic_preferences(dict(SMALL, **override))
+
+
+# Data for the other families: strengths, ratings, ranked lists, user episodes --------------
+
+def test_strength_counts_the_thresholds_the_true_gap_reaches():
+  gaps = np.array([0.0, 0.049, 0.05, 0.19, 0.2, 0.5, 7.0])
+  assert synthetic.strength_from_gap(gaps).tolist() == [0, 0, 1, 1, 2, 3, 3]
+  train, _, _ = synthetic.make_synthetic_preferences(dict(num_train=4000, num_eval=8,
+                                                          margin="strength"))
+  gap = np.abs(train.chosen_reward - train.rejected_reward)
+  np.testing.assert_array_equal(train.margin, synthetic.strength_from_gap(gap))
+  # About 10% ties and the rest spread over 1..3 (module docstring of the thresholds).
+  share = np.bincount(train.strength, minlength=4) / len(gap)
+  assert 0.05 < share[0] < 0.15 and all(share[1:] > 0.2), share
+  with pytest.raises(ValueError, match="synthetic.margin"):
+    synthetic.make_synthetic_preferences(dict(num_train=8, num_eval=8, margin="gap"))
+
+
+def test_attributes_follow_their_documented_ground_truth():
+  world = np.arange(10, dtype=float) / 10 - 0.45  # w[a] = -0.45 ... w[j] = 0.45
+  ratings = synthetic.response_attributes(["AB", "C"], ["ab", "dddddddddddj"], world)
+  r = synthetic.ground_truth_rewards(["AB", "C"], ["ab", "dddddddddddj"], world)
+  expected_help = np.clip(np.round(2 + (r - 0.4) / 0.34), 0, 4)
+  np.testing.assert_array_equal(ratings[:, 0], expected_help)
+  # correctness: "ab" takes both letters from "AB"; no letter of the second is in "C".
+  np.testing.assert_array_equal(ratings[:, 1], [4, 0])
+  # complexity = distinct letters - 3 (clipped), verbosity = (len - 4) // 2 (clipped).
+  np.testing.assert_array_equal(ratings[:, 3], [0, 0])
+  np.testing.assert_array_equal(ratings[:, 4], [0, 4])
+  train, _, _ = synthetic.make_synthetic_preferences(dict(num_train=256, num_eval=8))
+  assert train.chosen_attributes.shape == (256, 5)
+  assert train.chosen_attributes.min() >= 0 and train.chosen_attributes.max() <= 4
+
+
+def test_ranked_lists_are_plackett_luce_draws_of_the_true_rewards():
+  world = synthetic.make_world(0, 10)
+  lists = synthetic.sample_lists(4000, 2, np.random.default_rng(0), world,
+                                 dict(temperature=0.11))
+  # K = 2: P(item 0 ranked first) = sigmoid((r0 - r1) / T), the BT labels of "pairs".
+  p_first = 1 / (1 + np.exp(-(lists.reward[:, 0] - lists.reward[:, 1]) / 0.11))
+  first = lists.ranking[:, 0] == 0
+  assert abs(first.mean() - p_first.mean()) < 0.02
+  lists = synthetic.sample_lists(8, 4, np.random.default_rng(1), world, {})
+  assert all(sorted(row) == [0, 1, 2, 3] for row in lists.ranking.tolist())
+  assert all(len(r) == 4 for r in lists.responses)
+
+
+def test_user_episodes_come_from_opposed_groups():
+  worlds = synthetic.user_group_worlds(0, 10, 3)
+  np.testing.assert_array_equal(worlds[1], -worlds[0])
+  np.testing.assert_array_equal(worlds[2], synthetic.make_world(2, 10))
+  episodes = synthetic.sample_user_episodes(64, np.random.default_rng(0), worlds[:2],
+                                            dict(context_pairs=3, query_pairs=2))
+  assert episodes.preference_prob.shape == (64, 5) and set(episodes.group.tolist()) == {0, 1}
+  # Opposite letter values, same love of prompt letters: the groups disagree on many pairs.
+  assert 0.5 < episodes.agreement < 0.8
+  # Every pair of a group-1 episode is labelled by group 1's world.
+  row = int(np.flatnonzero(episodes.group == 1)[0])
+  r_c = synthetic.ground_truth_rewards(episodes.prompt[row], episodes.chosen[row], worlds[1])
+  r_r = synthetic.ground_truth_rewards(episodes.prompt[row], episodes.rejected[row], worlds[1])
+  np.testing.assert_allclose(episodes.preference_prob[row],
+                             1 / (1 + np.exp(-(r_c - r_r) / 0.11)), rtol=1e-5)
