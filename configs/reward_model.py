@@ -17,8 +17,16 @@ Presets (the argument after the colon):
   hh_rlhf  the real HH-RLHF harmless-base test file from ../shared/data (90/10 split).
   pod      a ~1.3B-parameter backbone on a 256-chip mesh (data x fsdp x tensor = 4 x 16 x 4),
            bfloat16 compute, 2048 tokens; documented here, it cannot run on a laptop.
-Families (prefix a preset with one, e.g. `:gpm,smoke`): bt (default), gpm (general preference
-model), mixture (mixture of BT heads with a router), ensemble (4 BT members).
+Families (prefix a preset with one, e.g. `:gpm,smoke`): bt (default), scaled_bt (BT scaled by
+the annotated preference strength), regression (5 HelpSteer2 attributes, MSE; scored by the
+HelpSteer2 weights), listwise (Plackett-Luce on 4 ranked responses per prompt), gpm (general
+preference model), mixture (mixture of BT heads with a router), ensemble (4 BT members), vpl
+(variational preference learning on user episodes). scaled_bt, regression, listwise and vpl
+need data the synthetic generator makes (strengths, ratings, ranked lists, users); they
+combine with default and smoke.
+A teacher ensemble's preference strength (Secrets of RLHF II) drives label flipping, smoothing
+or an adaptive margin: --config.strength.teacher_workdir=<ensemble run>
+--config.strength.use=flip|smoothing|adaptive_margin (rmjax.train.strength).
 Override any field with --config.a.b=value; unknown keys are rejected.
 """
 
@@ -33,17 +41,26 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HH_RLHF_FILE = os.path.join(os.path.dirname(_REPO_ROOT), "shared", "data", "hh_rlhf",
                             "harmless-base-test.jsonl.gz")
 PRESETS = ("default", "smoke", "hh_rlhf", "pod")
-# Model families (pairwise heads + losses); combine with a preset: `:gpm,smoke`.
-FAMILIES = ("bt", "gpm", "mixture", "ensemble")
+# Model families (heads + losses + data formats); combine with a preset: `:gpm,smoke`.
+FAMILIES = ("bt", "scaled_bt", "regression", "listwise", "gpm", "mixture", "ensemble", "vpl")
+# Families whose data is generated (synthetic only: strengths, ratings, lists, users).
+_SYNTHETIC_ONLY = ("scaled_bt", "regression", "listwise", "vpl")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The config of `arg` = "[family,]preset" (None or 'default' for the embedded default).
 
-  family: bt (Bradley-Terry, scalar head; the default), gpm (general preference model,
-  2k-dim embedding head, Zhang et al. 2024), mixture (mixture of K BT heads with a router,
-  MiCRo), ensemble (4 BT models from different seeds trained together with vmap; eval on
-  their mean logit; Coste et al. 2024). preset: default, smoke, hh_rlhf, pod. E.g. `configs/reward_model.py:gpm,smoke`.
+  family: bt (Bradley-Terry, scalar head; the default), scaled_bt (-m log sigma(Delta) with
+  m the pair's strength 0..3, ties dropped; HelpSteer2-Preference, Wang et al. 2024),
+  regression (multi-attribute head, masked MSE on 5 ratings, pairs ranked by the HelpSteer2
+  score; Wang et al. 2024), listwise (Plackett-Luce NLL of rankings of 4 responses; set
+  loss.name=all_pairs_bradley_terry for BT over all ordered pairs, with loss.list_weighting
+  uniform | label_gap | lipo_lambda), gpm (general preference model, 2k-dim embedding head,
+  Zhang et al. 2024), mixture (mixture of K BT heads with a router, MiCRo), ensemble (4 BT
+  models from different seeds trained together with vmap; eval on their mean logit; Coste et
+  al. 2024), vpl (latent-conditioned reward and a posterior encoder over 8 context pairs of
+  the user, beta = 0.01; Poddar et al. 2024). preset: default, smoke, hh_rlhf, pod. E.g.
+  `configs/reward_model.py:gpm,smoke`.
   """
   parts = [p for p in (arg or "default").split(",") if p]
   families = [p for p in parts if p in FAMILIES]
@@ -54,6 +71,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                      f"[family,]preset with family in {FAMILIES} and preset in {PRESETS}")
   family = families[0] if families else "bt"
   preset = presets[0] if presets else "default"
+  if family in _SYNTHETIC_ONLY and preset not in ("default", "smoke"):
+    raise ValueError(f"configs/reward_model.py: family {family!r} trains on generated data "
+                     f"(strengths, ratings, lists or users); combine it with 'default' or "
+                     f"'smoke', not {preset!r}")
   config = ml_collections.ConfigDict()
   config.name = preset if family == "bt" else f"{family}_{preset}"
   config.seed = 0  # Model initialisation.
@@ -73,7 +94,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.loss = ml_collections.ConfigDict(dict(
       name="bradley_terry", use_margin=False, label_smoothing=0.0,
-      center_rewards_coef=0.0, l2_reward_coef=0.0, temperature=0.1, normalize=False))
+      center_rewards_coef=0.0, l2_reward_coef=0.0, temperature=0.1, normalize=False,
+      bt_weight=0.0, list_weighting="uniform", kl_beta=0.01))
+
+  # A teacher ensemble's preference strength (rmjax.train.strength); BT only.
+  config.strength = ml_collections.ConfigDict(dict(
+      teacher_workdir="", use="none", flip_fraction=0.2, max_smoothing=0.45))
 
   # num_members > 0: an ensemble of that many models (different seeds), trained together.
   config.ensemble = ml_collections.ConfigDict(dict(num_members=0))
@@ -133,4 +159,37 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.name = "mixture_bradley_terry"
   elif family == "ensemble":
     config.ensemble.num_members = 4
+  elif family == "scaled_bt":
+    config.data.synthetic.margin = "strength"
+    config.loss.name = "scaled_bradley_terry"
+  elif family == "regression":
+    config.data.attributes = True
+    config.data.synthetic.attribute_missing_prob = 0.1
+    config.head.name = "multi_attribute"
+    config.head.config = ml_collections.ConfigDict(dict(num_attributes=5))
+    config.loss.update(name="attribute_regression", bt_weight=0.0)
+  elif family == "listwise":
+    config.data.format = "lists"
+    config.data.synthetic.list_size = 4
+    # A list holds 4 sequences (and 6 ordered pairs) where a pair holds 2: half as many lists
+    # keep the data's and each step's tokens those of the pair presets.
+    config.data.synthetic.num_train //= 2
+    config.train.batch_size //= 2
+    config.loss.name = "plackett_luce"
+  elif family == "vpl":
+    config.data.format = "user_episodes"
+    config.data.synthetic.update(num_user_groups=2, context_pairs=8, query_pairs=8)
+    # num_train / num_eval count user episodes of 16 pairs.
+    config.data.synthetic.num_train //= 16
+    config.data.synthetic.num_eval //= 16
+    # 8 episodes x 16 pairs: twice the sequences of 64 pairs (at least 8: one per device
+    # of the tests' simulated mesh).
+    config.train.batch_size = max(8, config.train.batch_size // 8)
+    config.eval.batch_size = max(8, config.eval.batch_size // 8)
+    config.head.name = "latent_conditioned"
+    config.head.config = ml_collections.ConfigDict(dict(
+        latent_dim=8, encoder=ml_collections.ConfigDict(dict(num_heads=2))))
+    config.loss.update(name="vpl", kl_beta=0.01)
+    if preset == "smoke":
+      config.data.synthetic.update(context_pairs=4, query_pairs=4, num_train=256, num_eval=32)
   return config

@@ -263,3 +263,140 @@ def test_ensemble_train_step_equals_independent_member_steps():
       num_members=3)(stacked, batch)
   np.testing.assert_allclose(ensemble_logits, np.mean(member_logits, axis=0), rtol=1e-5,
                              atol=1e-6)
+
+
+# The families on generated data: strengths, ratings, ranked lists, user episodes ------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["scaled_bt", "regression", "listwise"])
+def test_every_generated_data_family_trains_on_its_smoke_preset(tmp_path, family):
+  sys.path.insert(0, str(REPO_ROOT))
+  from configs import reward_model  # pylint: disable=g-import-not-at-top
+  from rmjax import train  # pylint: disable=g-import-not-at-top
+  config = reward_model.get_config(f"{family},smoke")
+  config.train.update(num_steps=60, eval_every=60, checkpoint_every=60, tensorboard=False)
+  report = train.train_and_evaluate(config, str(tmp_path))
+  assert report["config_name"] == f"{family}_smoke"
+  final = report["final_eval"]
+  # Every family is evaluated on the same held-out pairs (128 in the smoke preset).
+  assert final["num_pairs"] == 128 and final["accuracy"] > 0.6, final
+
+
+@pytest.mark.slow
+def test_vpl_smoke_trains_on_user_episodes_and_scores_the_query_pairs(tmp_path):
+  sys.path.insert(0, str(REPO_ROOT))
+  from configs import reward_model  # pylint: disable=g-import-not-at-top
+  from rmjax import train  # pylint: disable=g-import-not-at-top
+  config = reward_model.get_config("vpl,smoke")
+  # One user group: the context carries no information, so VPL must learn what BT learns.
+  config.data.synthetic.num_user_groups = 1
+  config.train.update(num_steps=60, eval_every=60, checkpoint_every=60, log_every=10,
+                      tensorboard=False)
+  report = train.train_and_evaluate(config, str(tmp_path))
+  final = report["final_eval"]
+  # 32 eval episodes x 4 query pairs; the 4 context pairs of each are not scored.
+  assert final["num_pairs"] == 32 * 4, final
+  assert final["accuracy"] > 0.6, final
+  assert report["data"]["user_episodes"]["context_pairs"] == 4
+
+
+def test_family_presets_need_their_data_format(tmp_path):
+  sys.path.insert(0, str(REPO_ROOT))
+  from configs import reward_model  # pylint: disable=g-import-not-at-top
+  from rmjax import train  # pylint: disable=g-import-not-at-top
+  config = reward_model.get_config("listwise,smoke")
+  config.data.format = "pairs"
+  with pytest.raises(ValueError, match="data.format='pairs' does not fit loss.name='plackett_luce'"):
+    train.train_and_evaluate(config, str(tmp_path))
+  config = reward_model.get_config("regression,smoke")
+  config.data.attributes = False
+  with pytest.raises(ValueError, match="data.attributes=True"):
+    train.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(ValueError, match="combine it with 'default' or 'smoke'"):
+    reward_model.get_config("vpl,hh_rlhf")
+  config = reward_model.get_config("smoke")
+  config.strength.use = "flip"
+  with pytest.raises(ValueError, match="strength.teacher_workdir"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_list_losses_and_ranked_pair_logits_match_plain_formulas():
+  import jax.numpy as jnp
+  import ml_collections
+  import numpy as np
+  from rmjax import losses  # pylint: disable=g-import-not-at-top
+  from rmjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  scores = jnp.array([[0.5, 2.0, -1.0], [1.0, 0.0, 3.0]])
+  ranking = jnp.array([[1, 0, 2], [2, 1, 0]])
+  batch = {"ranking": ranking, "valid": jnp.array([True, True])}
+  cfg = ml_collections.ConfigDict(dict(name="plackett_luce"))
+  # Plackett-Luce by hand: sum_k -s_pi(k) + log sum_{l >= k} exp s_pi(l), mean over lists.
+  def pl(s, pi):
+    s = np.asarray(s)[np.asarray(pi)]
+    return sum(-s[k] + np.log(np.exp(s[k:]).sum()) for k in range(len(s)))
+  expected = np.mean([pl(scores[0], ranking[0]), pl(scores[1], ranking[1])])
+  np.testing.assert_allclose(step_lib.list_loss(cfg, scores, batch), expected, rtol=1e-5)
+  # All pairs: 3 ordered pairs per list, mean of softplus(-(s_better - s_worse)).
+  logits = step_lib.ranked_pair_logits(scores, ranking)
+  # List 2 in rank order is (3, 0, 1).
+  np.testing.assert_allclose(logits, [[1.5, 3.0, 1.5], [3.0, 2.0, -1.0]])
+  cfg.name = "all_pairs_bradley_terry"
+  np.testing.assert_allclose(step_lib.list_loss(cfg, scores, batch),
+                             np.mean(np.log1p(np.exp(-np.asarray(logits)))), rtol=1e-5)
+  # An invalid list changes nothing.
+  padded = {"ranking": jnp.concatenate([ranking, ranking[:1]]),
+            "valid": jnp.array([True, True, False])}
+  np.testing.assert_allclose(
+      step_lib.list_loss(cfg, jnp.concatenate([scores, jnp.full((1, 3), 1e4)]), padded),
+      step_lib.list_loss(cfg, scores, batch), rtol=1e-6)
+  # Regression pairs are ranked by the HelpSteer2 score of the predicted attributes.
+  cfg.name = "attribute_regression"
+  a = jnp.array([[3.0, 3.0, 4.0, 2.0, 2.0]])  # spec sanity value: 5.24
+  np.testing.assert_allclose(step_lib.pair_logits(cfg, a, jnp.zeros((1, 5))), [5.24], rtol=1e-5)
+  del losses
+
+
+def test_strength_driven_losses_match_their_formulas():
+  import jax.numpy as jnp
+  import ml_collections
+  import numpy as np
+  from rmjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  c, r = jnp.array([1.0, -0.5, 2.0]), jnp.array([0.0, 0.5, 1.5])
+  u = jnp.array([0.8, -2.0, 0.1])
+  batch = {"valid": jnp.array([True, True, True]), "margin": jnp.zeros(3), "strength_mean": u}
+  cfg = ml_collections.ConfigDict(dict(
+      name="bradley_terry", use_margin=False, label_smoothing=0.0, center_rewards_coef=0.0,
+      l2_reward_coef=0.0, strength_use="adaptive_margin", max_smoothing=0.45))
+  softplus = lambda x: np.log1p(np.exp(x))  # noqa: E731
+  delta = np.asarray(c - r)
+  np.testing.assert_allclose(step_lib.preference_loss(cfg, c, r, batch),
+                             np.mean(softplus(-(delta - np.asarray(u)))), rtol=1e-5)
+  cfg.strength_use = "smoothing"
+  a = np.minimum(1 / (1 + np.exp(np.asarray(u))), 0.45)  # sigma(-u), capped
+  np.testing.assert_allclose(step_lib.preference_loss(cfg, c, r, batch),
+                             np.mean((1 - a) * softplus(-delta) + a * softplus(delta)), rtol=1e-5)
+  cfg.label_smoothing = 0.1
+  with pytest.raises(ValueError, match="leave loss.label_smoothing at 0"):
+    step_lib.preference_loss(cfg, c, r, batch)
+
+
+@pytest.mark.slow
+def test_teacher_ensemble_strength_flips_mostly_mislabelled_pairs(tmp_path):
+  sys.path.insert(0, str(REPO_ROOT))
+  from configs import reward_model  # pylint: disable=g-import-not-at-top
+  from rmjax import train  # pylint: disable=g-import-not-at-top
+  teacher = reward_model.get_config("ensemble,smoke")
+  teacher.train.update(num_steps=40, eval_every=40, checkpoint_every=40, tensorboard=False)
+  train.train_and_evaluate(teacher, str(tmp_path / "teacher"))
+  config = reward_model.get_config("smoke")
+  config.train.update(num_steps=20, eval_every=20, checkpoint_every=20, tensorboard=False)
+  config.strength.update(teacher_workdir=str(tmp_path / "teacher"), use="flip")
+  report = train.train_and_evaluate(config, str(tmp_path / "student"))
+  info = report["data"]["teacher_strength"]
+  assert info["members"] == 4 and info["checkpoint_step"] == 40 and info["num_pairs"] == 512
+  assert info["flipped"] == int(0.2 * 512)
+  # The lowest-strength pairs are enriched in labels that went against the ground truth
+  # (about 15% of all labels): at least twice the base rate among the flipped ones.
+  base_rate = info["labels_against_truth"] / info["num_pairs"]
+  assert info["flipped_against_truth"] / info["flipped"] > 2 * base_rate, info
+  assert report["final_eval"]["loss"] < 0.7

@@ -30,6 +30,7 @@ from rmjax.train import metrics_io
 from rmjax.train import optim
 from rmjax.train import report as report_lib
 from rmjax.train import step as step_lib
+from rmjax.train import strength as strength_lib
 from rmjax.train.state import TrainState
 
 
@@ -44,6 +45,14 @@ def _model_config(config: ml_collections.ConfigDict) -> models.TransformerConfig
     raise ValueError(f"model.max_len={model_config['max_len']} is shorter than "
                      f"data.max_len={config.data.max_len}")
   return models.TransformerConfig.from_dict(model_config)
+
+
+def _loss_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config.loss plus the strength settings the loss reads (strength_use, max_smoothing)."""
+  loss_config = ml_collections.ConfigDict(config.loss.to_dict())
+  loss_config.strength_use = config.strength.use
+  loss_config.max_smoothing = config.strength.max_smoothing
+  return loss_config
 
 
 def _head_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -79,10 +88,14 @@ def evaluate(eval_step, params, dataset, *, batch_size: int, batch_sharding,
   logits, probs = [], []
   for batch in dataset.eval_batches(batch_size):
     valid = np.asarray(batch["valid"])
-    batch_logits = eval_step(params, jax.device_put(_model_inputs(batch), batch_sharding))
-    logits.append(np.asarray(batch_logits)[valid])
+    batch_logits = np.asarray(
+        eval_step(params, jax.device_put(_model_inputs(batch), batch_sharding)))
+    logits.append(batch_logits[valid].reshape(-1))
     if "preference_prob" in batch:
-      probs.append(np.asarray(batch["preference_prob"])[valid])
+      # User episodes: the logits are those of the last Q pairs (the queries).
+      p = np.asarray(batch["preference_prob"])
+      p = p[:, p.shape[1] - batch_logits.shape[1]:] if p.ndim == 2 else p
+      probs.append(p[valid].reshape(-1))
   logits = np.concatenate(logits)
   zeros = np.zeros_like(logits)
   metrics = {
@@ -104,15 +117,39 @@ def evaluate(eval_step, params, dataset, *, batch_size: int, batch_sharding,
                    "bin_count": np.asarray(count)}
 
 
-_BATCH_KEYS = ("chosen_tokens", "chosen_mask", "rejected_tokens", "rejected_mask", "margin",
-               "valid")
+# Batch fields the step functions never read (ground truth kept for evaluation on the host).
+_HOST_ONLY_KEYS = ("preference_prob", "user_group")
+_TOKEN_MASK_KEYS = ("chosen_mask", "rejected_mask", "mask")
 
 
 def _model_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  missing = [k for k in _BATCH_KEYS if k not in batch]
-  if missing:
-    raise KeyError(f"preference batch: missing fields {missing}; it has {sorted(batch)}")
-  return {k: batch[k] for k in _BATCH_KEYS}
+  if "valid" not in batch:
+    raise KeyError(f"batch: missing field 'valid'; it has {sorted(batch)}")
+  return {k: v for k, v in batch.items() if k not in _HOST_ONLY_KEYS}
+
+
+def _real_tokens(batch: dict[str, np.ndarray]) -> int:
+  return int(sum(batch[k].sum() for k in _TOKEN_MASK_KEYS if k in batch))
+
+
+def _check_data_fits_loss(config: ml_collections.ConfigDict) -> None:
+  """The data format (and fields) the loss trains on, checked before any data is made."""
+  needed = step_lib.loss_format(config.loss)
+  if config.data.format != needed:
+    raise ValueError(f"data.format={config.data.format!r} does not fit loss.name="
+                     f"{config.loss.name!r}, which trains on data.format={needed!r}")
+  if config.loss.name == "attribute_regression" and not config.data.attributes:
+    raise ValueError("loss.name='attribute_regression' needs attribute ratings: set "
+                     "data.attributes=True")
+  use = config.strength.use
+  if use not in step_lib.STRENGTH_USES:
+    raise ValueError(f"strength.use: expected one of {step_lib.STRENGTH_USES}, got {use!r}")
+  if use != "none" and not config.strength.teacher_workdir:
+    raise ValueError(f"strength.use={use!r} needs strength.teacher_workdir: the workdir of a "
+                     "trained ensemble (e.g. a run of configs/reward_model.py:ensemble)")
+  if use != "none" and config.loss.name != "bradley_terry":
+    raise ValueError(f"strength.use={use!r} applies to loss.name='bradley_terry', got "
+                     f"{config.loss.name!r}")
 
 
 def _validate(config: ml_collections.ConfigDict, mesh) -> None:
@@ -140,7 +177,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
   # Data and mesh.
+  _check_data_fits_loss(config)
   data = rm_data.load_preference_data(config.data, workdir=workdir)
+  if config.strength.use != "none":
+    # Preference strength of every training pair from a trained teacher ensemble.
+    train, strength_info = strength_lib.apply_teacher_strength(config.strength, data.train)
+    data = data._replace(train=train, info={**data.info, "teacher_strength": strength_info})
   with open(os.path.join(workdir, "data_report.json"), "w") as f:
     json.dump(data.info, f, indent=2, sort_keys=True, default=str)
   logging.info("data: %d train pairs, %d eval pairs", data.train.num_pairs, data.eval.num_pairs)
@@ -169,6 +211,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     apply_fn = step_lib.ensemble_apply_members_last(models.make_ensemble_apply(graphdef))
   else:
     apply_fn = models.make_reward_apply(graphdef)
+  step_kwargs = dict(num_members=num_members)
+  if step_lib.loss_format(config.loss) == "user_episodes":
+    step_kwargs.update(embed_fn=models.make_embed_apply(graphdef),
+                       encode_fn=models.make_encoder_apply(graphdef),
+                       context_pairs=config.data.synthetic.context_pairs)
   num_steps = config.train.num_steps
   optimizer, schedule = optim.make_optimizer(config.optim, num_steps)
 
@@ -199,14 +246,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state = init_jit(seed_key)
   logging.info("model: %s parameters; mesh %s", f"{num_params:,}", dict(mesh.shape))
 
-  batch_shardings = {k: batch_sharding for k in _BATCH_KEYS}
-  train_step = jax.jit(step_lib.make_train_step(apply_fn, optimizer, config.loss,
-                                                      num_members=num_members),
-                       in_shardings=(state_shardings, batch_shardings),
+  # Every batch field is split along its leading (example) axis: one sharding, a pytree prefix.
+  loss_config = _loss_config(config)
+  train_step = jax.jit(step_lib.make_train_step(apply_fn, optimizer, loss_config, **step_kwargs),
+                       in_shardings=(state_shardings, batch_sharding),
                        out_shardings=(state_shardings, None), donate_argnums=0)
-  eval_step = jax.jit(step_lib.make_eval_step(apply_fn, config.loss, num_members=num_members))
+  eval_step = jax.jit(step_lib.make_eval_step(apply_fn, loss_config, **step_kwargs))
   batch_size, seq_len = config.train.batch_size, config.data.max_len
-  tokens_per_step = 2 * batch_size * seq_len
+  first = data.train.train_batch(0, 1, config.data_seed)
+  sequences_per_example = sum(int(np.prod(first[k].shape[1:-1], dtype=np.int64))
+                              for k in _TOKEN_MASK_KEYS if k in first)
+  tokens_per_step = sequences_per_example * batch_size * seq_len
 
   preempted = []
   previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
@@ -219,8 +269,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     interval_metrics = []
     for step in range(start_step, num_steps):
       batch = data.train.train_batch(step, batch_size, config.data_seed)
-      interval_real_tokens += int(batch["chosen_mask"].sum() + batch["rejected_mask"].sum())
-      state, metrics = train_step(state, jax.device_put(_model_inputs(batch), batch_shardings))
+      interval_real_tokens += _real_tokens(batch)
+      state, metrics = train_step(state, jax.device_put(_model_inputs(batch), batch_sharding))
       interval_metrics.append(metrics)  # Device arrays: no host sync until the log step.
       interval_steps += 1
       done = step + 1
