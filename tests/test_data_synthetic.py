@@ -220,3 +220,7 @@ def test_user_episodes_come_from_opposed_groups():
   r_r = synthetic.ground_truth_rewards(episodes.prompt[row], episodes.rejected[row], worlds[1])
   np.testing.assert_allclose(episodes.preference_prob[row],
                              1 / (1 + np.exp(-(r_c - r_r) / 0.11)), rtol=1e-5)
+  # A predictor blind to the group can do no better than the Bayes one, and here much worse.
+  bayes = np.maximum(episodes.preference_prob, 1 - episodes.preference_prob)
+  assert np.all(episodes.group_blind_prob <= bayes + 1e-6)
+  assert episodes.group_blind_prob.mean() < bayes.mean() - 0.1

@@ -610,6 +610,8 @@ def _load_synthetic(cfg: ml_collections.ConfigDict) -> PreferenceData:
       gen_info[name] = dict(
           num_episodes=count, num_query_pairs=int(query.size),
           bayes_optimal_accuracy=float(np.mean(np.maximum(query, 1 - query))),
+          group_blind_bayes_accuracy=float(np.mean(
+              episodes.group_blind_prob[:, s["context_pairs"]:])),
           group_agreement_with_group_0=episodes.agreement)
     extra_info["user_episodes"] = dict(
         num_user_groups=s["num_user_groups"], context_pairs=s["context_pairs"],

@@ -505,6 +505,9 @@ class SyntheticEpisodes(NamedTuple):
     preference_prob: float32 [N, P], true P(chosen preferred) for the episode's user.
     group: int64 [N], the user's group (which world labelled the pairs).
     agreement: float64, share of the pairs whose true order is the same in group 0's world.
+    group_blind_prob: float32 [N, P], the expected accuracy on each pair of the best
+      predictor that cannot tell the groups apart: it prefers chosen iff the mean over the
+      (uniformly drawn) groups of P_g(chosen preferred) exceeds 1/2.
   """
 
   prompt: list[list[str]]
@@ -513,6 +516,7 @@ class SyntheticEpisodes(NamedTuple):
   preference_prob: np.ndarray
   group: np.ndarray
   agreement: float
+  group_blind_prob: np.ndarray
 
 
 def user_group_worlds(world_seed: int, num_letters: int, num_groups: int) -> list[np.ndarray]:
@@ -552,22 +556,29 @@ def sample_user_episodes(num_episodes: int, rng: np.random.Generator,
   group = rng.integers(0, len(worlds), size=n)
   prompt, chosen, rejected = [None] * n, [None] * n, [None] * n
   prob = np.zeros((n, p), np.float32)
+  blind = np.zeros((n, p), np.float32)
   agree = []
   for g, world in enumerate(worlds):
     rows = np.flatnonzero(group == g)
     split = sample_split(len(rows) * p, rng, world, s)
     if rows.size:
-      base = ground_truth_rewards(split.prompt, split.chosen, worlds[0], s["match_bonus"])
-      base -= ground_truth_rewards(split.prompt, split.rejected, worlds[0], s["match_bonus"])
-      own = split.chosen_reward - split.rejected_reward
-      agree.append(np.sign(base) == np.sign(own))
+      # The true gap of every pair under every group's world.
+      gaps = np.stack([
+          ground_truth_rewards(split.prompt, split.chosen, w, s["match_bonus"])
+          - ground_truth_rewards(split.prompt, split.rejected, w, s["match_bonus"])
+          for w in worlds])
+      agree.append(np.sign(gaps[0]) == np.sign(gaps[g]))
+      blind_prefers_chosen = _sigmoid(gaps / s["temperature"]).mean(axis=0) > 0.5
+      own = split.preference_prob.astype(np.float64)
+      blind_split = np.where(blind_prefers_chosen, own, 1.0 - own)
     for j, row in enumerate(rows):
       sl = slice(j * p, (j + 1) * p)
       prompt[row], chosen[row], rejected[row] = (split.prompt[sl], split.chosen[sl],
                                                  split.rejected[sl])
       prob[row] = split.preference_prob[sl]
+      blind[row] = blind_split[sl]
   agreement = float(np.mean(np.concatenate(agree))) if agree else 1.0
-  return SyntheticEpisodes(prompt, chosen, rejected, prob, group, agreement)
+  return SyntheticEpisodes(prompt, chosen, rejected, prob, group, agreement, blind)
 
 
 def split_summary(split: SyntheticSplit) -> dict[str, Any]:
