@@ -1,12 +1,32 @@
 """Pure reward-model losses: arrays in, arrays out.
 
-Imports only jax, jax.numpy and chex, so that other projects can use the losses
-without the training stack. Every loss takes an optional validity `mask`, and
+Reward-model losses, advantage estimators, policy-gradient and KL losses (and, as they
+land, direct-preference losses). Imports only jax, jax.numpy and chex, so that other projects
+can use the losses without the training stack. Every loss takes an optional validity `mask`, and
 reduces with `reduce_loss` (`reduction` in {"mean", "sum", "none"}; "mean" is
 over valid examples only).
 """
 
 from rmjax.losses._reduction import reduce_loss
+from rmjax.losses.advantages import bnpo_advantages
+from rmjax.losses.advantages import bnpo_beta_parameters
+from rmjax.losses.advantages import bnpo_decomposed_advantages
+from rmjax.losses.advantages import broadcast_to_tokens
+from rmjax.losses.advantages import dler_advantages
+from rmjax.losses.advantages import dr_grpo_advantages
+from rmjax.losses.advantages import dynamic_sampling_mask
+from rmjax.losses.advantages import gae
+from rmjax.losses.advantages import gdpo_advantages
+from rmjax.losses.advantages import grpo_advantages
+from rmjax.losses.advantages import opo_advantages
+from rmjax.losses.advantages import pairwise_win_rates
+from rmjax.losses.advantages import pref_grpo_advantages
+from rmjax.losses.advantages import reinforce_advantages
+from rmjax.losses.advantages import reinforce_plus_plus_advantages
+from rmjax.losses.advantages import reinforce_plus_plus_baseline_advantages
+from rmjax.losses.advantages import remax_advantages
+from rmjax.losses.advantages import rloo_advantages
+from rmjax.losses.advantages import SCALE_REWARDS
 from rmjax.losses.bradley_terry import bradley_terry_loss
 from rmjax.losses.bradley_terry import l2_reward_penalty
 from rmjax.losses.bradley_terry import reward_centering_penalty
@@ -14,12 +34,27 @@ from rmjax.losses.bradley_terry import scaled_bradley_terry_loss
 from rmjax.losses.contrastive import info_nce_loss
 from rmjax.losses.general_preference import general_preference_loss
 from rmjax.losses.general_preference import general_preference_score
+from rmjax.losses.kl import adaptive_kl_init
+from rmjax.losses.kl import adaptive_kl_update
+from rmjax.losses.kl import AdaptiveKLState
+from rmjax.losses.kl import categorical_kl
+from rmjax.losses.kl import ESTIMATORS
+from rmjax.losses.kl import fixed_kl_init
+from rmjax.losses.kl import fixed_kl_update
+from rmjax.losses.kl import FixedKLState
+from rmjax.losses.kl import kl_in_reward
+from rmjax.losses.kl import kl_penalty
 from rmjax.losses.listwise import all_pairs_bradley_terry_loss
 from rmjax.losses.listwise import lipo_lambda_weights
 from rmjax.losses.listwise import pairwise_preference_matrix
 from rmjax.losses.listwise import plackett_luce_loss
 from rmjax.losses.multi_objective import min_norm_weights
 from rmjax.losses.multi_objective import weighted_task_loss
+from rmjax.losses.normalization import batch_whiten
+from rmjax.losses.normalization import group_normalize
+from rmjax.losses.normalization import group_rows
+from rmjax.losses.normalization import normalize_then_sum
+from rmjax.losses.normalization import SCALES
 from rmjax.losses.pluralistic import gaussian_kl_to_standard_normal
 from rmjax.losses.pluralistic import hedge_update
 from rmjax.losses.pluralistic import maxmin_assign_users
@@ -33,6 +68,16 @@ from rmjax.losses.pluralistic import PAL_INIT_LOG_TEMPERATURE
 from rmjax.losses.pluralistic import reparameterize
 from rmjax.losses.pluralistic import vpl_loss
 from rmjax.losses.pluralistic import vpl_reward_scaling
+from rmjax.losses.policy_gradient import aggregate_token_losses
+from rmjax.losses.policy_gradient import AGGREGATION_MODES
+from rmjax.losses.policy_gradient import cispo_loss
+from rmjax.losses.policy_gradient import clipped_value_loss
+from rmjax.losses.policy_gradient import entropy_from_logits
+from rmjax.losses.policy_gradient import gspo_loss
+from rmjax.losses.policy_gradient import ppo_clip_loss
+from rmjax.losses.policy_gradient import STABLE_REINFORCE_LOG_RATIO_BOUNDS
+from rmjax.losses.policy_gradient import stable_reinforce_loss
+from rmjax.losses.policy_gradient import vanilla_policy_gradient_loss
 from rmjax.losses.regression import attribute_regression_loss
 from rmjax.losses.regression import helpsteer2_attribute_score
 from rmjax.losses.regression import HELPSTEER2_ATTRIBUTES
@@ -40,35 +85,79 @@ from rmjax.losses.regression import HELPSTEER2_SCORE_WEIGHTS
 from rmjax.losses.regression import joint_preference_regression_loss
 
 __all__ = (
+    "AGGREGATION_MODES",
+    "ESTIMATORS",
     "HELPSTEER2_ATTRIBUTES",
     "HELPSTEER2_SCORE_WEIGHTS",
     "PAL_INIT_LOG_TEMPERATURE",
+    "SCALE_REWARDS",
+    "SCALES",
+    "STABLE_REINFORCE_LOG_RATIO_BOUNDS",
+    "adaptive_kl_init",
+    "adaptive_kl_update",
+    "AdaptiveKLState",
+    "aggregate_token_losses",
     "all_pairs_bradley_terry_loss",
     "attribute_regression_loss",
+    "batch_whiten",
+    "bnpo_advantages",
+    "bnpo_beta_parameters",
+    "bnpo_decomposed_advantages",
     "bradley_terry_loss",
+    "broadcast_to_tokens",
+    "categorical_kl",
+    "cispo_loss",
+    "clipped_value_loss",
+    "dler_advantages",
+    "dr_grpo_advantages",
+    "dynamic_sampling_mask",
+    "entropy_from_logits",
+    "fixed_kl_init",
+    "fixed_kl_update",
+    "FixedKLState",
+    "gae",
     "gaussian_kl_to_standard_normal",
+    "gdpo_advantages",
     "general_preference_loss",
     "general_preference_score",
+    "group_normalize",
+    "group_rows",
+    "grpo_advantages",
+    "gspo_loss",
     "hedge_update",
     "helpsteer2_attribute_score",
     "info_nce_loss",
     "joint_preference_regression_loss",
+    "kl_in_reward",
+    "kl_penalty",
     "l2_reward_penalty",
     "lipo_lambda_weights",
     "maxmin_assign_users",
     "min_norm_weights",
     "mixture_bradley_terry_loss",
     "mixture_posterior",
+    "normalize_then_sum",
+    "opo_advantages",
     "pairwise_preference_matrix",
+    "pairwise_win_rates",
     "pal_a_score",
     "pal_a_user_point",
     "pal_b_score",
     "pal_b_user_vector",
     "plackett_luce_loss",
+    "ppo_clip_loss",
+    "pref_grpo_advantages",
     "reduce_loss",
+    "reinforce_advantages",
+    "reinforce_plus_plus_advantages",
+    "reinforce_plus_plus_baseline_advantages",
+    "remax_advantages",
     "reparameterize",
     "reward_centering_penalty",
+    "rloo_advantages",
     "scaled_bradley_terry_loss",
+    "stable_reinforce_loss",
+    "vanilla_policy_gradient_loss",
     "vpl_loss",
     "vpl_reward_scaling",
     "weighted_task_loss",
