@@ -1,7 +1,7 @@
 """Pure reward-model losses: arrays in, arrays out.
 
-Reward-model losses, advantage estimators, policy-gradient and KL losses (and, as they
-land, direct-preference losses). Imports only jax, jax.numpy and chex, so that other projects
+Reward-model losses, advantage estimators, policy-gradient and KL losses, token
+log-probabilities (plain and chunked), direct-preference losses. Imports only jax, jax.numpy and chex, so that other projects
 can use the losses without the training stack. Every loss takes an optional validity `mask`, and
 reduces with `reduce_loss` (`reduction` in {"mean", "sum", "none"}; "mean" is
 over valid examples only).
@@ -32,6 +32,20 @@ from rmjax.losses.bradley_terry import l2_reward_penalty
 from rmjax.losses.bradley_terry import reward_centering_penalty
 from rmjax.losses.bradley_terry import scaled_bradley_terry_loss
 from rmjax.losses.contrastive import info_nce_loss
+from rmjax.losses.direct_preference import dno_loss
+from rmjax.losses.direct_preference import dpo_loss
+from rmjax.losses.direct_preference import hinge_loss
+from rmjax.losses.direct_preference import implicit_rewards
+from rmjax.losses.direct_preference import ipo_loss
+from rmjax.losses.direct_preference import kto_loss
+from rmjax.losses.direct_preference import lipo_lambda_loss
+from rmjax.losses.direct_preference import mah_dpo_loss
+from rmjax.losses.direct_preference import mix_head_logits
+from rmjax.losses.direct_preference import orpo_loss
+from rmjax.losses.direct_preference import pro_loss
+from rmjax.losses.direct_preference import robust_dpo_loss
+from rmjax.losses.direct_preference import selm_loss
+from rmjax.losses.direct_preference import simpo_loss
 from rmjax.losses.general_preference import general_preference_loss
 from rmjax.losses.general_preference import general_preference_score
 from rmjax.losses.kl import adaptive_kl_init
@@ -48,6 +62,10 @@ from rmjax.losses.listwise import all_pairs_bradley_terry_loss
 from rmjax.losses.listwise import lipo_lambda_weights
 from rmjax.losses.listwise import pairwise_preference_matrix
 from rmjax.losses.listwise import plackett_luce_loss
+from rmjax.losses.log_probs import AGGREGATIONS
+from rmjax.losses.log_probs import chunked_token_log_probs
+from rmjax.losses.log_probs import sequence_log_probs
+from rmjax.losses.log_probs import token_log_probs
 from rmjax.losses.multi_objective import min_norm_weights
 from rmjax.losses.multi_objective import weighted_task_loss
 from rmjax.losses.normalization import batch_whiten
@@ -86,6 +104,7 @@ from rmjax.losses.regression import joint_preference_regression_loss
 
 __all__ = (
     "AGGREGATION_MODES",
+    "AGGREGATIONS",
     "ESTIMATORS",
     "HELPSTEER2_ATTRIBUTES",
     "HELPSTEER2_SCORE_WEIGHTS",
@@ -106,9 +125,12 @@ __all__ = (
     "bradley_terry_loss",
     "broadcast_to_tokens",
     "categorical_kl",
+    "chunked_token_log_probs",
     "cispo_loss",
     "clipped_value_loss",
     "dler_advantages",
+    "dno_loss",
+    "dpo_loss",
     "dr_grpo_advantages",
     "dynamic_sampling_mask",
     "entropy_from_logits",
@@ -126,18 +148,26 @@ __all__ = (
     "gspo_loss",
     "hedge_update",
     "helpsteer2_attribute_score",
+    "hinge_loss",
+    "implicit_rewards",
     "info_nce_loss",
+    "ipo_loss",
     "joint_preference_regression_loss",
     "kl_in_reward",
     "kl_penalty",
+    "kto_loss",
     "l2_reward_penalty",
+    "lipo_lambda_loss",
     "lipo_lambda_weights",
+    "mah_dpo_loss",
     "maxmin_assign_users",
     "min_norm_weights",
+    "mix_head_logits",
     "mixture_bradley_terry_loss",
     "mixture_posterior",
     "normalize_then_sum",
     "opo_advantages",
+    "orpo_loss",
     "pairwise_preference_matrix",
     "pairwise_win_rates",
     "pal_a_score",
@@ -147,6 +177,7 @@ __all__ = (
     "plackett_luce_loss",
     "ppo_clip_loss",
     "pref_grpo_advantages",
+    "pro_loss",
     "reduce_loss",
     "reinforce_advantages",
     "reinforce_plus_plus_advantages",
@@ -155,8 +186,13 @@ __all__ = (
     "reparameterize",
     "reward_centering_penalty",
     "rloo_advantages",
+    "robust_dpo_loss",
     "scaled_bradley_terry_loss",
+    "selm_loss",
+    "sequence_log_probs",
+    "simpo_loss",
     "stable_reinforce_loss",
+    "token_log_probs",
     "vanilla_policy_gradient_loss",
     "vpl_loss",
     "vpl_reward_scaling",
