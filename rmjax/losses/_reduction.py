@@ -4,14 +4,17 @@ Every loss in `rmjax.losses` computes a per-example value and hands it to
 `reduce_loss` together with the caller's optional `weights` and validity `mask`,
 so that "mean over valid pairs" means the same thing everywhere.
 
-The private helpers below (`as_real_array`, `check_rank`, `validity_mask`, ...)
-are the one home for argument checking in `rmjax.losses` and `rmjax.eval`: each
-error names the offending argument, what was expected and what came.
+The private helpers below (`as_real_array`, `check_rank`, `validity_mask`,
+`sanitized_inputs`, ...) are the one home for argument checking in
+`rmjax.losses`, `rmjax.eval` and `rmjax.transforms`: each error names the
+offending argument, what was expected and what came.
 """
 
-from typing import Optional
+import numbers
+from typing import Optional, Sequence, Tuple
 
 import chex
+import jax
 import jax.numpy as jnp
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -119,6 +122,37 @@ def validity_mask(mask, shape, name: str = "mask",
   return jnp.broadcast_to(mask, shape)
 
 
+def sanitized_inputs(named_arrays: Sequence[Tuple[str, chex.Array]], mask,
+                     expected: Optional[str] = None, mask_name: str = "mask"):
+  """Checks, upcasts and sanitises real arrays of one shape.
+
+  Args:
+    named_arrays: (name, array) pairs; the first one fixes the shape, which
+      every other one must have.
+    mask: None or a validity mask of that shape.
+    expected: the expected shape of the first array for error messages
+      ("[B]", "[B, K]", ...), whose rank is checked; None accepts any shape.
+    mask_name: the mask's argument name, used in error messages.
+
+  Returns:
+    (arrays, valid, dtype): the arrays in `dtype` (at least float32) with
+    invalid entries replaced by 0, and the bool validity mask.
+  """
+  arrays = [as_real_array(x, name) for name, x in named_arrays]
+  first_name = named_arrays[0][0]
+  if expected is not None:
+    check_rank(arrays[0], expected.count(",") + 1, first_name, expected)
+  for (name, _), x in zip(named_arrays[1:], arrays[1:]):
+    check_same_shape(x, name, arrays[0], first_name)
+  valid = validity_mask(mask, arrays[0].shape, mask_name)
+  dtype = compute_dtype(*arrays)
+  # Sanitise first (the "double where"): an invalid entry's junk must not
+  # reach any op whose derivative could be inf or NaN, or the masked gradient
+  # would be 0 * inf = NaN.
+  arrays = [jnp.where(valid, x.astype(dtype), 0) for x in arrays]
+  return arrays, valid, dtype
+
+
 def pair_inputs(chosen_rewards, rejected_rewards, mask):
   """Checks, upcasts and sanitises a pair of reward vectors.
 
@@ -131,19 +165,26 @@ def pair_inputs(chosen_rewards, rejected_rewards, mask):
     (chosen, rejected, valid, dtype): the rewards in `dtype` (at least
     float32) with invalid entries replaced by 0, and the bool [B] mask.
   """
-  chosen_rewards = as_real_array(chosen_rewards, "chosen_rewards")
-  rejected_rewards = as_real_array(rejected_rewards, "rejected_rewards")
-  check_rank(chosen_rewards, 1, "chosen_rewards", "[B]")
-  check_same_shape(rejected_rewards, "rejected_rewards", chosen_rewards,
-                   "chosen_rewards")
-  valid = validity_mask(mask, chosen_rewards.shape, "mask")
-  dtype = compute_dtype(chosen_rewards, rejected_rewards)
-  # Sanitise first (the "double where"): an invalid pair's junk must not reach
-  # any op whose derivative could be inf or NaN, or the masked gradient would
-  # be 0 * inf = NaN.
-  chosen = jnp.where(valid, chosen_rewards.astype(dtype), 0)
-  rejected = jnp.where(valid, rejected_rewards.astype(dtype), 0)
+  (chosen, rejected), valid, dtype = sanitized_inputs(
+      [("chosen_rewards", chosen_rewards),
+       ("rejected_rewards", rejected_rewards)], mask, "[B]")
   return chosen, rejected, valid, dtype
+
+
+def same_shape_input(x, name: str, reference: jnp.ndarray, reference_name: str,
+                     valid: jnp.ndarray, dtype) -> jnp.ndarray:
+  """Checks a real array of `reference`'s shape and sanitises it like it.
+
+  For a further input of a loss whose main input was checked and sanitised
+  already (e.g. by `sanitized_inputs`): the error names `x` and
+  `reference_name`.
+
+  Returns:
+    `x` in `dtype`, with entries that are not `valid` replaced by 0.
+  """
+  x = as_real_array(x, name)
+  check_same_shape(x, name, reference, reference_name)
+  return jnp.where(valid, x.astype(dtype), 0)
 
 
 def check_reduction(reduction: str) -> None:
@@ -151,6 +192,27 @@ def check_reduction(reduction: str) -> None:
   if not isinstance(reduction, str) or reduction not in REDUCTIONS:
     raise ValueError(
         f"`reduction` must be one of {REDUCTIONS}; got {reduction!r}.")
+
+
+def check_probability(x, name: str, upper: float = 0.5) -> float:
+  """A Python float in [0, upper), checked eagerly (e.g. a label smoothing)."""
+  if (isinstance(x, bool) or not isinstance(x, numbers.Real)
+      or isinstance(x, jax.Array)):
+    raise ValueError(
+        f"`{name}` must be a Python float in [0, {upper}); got "
+        f"{type(x).__name__} {x!r}.")
+  x = float(x)
+  if not 0.0 <= x < upper:
+    raise ValueError(f"`{name}` must be in [0, {upper}); got {x!r}.")
+  return x
+
+
+def check_positive_int(x, name: str) -> int:
+  """A Python int > 0 (not a bool), checked eagerly (e.g. a static size)."""
+  if isinstance(x, bool) or not isinstance(x, int) or x <= 0:
+    raise ValueError(
+        f"`{name}` must be a Python int > 0; got {type(x).__name__} {x!r}.")
+  return x
 
 
 def reduce_loss(

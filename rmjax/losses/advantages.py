@@ -33,24 +33,19 @@ SCALE_REWARDS = ("group", "batch", "none")
 
 def _grouped(rewards, mask, name="rewards"):
   """Checks `rewards: [B, G]` (G >= 1) and `mask`; returns sanitised float32 rewards and valid."""
-  rewards = _reduction.as_real_array(rewards, name)
-  _reduction.check_rank(rewards, 2, name, "[B, G]")
-  if rewards.shape[1] == 0:
+  grouped_inputs = normalization._grouped_inputs  # pylint: disable=protected-access
+  rewards, valid = grouped_inputs(rewards, mask, name)
+  return jnp.where(valid, rewards.astype(_reduction.compute_dtype(rewards)), 0), valid
+
+
+def _token_mask(mask, n, source):
+  """Checks a response mask `[N, T]` whose N is the length of `source`; returns it as bool."""
+  mask = jnp.asarray(mask)
+  if mask.ndim != 2 or mask.shape[0] != n:
     raise ValueError(
-        f"`{name}` must have G >= 1 samples per group; got shape {tuple(rewards.shape)} "
-        "(empty groups).")
-  valid = _reduction.validity_mask(mask, rewards.shape, "mask")
-  dtype = _reduction.compute_dtype(rewards)
-  return jnp.where(valid, rewards.astype(dtype), 0), valid
-
-
-def _tokens(x, name, mask):
-  """Checks `x: [N, T]` and its response mask; returns sanitised float32 x and valid."""
-  x = _reduction.as_real_array(x, name)
-  _reduction.check_rank(x, 2, name, "[N, T]")
-  valid = _reduction.validity_mask(mask, x.shape, "mask")
-  dtype = _reduction.compute_dtype(x)
-  return jnp.where(valid, x.astype(dtype), 0), valid
+        f"`mask` must have shape [N, T] with N = {n} (from `{source}`); got shape "
+        f"{tuple(mask.shape)}.")
+  return _reduction.validity_mask(mask, mask.shape, "mask")
 
 
 def broadcast_to_tokens(advantages: chex.Array, mask: chex.Array) -> jnp.ndarray:
@@ -78,12 +73,7 @@ def broadcast_to_tokens(advantages: chex.Array, mask: chex.Array) -> jnp.ndarray
   """
   advantages = _reduction.as_real_array(advantages, "advantages")
   _reduction.check_rank(advantages, 1, "advantages", "[N]")
-  mask = jnp.asarray(mask)
-  if mask.ndim != 2 or mask.shape[0] != advantages.shape[0]:
-    raise ValueError(
-        f"`mask` must have shape [N, T] with N = {advantages.shape[0]} (from `advantages`); got "
-        f"shape {tuple(mask.shape)}.")
-  valid = _reduction.validity_mask(mask, mask.shape, "mask")
+  valid = _token_mask(mask, advantages.shape[0], "advantages")
   dtype = _reduction.compute_dtype(advantages)
   return jnp.where(valid, advantages.astype(dtype)[:, None], 0)
 
@@ -179,7 +169,7 @@ def grpo_advantages(
   # TRL's batch-level scaling: group-centred rewards over the std of the raw rewards.
   raw, valid = _grouped(rewards, mask)
   normalization._check_ddof(ddof)  # pylint: disable=protected-access
-  eps = _reduction.scalar_hyperparameter(eps, "eps", allow_zero=True)
+  eps = normalization._check_eps(eps)  # pylint: disable=protected-access
   return _scale_by_batch_std(centred, raw, valid, ddof, eps)
 
 
@@ -188,9 +178,8 @@ def _scale_by_batch_std(centred, raw, valid, ddof, eps):
   axes = tuple(range(raw.ndim))
   moments = normalization.masked_moments
   _, std, _, _ = moments(raw, valid, axis=axes, ddof=ddof)
-  denominator = std + eps
-  safe = jnp.where(denominator != 0, denominator, 1)
-  return jnp.where(valid & (denominator != 0), centred / safe, 0)
+  safe_divide = normalization._safe_divide  # pylint: disable=protected-access
+  return jnp.where(valid, safe_divide(centred, std + eps), 0)
 
 
 def dr_grpo_advantages(rewards: chex.Array, *, mask: Optional[chex.Array] = None) -> jnp.ndarray:
@@ -304,22 +293,17 @@ def reinforce_plus_plus_advantages(
   """
   scores = _reduction.as_real_array(scores, "scores")
   _reduction.check_rank(scores, 1, "scores", "[N]")
-  mask = jnp.asarray(mask)
-  if mask.ndim != 2 or mask.shape[0] != scores.shape[0]:
-    raise ValueError(
-        f"`mask` must have shape [N, T] with N = {scores.shape[0]} (from `scores`); got shape "
-        f"{tuple(mask.shape)}.")
+  valid = _token_mask(mask, scores.shape[0], "scores")
   if kl is None:
-    kl = jnp.zeros(mask.shape, jnp.float32)
+    kl = jnp.zeros(valid.shape, jnp.float32)
   kl = _reduction.as_real_array(kl, "kl")
-  if tuple(kl.shape) != tuple(mask.shape):
+  if tuple(kl.shape) != tuple(valid.shape):
     raise ValueError(
-        f"`kl` must have the shape of `mask` [N, T] = {tuple(mask.shape)}; got shape "
+        f"`kl` must have the shape of `mask` [N, T] = {tuple(valid.shape)}; got shape "
         f"{tuple(kl.shape)}.")
   gamma = _check_discount(gamma, "gamma")
   eps = _reduction.scalar_hyperparameter(eps, "eps", allow_zero=True)
-  token_rewards = kl_lib.kl_in_reward(scores, kl, mask, beta=beta)
-  valid = _reduction.validity_mask(mask, mask.shape, "mask")
+  token_rewards = kl_lib.kl_in_reward(scores, kl, valid, beta=beta)
   returns = _discounted_returns(token_rewards, valid, gamma)
   advantages = normalization.batch_whiten(returns, mask=valid, ddof=1, eps=eps)
   return advantages, returns
@@ -392,15 +376,6 @@ def reinforce_plus_plus_baseline_advantages(
   return normalization.batch_whiten(tokens, mask=mask, ddof=1, eps=eps)
 
 
-def _token_mask(mask, n, source):
-  mask = jnp.asarray(mask)
-  if mask.ndim != 2 or mask.shape[0] != n:
-    raise ValueError(
-        f"`mask` must have shape [N, T] with N = {n} (from `{source}`); got shape "
-        f"{tuple(mask.shape)}.")
-  return _reduction.validity_mask(mask, mask.shape, "mask")
-
-
 def remax_advantages(
     rewards: chex.Array,
     greedy_rewards: chex.Array,
@@ -470,9 +445,8 @@ def opo_advantages(
   [[0.75, -0.25]]
   """
   rewards, valid = _grouped(rewards, mask)
-  lengths = _reduction.as_real_array(lengths, "lengths")
-  _reduction.check_same_shape(lengths, "lengths", rewards, "rewards")
-  lengths = jnp.where(valid, lengths.astype(rewards.dtype), 0)
+  lengths = _reduction.same_shape_input(lengths, "lengths", rewards, "rewards", valid,
+                                        rewards.dtype)
   return _opo(rewards, lengths, valid)
 
 
@@ -530,10 +504,8 @@ def gae(
   >>> adv.tolist(), ret.tolist()  # delta = (0, 0.5); A_0 = 0 + 0.5 * 0.5
   ([[0.25, 0.5]], [[0.75, 1.0]])
   """
-  rewards, valid = _tokens(rewards, "rewards", mask)
-  values_arr = _reduction.as_real_array(values, "values")
-  _reduction.check_same_shape(values_arr, "values", rewards, "rewards")
-  values_arr = jnp.where(valid, values_arr.astype(rewards.dtype), 0)
+  (rewards,), valid, dtype = _reduction.sanitized_inputs([("rewards", rewards)], mask, "[N, T]")
+  values_arr = _reduction.same_shape_input(values, "values", rewards, "rewards", valid, dtype)
   gamma = _check_discount(gamma, "gamma")
   lam = _check_discount(lam, "lam")
   return _gae(rewards, values_arr, valid, gamma, lam)
@@ -586,10 +558,7 @@ def bnpo_beta_parameters(
   >>> [round(float(x), 4) for x in bnpo_beta_parameters(jnp.array([0.25, 0.5, 0.75, 0.5]))]
   [1.8333, 1.8333]
   """
-  p = _reduction.as_real_array(success_rates, "success_rates")
-  _reduction.check_rank(p, 1, "success_rates", "[B]")
-  valid = _reduction.validity_mask(mask, p.shape, "mask")
-  p = jnp.where(valid, p.astype(_reduction.compute_dtype(p)), 0)
+  (p,), valid, _ = _reduction.sanitized_inputs([("success_rates", success_rates)], mask, "[B]")
   return _bnpo_beta_parameters(p, valid)
 
 

@@ -13,7 +13,6 @@ All losses:
     the gradient.
 """
 
-import numbers
 from typing import Optional
 
 import chex
@@ -96,16 +95,8 @@ def bradley_terry_loss(
   ...                          label_smoothing=0.1))
   0.3269...
   """
-  if (isinstance(label_smoothing, bool)
-      or not isinstance(label_smoothing, numbers.Real)
-      or isinstance(label_smoothing, jax.Array)):
-    raise ValueError(
-        "`label_smoothing` must be a Python float in [0, 0.5); got "
-        f"{type(label_smoothing).__name__} {label_smoothing!r}.")
-  label_smoothing = float(label_smoothing)
-  if not 0.0 <= label_smoothing < 0.5:
-    raise ValueError(
-        f"`label_smoothing` must be in [0, 0.5); got {label_smoothing!r}.")
+  label_smoothing = _reduction.check_probability(label_smoothing,
+                                                 "label_smoothing")
   _reduction.check_reduction(reduction)
   chosen, rejected, valid, dtype = _reduction.pair_inputs(
       chosen_rewards, rejected_rewards, mask)
@@ -183,9 +174,8 @@ def scaled_bradley_terry_loss(
   chosen, rejected, valid, dtype = _reduction.pair_inputs(
       chosen_rewards, rejected_rewards, mask)
   weights = _check_weights(weights, chosen)
-  strength = _reduction.as_real_array(strength, "strength")
-  _reduction.check_same_shape(strength, "strength", chosen, "chosen_rewards")
-  strength = jnp.where(valid, strength.astype(dtype), 0)
+  strength = _reduction.same_shape_input(strength, "strength", chosen,
+                                         "chosen_rewards", valid, dtype)
   valid = valid & (strength != 0)
   per_pair = -jnp.abs(strength) * jax.nn.log_sigmoid(chosen - rejected)
   return _reduction.reduce_loss(

@@ -29,7 +29,7 @@ and dtype errors are raised while tracing, naming the argument either way.
 
 import functools
 import numbers
-from typing import Optional, Sequence, Tuple
+from typing import Optional
 
 import chex
 import jax
@@ -44,61 +44,39 @@ from rmjax.losses import listwise
 _MAX_MEAN_LOGP = -1e-6
 
 
-def _sequence_inputs(named_arrays: Sequence[Tuple[str, chex.Array]], mask,
-                     expected: str = "[B]"):
-  """Checks, upcasts and sanitises arrays of equal shape.
-
-  Args:
-    named_arrays: (name, array) pairs; the first one fixes the shape, whose
-      rank is that of `expected` ("[B]" or "[B, K]").
-    mask: None or a validity mask of that shape.
-    expected: the expected shape, for error messages.
-
-  Returns:
-    (arrays, valid, dtype): the arrays in `dtype` (at least float32) with
-    invalid entries replaced by 0, and the bool validity mask.
-  """
-  arrays = [_reduction.as_real_array(x, name) for name, x in named_arrays]
-  first_name = named_arrays[0][0]
-  _reduction.check_rank(arrays[0], expected.count(",") + 1, first_name,
-                        expected)
-  for (name, _), x in zip(named_arrays[1:], arrays[1:]):
-    _reduction.check_same_shape(x, name, arrays[0], first_name)
-  valid = _reduction.validity_mask(mask, arrays[0].shape, "mask")
-  dtype = _reduction.compute_dtype(*arrays)
-  # Sanitise first: a masked entry's junk must not reach any op whose
-  # derivative could be inf or NaN (0 * inf = NaN in the masked gradient).
-  arrays = [jnp.where(valid, x.astype(dtype), 0) for x in arrays]
-  return arrays, valid, dtype
-
-
 def _arrays(*xs):
   """`jnp.asarray` of each argument, None kept (for the jitted cores)."""
   return tuple(None if x is None else jnp.asarray(x) for x in xs)
 
 
-def _log_ratio_margin(policy_chosen_logps, policy_rejected_logps,
-                      reference_chosen_logps, reference_rejected_logps, mask):
-  """h = (pi_w - ref_w) - (pi_l - ref_l), sanitised; returns (h, valid)."""
-  (pc, pr, rc, rr), valid, _ = _sequence_inputs(
+def _log_ratios(policy_chosen_logps, policy_rejected_logps,
+                reference_chosen_logps, reference_rejected_logps, mask):
+  """(pi_w - ref_w, pi_l - ref_l, valid): the sanitised log-ratios of a pair."""
+  (pc, pr, rc, rr), valid, _ = _reduction.sanitized_inputs(
       [("policy_chosen_logps", policy_chosen_logps),
        ("policy_rejected_logps", policy_rejected_logps),
        ("reference_chosen_logps", reference_chosen_logps),
-       ("reference_rejected_logps", reference_rejected_logps)], mask)
-  return (pc - rc) - (pr - rr), valid
+       ("reference_rejected_logps", reference_rejected_logps)], mask, "[B]")
+  return pc - rc, pr - rr, valid
 
 
-def _check_probability(x, name: str, upper: float = 0.5) -> float:
-  """A Python float in [0, upper), checked eagerly."""
-  if (isinstance(x, bool) or not isinstance(x, numbers.Real)
-      or isinstance(x, jax.Array)):
-    raise ValueError(
-        f"`{name}` must be a Python float in [0, {upper}); got "
-        f"{type(x).__name__} {x!r}.")
-  x = float(x)
-  if not 0.0 <= x < upper:
-    raise ValueError(f"`{name}` must be in [0, {upper}); got {x!r}.")
-  return x
+@functools.partial(jax.jit,
+                   static_argnames=("per_pair", "static_args", "reduction"))
+def _margin_loss(policy_chosen_logps, policy_rejected_logps,
+                 reference_chosen_logps, reference_rejected_logps, weights,
+                 mask, beta, *, per_pair, static_args=(), reduction):
+  """Reduces `per_pair(h, beta, *static_args)` of the log-ratio margins h.
+
+  The jitted core of the losses that depend on a pair only through
+  h = (pi_w - ref_w) - (pi_l - ref_l) (rDPO, IPO, hinge): one compilation per
+  loss and shape.
+  """
+  chosen, rejected, valid = _log_ratios(
+      policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+      reference_rejected_logps, mask)
+  per_pair_loss = per_pair(chosen - rejected, beta, *static_args)
+  return _reduction.reduce_loss(per_pair_loss, weights=weights, mask=valid,
+                                reduction=reduction)
 
 
 def _check_real_number(x, name: str) -> float:
@@ -147,15 +125,9 @@ def implicit_rewards(
   Array([ 0.1, -0.1], dtype=float32)
   """
   beta = _reduction.scalar_hyperparameter(beta, "beta")
-  policy_logps = _reduction.as_real_array(policy_logps, "policy_logps")
-  reference_logps = _reduction.as_real_array(reference_logps,
-                                             "reference_logps")
-  _reduction.check_same_shape(reference_logps, "reference_logps",
-                              policy_logps, "policy_logps")
-  valid = _reduction.validity_mask(mask, policy_logps.shape, "mask")
-  dtype = _reduction.compute_dtype(policy_logps, reference_logps)
-  policy_logps = jnp.where(valid, policy_logps.astype(dtype), 0)
-  reference_logps = jnp.where(valid, reference_logps.astype(dtype), 0)
+  (policy_logps, reference_logps), _, _ = _reduction.sanitized_inputs(
+      [("policy_logps", policy_logps), ("reference_logps", reference_logps)],
+      mask)
   return beta * (policy_logps - reference_logps)
 
 
@@ -220,7 +192,8 @@ def dpo_loss(
   0.1269...
   """
   beta = _reduction.scalar_hyperparameter(beta, "beta")
-  label_smoothing = _check_probability(label_smoothing, "label_smoothing")
+  label_smoothing = _reduction.check_probability(label_smoothing,
+                                                 "label_smoothing")
   _reduction.check_reduction(reduction)
   return _dpo_loss(
       *_arrays(policy_chosen_logps, policy_rejected_logps,
@@ -233,13 +206,11 @@ def dpo_loss(
 def _dpo_loss(policy_chosen_logps, policy_rejected_logps,
               reference_chosen_logps, reference_rejected_logps, weights, mask,
               beta, label_smoothing, reduction):
-  (pc, pr, rc, rr), valid, _ = _sequence_inputs(
-      [("policy_chosen_logps", policy_chosen_logps),
-       ("policy_rejected_logps", policy_rejected_logps),
-       ("reference_chosen_logps", reference_chosen_logps),
-       ("reference_rejected_logps", reference_rejected_logps)], mask)
+  chosen, rejected, valid = _log_ratios(
+      policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+      reference_rejected_logps, mask)
   return bradley_terry.bradley_terry_loss(
-      beta * (pc - rc), beta * (pr - rr), label_smoothing=label_smoothing,
+      beta * chosen, beta * rejected, label_smoothing=label_smoothing,
       weights=weights, mask=valid, reduction=reduction)
 
 
@@ -299,27 +270,21 @@ def robust_dpo_loss(
   ...                       jnp.zeros(1), jnp.zeros(1), label_smoothing=0.1))
   -0.1231...
   """
-  e = _check_probability(label_smoothing, "label_smoothing")
+  e = _reduction.check_probability(label_smoothing, "label_smoothing")
   beta = _reduction.scalar_hyperparameter(beta, "beta")
   _reduction.check_reduction(reduction)
-  return _robust_dpo_loss(
+  return _margin_loss(
       *_arrays(policy_chosen_logps, policy_rejected_logps,
                reference_chosen_logps, reference_rejected_logps, weights,
-               mask), beta, e=e, reduction=reduction)
+               mask), beta, per_pair=_robust_dpo_per_pair, static_args=(e,),
+      reduction=reduction)
 
 
-@functools.partial(jax.jit, static_argnames=("e", "reduction"))
-def _robust_dpo_loss(policy_chosen_logps, policy_rejected_logps,
-                     reference_chosen_logps, reference_rejected_logps,
-                     weights, mask, beta, e, reduction):
-  h, valid = _log_ratio_margin(policy_chosen_logps, policy_rejected_logps,
-                               reference_chosen_logps,
-                               reference_rejected_logps, mask)
+def _robust_dpo_per_pair(h, beta, e):
+  """rDPO's loss of the log-ratio margin h at the flip rate e (a float)."""
   z = beta * h
-  per_pair = ((1.0 - e) * jax.nn.softplus(-z) - e * jax.nn.softplus(z)) / (
+  return ((1.0 - e) * jax.nn.softplus(-z) - e * jax.nn.softplus(z)) / (
       1.0 - 2.0 * e)
-  return _reduction.reduce_loss(per_pair, weights=weights, mask=valid,
-                                reduction=reduction)
 
 
 def ipo_loss(
@@ -373,22 +338,15 @@ def ipo_loss(
   """
   beta = _reduction.scalar_hyperparameter(beta, "beta")
   _reduction.check_reduction(reduction)
-  return _ipo_loss(
+  return _margin_loss(
       *_arrays(policy_chosen_logps, policy_rejected_logps,
                reference_chosen_logps, reference_rejected_logps, weights,
-               mask), beta, reduction=reduction)
+               mask), beta, per_pair=_ipo_per_pair, reduction=reduction)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction",))
-def _ipo_loss(policy_chosen_logps, policy_rejected_logps,
-              reference_chosen_logps, reference_rejected_logps, weights, mask,
-              beta, reduction):
-  h, valid = _log_ratio_margin(policy_chosen_logps, policy_rejected_logps,
-                               reference_chosen_logps,
-                               reference_rejected_logps, mask)
-  per_pair = jnp.square(h - 1.0 / (2.0 * beta))
-  return _reduction.reduce_loss(per_pair, weights=weights, mask=valid,
-                                reduction=reduction)
+def _ipo_per_pair(h, beta):
+  """IPO's loss of the log-ratio margin h."""
+  return jnp.square(h - 1.0 / (2.0 * beta))
 
 
 def hinge_loss(
@@ -447,22 +405,15 @@ def hinge_loss(
   """
   beta = _reduction.scalar_hyperparameter(beta, "beta")
   _reduction.check_reduction(reduction)
-  return _hinge_loss(
+  return _margin_loss(
       *_arrays(policy_chosen_logps, policy_rejected_logps,
                reference_chosen_logps, reference_rejected_logps, weights,
-               mask), beta, reduction=reduction)
+               mask), beta, per_pair=_hinge_per_pair, reduction=reduction)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction",))
-def _hinge_loss(policy_chosen_logps, policy_rejected_logps,
-                reference_chosen_logps, reference_rejected_logps, weights,
-                mask, beta, reduction):
-  h, valid = _log_ratio_margin(policy_chosen_logps, policy_rejected_logps,
-                               reference_chosen_logps,
-                               reference_rejected_logps, mask)
-  per_pair = jax.nn.relu(1.0 - beta * h)
-  return _reduction.reduce_loss(per_pair, weights=weights, mask=valid,
-                                reduction=reduction)
+def _hinge_per_pair(h, beta):
+  """The hinge (SLiC) loss of the log-ratio margin h."""
+  return jax.nn.relu(1.0 - beta * h)
 
 
 def simpo_loss(
@@ -526,9 +477,9 @@ def simpo_loss(
 @functools.partial(jax.jit, static_argnames=("reduction",))
 def _simpo_loss(policy_chosen_logps, policy_rejected_logps, weights, mask,
                 beta, gamma, reduction):
-  (chosen, rejected), valid, _ = _sequence_inputs(
+  (chosen, rejected), valid, _ = _reduction.sanitized_inputs(
       [("policy_chosen_logps", policy_chosen_logps),
-       ("policy_rejected_logps", policy_rejected_logps)], mask)
+       ("policy_rejected_logps", policy_rejected_logps)], mask, "[B]")
   per_pair = jax.nn.softplus(gamma - beta * (chosen - rejected))
   return _reduction.reduce_loss(per_pair, weights=weights, mask=valid,
                                 reduction=reduction)
@@ -609,9 +560,9 @@ def orpo_loss(
 @functools.partial(jax.jit, static_argnames=("reduction",))
 def _orpo_loss(policy_chosen_logps, policy_rejected_logps, weights, mask, lam,
                reduction):
-  (chosen, rejected), valid, _ = _sequence_inputs(
+  (chosen, rejected), valid, _ = _reduction.sanitized_inputs(
       [("policy_chosen_logps", policy_chosen_logps),
-       ("policy_rejected_logps", policy_rejected_logps)], mask)
+       ("policy_rejected_logps", policy_rejected_logps)], mask, "[B]")
   log_odds_ratio = _log_odds(chosen) - _log_odds(rejected)
   per_pair = -chosen - lam * jax.nn.log_sigmoid(log_odds_ratio)
   return _reduction.reduce_loss(per_pair, weights=weights, mask=valid,
@@ -705,14 +656,14 @@ def kto_loss(
 @functools.partial(jax.jit, static_argnames=("reduction",))
 def _kto_loss(policy_logps, reference_logps, desirable, kl_policy_logps,
               kl_reference_logps, kl_mask, mask, beta, w_d, w_u, reduction):
-  (logp, ref), valid, dtype = _sequence_inputs(
+  (logp, ref), valid, dtype = _reduction.sanitized_inputs(
       [("policy_logps", policy_logps), ("reference_logps", reference_logps)],
-      mask)
+      mask, "[B]")
   desirable = _reduction.validity_mask(desirable, logp.shape, "desirable")
   if kl_policy_logps is None:
     z0 = jnp.zeros((), dtype)
   else:
-    (kl_logp, kl_ref), kl_valid, _ = _sequence_inputs(
+    (kl_logp, kl_ref), kl_valid, _ = _reduction.sanitized_inputs(
         [("kl_policy_logps", kl_policy_logps),
          ("kl_reference_logps", kl_reference_logps)], kl_mask, "[M]")
     kl_mean = _reduction.reduce_loss(kl_logp - kl_ref, mask=kl_valid)
@@ -801,13 +752,13 @@ def _selm_loss(policy_chosen_logps, policy_rejected_logps,
                reference_chosen_logps, reference_rejected_logps,
                policy_sampled_logps, reference_sampled_logps, weights, mask,
                beta, alpha, reduction):
-  (pc, pr, rc, rr, ps, rs), valid, _ = _sequence_inputs(
+  (pc, pr, rc, rr, ps, rs), valid, _ = _reduction.sanitized_inputs(
       [("policy_chosen_logps", policy_chosen_logps),
        ("policy_rejected_logps", policy_rejected_logps),
        ("reference_chosen_logps", reference_chosen_logps),
        ("reference_rejected_logps", reference_rejected_logps),
        ("policy_sampled_logps", policy_sampled_logps),
-       ("reference_sampled_logps", reference_sampled_logps)], mask)
+       ("reference_sampled_logps", reference_sampled_logps)], mask, "[B]")
   h = (pc - rc) - (pr - rr)
   per_pair = jax.nn.softplus(-beta * h) + alpha * beta * (ps - rs)
   return _reduction.reduce_loss(per_pair, weights=weights, mask=valid,
@@ -885,12 +836,12 @@ def dno_loss(
 def _dno_loss(policy_logps_1, policy_logps_2, reference_logps_1,
               reference_logps_2, rewards_1, rewards_2, weights, mask, beta,
               reduction):
-  (p1, p2, r1, r2, g1, g2), valid, _ = _sequence_inputs(
+  (p1, p2, r1, r2, g1, g2), valid, _ = _reduction.sanitized_inputs(
       [("policy_logps_1", policy_logps_1),
        ("policy_logps_2", policy_logps_2),
        ("reference_logps_1", reference_logps_1),
        ("reference_logps_2", reference_logps_2),
-       ("rewards_1", rewards_1), ("rewards_2", rewards_2)], mask)
+       ("rewards_1", rewards_1), ("rewards_2", rewards_2)], mask, "[B]")
   target = jax.nn.sigmoid(g1 - g2)
   z = beta * ((p1 - r1) - (p2 - r2))
   per_pair = target * jax.nn.softplus(-z) + (1.0 - target) * jax.nn.softplus(z)
@@ -968,7 +919,7 @@ def lipo_lambda_loss(
 def _lipo_lambda_loss(policy_logps, reference_logps, labels, beta, mask,
                       reduction):
   """The computation of `lipo_lambda_loss` (one compilation per shape)."""
-  (logp, ref, psi), valid, _ = _sequence_inputs(
+  (logp, ref, psi), valid, _ = _reduction.sanitized_inputs(
       [("policy_logps", policy_logps), ("reference_logps", reference_logps),
        ("labels", labels)], mask, "[B, K]")
   num_lists, list_size = logp.shape
@@ -1062,7 +1013,7 @@ def _pro_loss(policy_logps, rewards, sft_logps, sft_weight, mask, reduction):
   named = [("policy_logps", policy_logps), ("rewards", rewards)]
   if sft_logps is not None:
     named.append(("sft_logps", sft_logps))
-  arrays, valid, dtype = _sequence_inputs(named, mask, "[B, n]")
+  arrays, valid, dtype = _reduction.sanitized_inputs(named, mask, "[B, n]")
   scores, rewards = arrays[:2]
   sft = arrays[2] if sft_logps is not None else scores
 
@@ -1156,13 +1107,10 @@ def mah_dpo_loss(
   >>> float(mah_dpo_loss(pc, z, z, z, jnp.array([0, 0, 1]), num_heads=2))
   0.4100...
   """
-  if (isinstance(num_heads, bool) or not isinstance(num_heads, int)
-      or num_heads <= 0):
-    raise ValueError(
-        f"`num_heads` must be a Python int > 0; got "
-        f"{type(num_heads).__name__} {num_heads!r}.")
+  num_heads = _reduction.check_positive_int(num_heads, "num_heads")
   beta = _reduction.scalar_hyperparameter(beta, "beta")
-  label_smoothing = _check_probability(label_smoothing, "label_smoothing")
+  label_smoothing = _reduction.check_probability(label_smoothing,
+                                                 "label_smoothing")
   _reduction.check_reduction(reduction)
   head_ids = jnp.asarray(head_ids)
   if not jnp.issubdtype(head_ids.dtype, jnp.integer):

@@ -187,11 +187,7 @@ def chunked_token_log_probs(
   >>> chunked_token_log_probs(logits, jnp.array([[0, 2]]), chunk_size=2)
   Array([[-0.6931..., -0.2231...]], dtype=float32)
   """
-  if (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-      or chunk_size <= 0):
-    raise ValueError(
-        f"`chunk_size` must be a Python int > 0; got "
-        f"{type(chunk_size).__name__} {chunk_size!r}.")
+  chunk_size = _reduction.check_positive_int(chunk_size, "chunk_size")
   logits, targets, valid = _logit_inputs(logits, targets, mask)
   chunk_size = min(chunk_size, logits.shape[2])
   return _chunked_jit(logits, targets, valid, chunk_size=chunk_size)
@@ -356,11 +352,8 @@ def sequence_log_probs(
   if not isinstance(aggregation, str) or aggregation not in AGGREGATIONS:
     raise ValueError(
         f"`aggregation` must be one of {AGGREGATIONS}; got {aggregation!r}.")
-  token_logps = _reduction.as_real_array(token_logps, "token_logps")
-  _reduction.check_rank(token_logps, 2, "token_logps", "[B, T]")
-  valid = _reduction.validity_mask(mask, token_logps.shape, "mask")
-  dtype = _reduction.compute_dtype(token_logps)
-  values = jnp.where(valid, token_logps.astype(dtype), 0)
+  (values,), valid, dtype = _reduction.sanitized_inputs(
+      [("token_logps", token_logps)], mask, "[B, T]")
   total = jnp.sum(values, axis=1)
   if aggregation == "sum":
     return total

@@ -252,12 +252,17 @@ def group_normalize(
   return _group_normalize(values, valid, ddof, eps, scale=scale, single="verl")
 
 
-def _grouped_inputs(values, mask):
-  values = _reduction.as_real_array(values, "values")
-  _reduction.check_rank(values, 2, "values", "[B, G]")
+def _grouped_inputs(values, mask, name: str = "values"):
+  """Checks grouped `values: [B, G]` (G >= 1; the errors name `name`) and `mask`.
+
+  Returns:
+    (values, valid): `values` as a real array (not yet sanitised) and the bool [B, G] mask.
+  """
+  values = _reduction.as_real_array(values, name)
+  _reduction.check_rank(values, 2, name, "[B, G]")
   if values.shape[1] == 0:
     raise ValueError(
-        f"`values` must have G >= 1 samples per group; got shape {tuple(values.shape)} "
+        f"`{name}` must have G >= 1 samples per group; got shape {tuple(values.shape)} "
         "(empty groups).")
   valid = _reduction.validity_mask(mask, values.shape, "mask")
   return values, valid

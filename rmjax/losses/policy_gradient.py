@@ -47,13 +47,15 @@ STABLE_REINFORCE_LOG_RATIO_BOUNDS = (math.log(1e-3), math.log(1e3))
 Metrics = Dict[str, jnp.ndarray]
 
 
-def _check_mode(mode, name="agg"):
+def _check_aggregation(mode, norm_constant, name="agg"):
+  """Checks an aggregation mode (argument `name`) and its optional `norm_constant`.
+
+  Returns:
+    `norm_constant`: None, or a scalar > 0 (see `_reduction.scalar_hyperparameter`).
+  """
   if not isinstance(mode, str) or mode not in AGGREGATION_MODES:
     raise ValueError(
         f"`{name}` (the aggregation mode) must be one of {AGGREGATION_MODES}; got {mode!r}.")
-
-
-def _check_norm_constant(norm_constant):
   if norm_constant is None:
     return None
   return _reduction.scalar_hyperparameter(norm_constant, "norm_constant")
@@ -107,15 +109,9 @@ def aggregate_token_losses(
   ...      "seq-mean-token-sum", "seq-mean-token-sum-norm")]
   [1.75, 2.5, 3.5, 2.33...]
   """
-  _check_mode(mode, "mode")
-  norm_constant = _check_norm_constant(norm_constant)
-  losses = _reduction.as_real_array(losses, "losses")
-  _reduction.check_rank(losses, 2, "losses", "[N, T]")
-  valid = _reduction.validity_mask(mask, losses.shape, "mask")
-  if norm_constant is None:
-    norm_constant = float(losses.shape[-1])
-  dtype = _reduction.compute_dtype(losses)
-  return _aggregate(jnp.where(valid, losses.astype(dtype), 0), valid, norm_constant, mode=mode)
+  norm_constant = _check_aggregation(mode, norm_constant, "mode")
+  (losses,), valid, _ = _reduction.sanitized_inputs([("losses", losses)], mask, "[N, T]")
+  return _aggregate(losses, valid, _default_norm(norm_constant, losses), mode=mode)
 
 
 @functools.partial(jax.jit, static_argnames=("mode",))
@@ -135,6 +131,11 @@ def _aggregate(losses, valid, norm_constant, *, mode):
           / jnp.maximum(jnp.sum(has_tokens, dtype=dtype), 1))
 
 
+def _ratio(log_ratio):
+  """rho = exp(log_ratio), the log-ratio clamped to [-20, 20] first (verl's overflow guard)."""
+  return jnp.exp(jnp.clip(log_ratio, -_LOG_RATIO_BOUND, _LOG_RATIO_BOUND))
+
+
 def _masked_token_mean(x, valid):
   x = jax.lax.stop_gradient(x).astype(jnp.float32)
   return jnp.sum(jnp.where(valid, x, 0)) / jnp.maximum(jnp.sum(valid, dtype=x.dtype), 1)
@@ -142,15 +143,9 @@ def _masked_token_mean(x, valid):
 
 def _policy_inputs(logp, old_logp, advantages, mask):
   """Checks and sanitises (logp, old_logp, advantages, mask) -> float32 [N, T] arrays + valid."""
-  logp = _reduction.as_real_array(logp, "logp")
-  _reduction.check_rank(logp, 2, "logp", "[N, T]")
-  valid = _reduction.validity_mask(mask, logp.shape, "mask")
-  dtype = _reduction.compute_dtype(logp)
-  logp = jnp.where(valid, logp.astype(dtype), 0)
+  (logp,), valid, dtype = _reduction.sanitized_inputs([("logp", logp)], mask, "[N, T]")
   if old_logp is not None:
-    old_logp = _reduction.as_real_array(old_logp, "old_logp")
-    _reduction.check_same_shape(old_logp, "old_logp", logp, "logp")
-    old_logp = jnp.where(valid, old_logp.astype(dtype), 0)
+    old_logp = _reduction.same_shape_input(old_logp, "old_logp", logp, "logp", valid, dtype)
   advantages = _token_advantages(advantages, logp.shape, valid, dtype)
   return logp, old_logp, advantages, valid
 
@@ -252,8 +247,7 @@ def ppo_clip_loss(
   >>> float(loss), float(metrics["clip_fraction"])  # mean of (-1.2, -0.5): first term clipped
   (-0.85..., 0.5)
   """
-  _check_mode(agg)
-  norm_constant = _check_norm_constant(norm_constant)
+  norm_constant = _check_aggregation(agg, norm_constant)
   eps_low, eps_high = _check_eps_pair(eps_low, eps_high)
   dual_clip = _check_dual_clip(dual_clip)
   logp, old_logp, advantages, valid = _policy_inputs(logp, old_logp, advantages, mask)
@@ -271,7 +265,7 @@ def _ppo(logp, old_logp, advantages, valid, eps_low, eps_high, dual_clip, log_ra
   log_ratio = logp - old_logp
   if log_ratio_bounds is not None:
     log_ratio = jnp.clip(log_ratio, log_ratio_bounds[0], log_ratio_bounds[1])
-  ratio = jnp.exp(jnp.clip(log_ratio, -_LOG_RATIO_BOUND, _LOG_RATIO_BOUND))
+  ratio = _ratio(log_ratio)
   losses, metrics = _clipped_surrogate(ratio, advantages, eps_low, eps_high, dual_clip, valid)
   metrics["approx_kl"] = _masked_token_mean(-(logp - old_logp), valid)
   return _aggregate(losses, valid, norm_constant, mode=agg), metrics
@@ -322,8 +316,7 @@ def stable_reinforce_loss(
   >>> float(loss)
   0.8...
   """
-  _check_mode(agg)
-  norm_constant = _check_norm_constant(norm_constant)
+  norm_constant = _check_aggregation(agg, norm_constant)
   eps_low, eps_high = _check_eps_pair(eps_low, eps_high)
   try:
     lo, hi = (float(b) for b in log_ratio_bounds)
@@ -385,8 +378,7 @@ def gspo_loss(
   >>> float(loss)  # s = 1: -A
   -2.0
   """
-  _check_mode(agg)
-  norm_constant = _check_norm_constant(norm_constant)
+  norm_constant = _check_aggregation(agg, norm_constant)
   eps_low, eps_high = _check_eps_pair(eps_low, eps_high)
   logp, old_logp, advantages, valid = _policy_inputs(logp, old_logp, advantages, mask)
   return _gspo(logp, old_logp, advantages, valid, eps_low, eps_high,
@@ -452,8 +444,7 @@ def cispo_loss(
   >>> round(float(loss), 4), float(m["clip_fraction"])  # -1.2 * log 0.5
   (0.8318, 1.0)
   """
-  _check_mode(agg)
-  norm_constant = _check_norm_constant(norm_constant)
+  norm_constant = _check_aggregation(agg, norm_constant)
   eps_high = _reduction.scalar_hyperparameter(eps_high, "eps_high", allow_zero=True)
   if eps_low is not None:
     eps_low, _ = _check_eps_pair(eps_low, eps_high)
@@ -465,7 +456,7 @@ def cispo_loss(
 @functools.partial(jax.jit, static_argnames=("agg",))
 def _cispo(logp, old_logp, advantages, valid, eps_low, eps_high, norm_constant, *, agg):
   log_ratio = logp - old_logp
-  ratio = jnp.exp(jnp.clip(log_ratio, -_LOG_RATIO_BOUND, _LOG_RATIO_BOUND))
+  ratio = _ratio(log_ratio)
   lower = 0.0 if eps_low is None else 1.0 - eps_low
   weight = jax.lax.stop_gradient(jnp.clip(ratio, lower, 1.0 + eps_high))
   losses = jnp.where(valid, -weight * advantages * logp, 0)
@@ -515,8 +506,7 @@ def vanilla_policy_gradient_loss(
   >>> round(float(loss), 4)  # -2 log 0.5
   1.3863
   """
-  _check_mode(agg)
-  norm_constant = _check_norm_constant(norm_constant)
+  norm_constant = _check_aggregation(agg, norm_constant)
   logp, _, advantages, valid = _policy_inputs(logp, None, advantages, mask)
   losses = jnp.where(valid, -advantages * logp, 0)
   return _aggregate(losses, valid, _default_norm(norm_constant, logp), mode=agg), {}
@@ -564,21 +554,12 @@ def clipped_value_loss(
   >>> round(float(loss), 4), float(m["value_clip_fraction"])  # 0.5 max(0, 0.8^2)
   (0.32, 1.0)
   """
-  _check_mode(agg)
-  norm_constant = _check_norm_constant(norm_constant)
+  norm_constant = _check_aggregation(agg, norm_constant)
   clip_range = _reduction.scalar_hyperparameter(clip_range, "clip_range", allow_zero=True)
-  values = _reduction.as_real_array(values, "values")
-  _reduction.check_rank(values, 2, "values", "[N, T]")
-  valid = _reduction.validity_mask(mask, values.shape, "mask")
-  dtype = _reduction.compute_dtype(values)
-  arrays = [values]
-  for x, name in ((old_values, "old_values"), (returns, "returns")):
-    x = _reduction.as_real_array(x, name)
-    _reduction.check_same_shape(x, name, values, "values")
-    arrays.append(x)
-  values, old_values, returns = (jnp.where(valid, x.astype(dtype), 0) for x in arrays)
-  old_values = jax.lax.stop_gradient(old_values)
-  returns = jax.lax.stop_gradient(returns)
+  (values,), valid, dtype = _reduction.sanitized_inputs([("values", values)], mask, "[N, T]")
+  old_values, returns = (
+      jax.lax.stop_gradient(_reduction.same_shape_input(x, name, values, "values", valid, dtype))
+      for x, name in ((old_values, "old_values"), (returns, "returns")))
   clipped = old_values + jnp.clip(values - old_values, -clip_range, clip_range)
   unclipped_error = jnp.square(values - returns)
   clipped_error = jnp.square(clipped - returns)

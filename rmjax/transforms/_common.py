@@ -60,10 +60,8 @@ def real_input(x, name: str, mask=None, mask_name: str = "mask"):
     (x, valid, dtype): `x` upcast to `dtype` (at least float32) with invalid entries replaced by 0
     (sanitised before any computation), and the bool validity mask.
   """
-  x = _reduction.as_real_array(x, name)
-  valid = _reduction.validity_mask(mask, x.shape, mask_name)
-  dtype = _reduction.compute_dtype(x)
-  return jnp.where(valid, x.astype(dtype), 0), valid, dtype
+  (x,), valid, dtype = _reduction.sanitized_inputs([(name, x)], mask, mask_name=mask_name)
+  return x, valid, dtype
 
 
 def per_prompt(value, name: str, reference: jnp.ndarray, reference_name: str) -> jnp.ndarray:

@@ -14,12 +14,11 @@ import chex
 import jax.numpy as jnp
 
 from rmjax.losses import _reduction
-from rmjax.transforms import _common
 
 
 def _steps(step_rewards, mask):
-  r, valid, _ = _common.real_input(step_rewards, "step_rewards", mask)
-  _reduction.check_rank(r, 2, "step_rewards", "[B, T]")
+  """Checks `step_rewards: [B, T]` and `mask`; returns sanitised float32 rewards and valid."""
+  (r,), valid, _ = _reduction.sanitized_inputs([("step_rewards", step_rewards)], mask, "[B, T]")
   return r, valid
 
 

@@ -419,9 +419,8 @@ def mean_std_normalize(
   r, valid, dtype = _common.real_input(rewards, "rewards", mask)
   mean = _stat(mean, "mean", r, dtype)
   denominator = _stat(std, "std", r, dtype) + eps
-  nonzero = denominator != 0
-  out = jnp.where(nonzero, (r - mean) / jnp.where(nonzero, denominator, 1), 0)
-  return jnp.where(valid, out, 0)
+  safe_divide = normalization._safe_divide  # pylint: disable=protected-access
+  return jnp.where(valid, safe_divide(r - mean, denominator), 0)
 
 
 def clip_reward(
