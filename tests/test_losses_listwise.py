@@ -572,3 +572,50 @@ class AllPairsBradleyTerryTest(chex.TestCase):
   def test_shape_errors_raise_under_jit(self):
     with pytest.raises(ValueError, match="`labels`"):
       jax.jit(all_pairs_bradley_terry_loss)(jnp.zeros(3), jnp.zeros(2))
+
+
+class AllPairsImplementationsTest(chex.TestCase):
+  """The all-pairs loss runs on `rmjax.kernels`: margins, paths, ties."""
+
+  def test_margin_rules_hand_values(self):
+    # One pair, labels (3, 0), scores tied: HelpSteer2-Preference's sanity
+    # values (margin 3: 3.0486; scaled by the gap 3: 3 log 2 = 2.0794).
+    s, y = jnp.zeros(2), jnp.array([3, 0])
+    np.testing.assert_allclose(all_pairs_bradley_terry_loss(
+        s, y, margin=3.0), 3.0486, atol=5e-5)
+    np.testing.assert_allclose(all_pairs_bradley_terry_loss(
+        s, y, margin=1.0, margin_rule="label_gap"), 3.0486, atol=5e-5)
+    np.testing.assert_allclose(all_pairs_bradley_terry_loss(
+        s, y, weighting="label_gap"), 2.0794, atol=5e-5)
+
+  @parameterized.parameters("uniform", "lipo_lambda")
+  def test_chunked_path_equals_reference_with_margin(self, weighting):
+    fn = jax.jit(jax.value_and_grad(
+        lambda s, impl: all_pairs_bradley_terry_loss(
+            s, AP_LABELS, group_ids=AP_GROUPS, mask=AP_MASK,
+            weighting=weighting, margin=0.5, margin_rule="label_gap",
+            implementation=impl)), static_argnums=1)
+    value, grad = fn(AP_SCORES, "chunked")
+    ref_value, ref_grad = fn(AP_SCORES, "reference")
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-7)
+
+  @parameterized.parameters("reference", "chunked")
+  def test_gradient_at_tied_scores(self, implementation):
+    # s = 0 (LiPO at initialisation): every pair's slope is sigmoid(0) = 1/2.
+    grad = jax.jit(jax.grad(lambda s: all_pairs_bradley_terry_loss(
+        s, jnp.array([2, 1, 0]), reduction="sum",
+        implementation=implementation)))(jnp.zeros(3))
+    np.testing.assert_allclose(grad, [-1.0, 0.0, 1.0], atol=1e-7)
+
+  def test_bad_new_arguments_name_the_argument(self):
+    s, y = jnp.zeros(3), jnp.array([1, 0, 0])
+    with pytest.raises(ValueError, match="`margin_rule` must be one of"):
+      all_pairs_bradley_terry_loss(s, y, margin=1.0, margin_rule="gap")
+    with pytest.raises(ValueError, match="`implementation` must be one of"):
+      all_pairs_bradley_terry_loss(s, y, implementation="cuda")
+    with pytest.raises(ValueError, match="`margin` must be a real scalar"):
+      all_pairs_bradley_terry_loss(s, y, margin=jnp.ones(3))
+    with pytest.raises(NotImplementedError, match="reduction='none'"):
+      all_pairs_bradley_terry_loss(s, y, reduction="none",
+                                   implementation="chunked")

@@ -6,15 +6,20 @@ Two ways to use a list of responses with a preference over them:
     the Plackett-Luce model (ListMLE), on lists laid out as `[B, K]`.
   * `all_pairs_bradley_terry_loss`: Bradley-Terry on every ordered pair
     (i, j) of the same prompt with `labels_i > labels_j`, on a flat `[N]`
-    layout with explicit `group_ids`, optionally LiPO-lambda weighted. This is
-    the plain reference of the pairwise hot path: a chunked or fused kernel
-    will later sit behind the same function and must match it.
+    layout with explicit `group_ids`, optionally LiPO-lambda or label-gap
+    weighted, with an optional margin. This is the pairwise hot path: it calls
+    `rmjax.kernels.all_pairs_loss`, which runs a chunked XLA loop (CPU), a
+    Pallas kernel (TPU, GPU) or the plain [N, N] reference, all built on the
+    one definition of the pair rules in `rmjax.kernels.all_pairs.rules`
+    (which `pairwise_preference_matrix` and `lipo_lambda_weights` use too).
 
 Like every loss in `rmjax.losses`, they compute in float32 (bfloat16 inputs
 are upcast), replace the inputs of masked items by 0 *before* computing
 anything (so padding with junk, even inf or NaN, changes neither the value
-nor the gradient), and reduce with `reduce_loss` (`reduction` in
-{"mean", "sum", "none"}).
+nor the gradient), and reduce with the package convention (`reduction` in
+{"mean", "sum", "none"}, "mean" over valid lists or pairs): `reduce_loss`
+for Plackett-Luce, the kernels' own sum / |P| for the all-pairs loss, whose
+[N, N] per-pair matrix only the reference ever builds.
 
 Each public function checks what only Python can check (string options, a
 concrete `ranking`) and hands the rest to a jitted implementation: eager calls
@@ -30,9 +35,12 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from rmjax import kernels
+from rmjax.kernels.all_pairs import dispatch as all_pairs_dispatch
+from rmjax.kernels.all_pairs import rules as pair_rules
 from rmjax.losses import _reduction
 
-WEIGHTINGS = ("uniform", "label_gap", "lipo_lambda")
+WEIGHTINGS = pair_rules.WEIGHTINGS
 
 
 def _check_integer_array(x, name: str) -> jnp.ndarray:
@@ -180,14 +188,17 @@ def _plackett_luce_loss(scores, ranking, mask, weights, reduction):
       per_list, weights=weights, mask=list_valid, reduction=reduction)
 
 
-def _all_pairs_inputs(scores, labels, group_ids, mask):
-  """Checks, upcasts and sanitises the flat [N] inputs of the all-pairs losses.
+def _all_pairs_inputs(scores, labels, group_ids, mask, weighting="uniform"):
+  """Checks the flat [N] inputs of the all-pairs functions; builds their items.
+
+  The checks name the offending argument; the items are
+  `rmjax.kernels.all_pairs.rules.sanitize_items` of the inputs: upcast to at
+  least float32, masked entries replaced by 0 before anything is computed,
+  labels (and LiPO factors, for weighting "lipo_lambda") without gradient.
 
   Returns:
-    (scores, labels, comparable, dtype): scores and labels in `dtype` (at
-    least float32) with masked entries replaced by 0, and the bool [N, N]
-    matrix of pairs (i, j) with i and j valid and in the same group
-    (diagonal included).
+    (items, valid, dtype): the `PairItems` ([N] fields), the bool [N] mask
+    and the compute dtype.
   """
   labels = _reduction.as_real_array(labels, "labels")
   _reduction.check_rank(labels, 1, "labels", "[N]")
@@ -196,17 +207,14 @@ def _all_pairs_inputs(scores, labels, group_ids, mask):
     _reduction.check_rank(scores, 1, "scores", "[N]")
     _reduction.check_same_shape(labels, "labels", scores, "scores")
   valid = _reduction.validity_mask(mask, labels.shape, "mask")
-  comparable = valid[:, None] & valid[None, :]
   if group_ids is not None:
     group_ids = _check_integer_array(group_ids, "group_ids")
     _reduction.check_same_shape(group_ids, "group_ids", labels, "labels")
-    comparable &= group_ids[:, None] == group_ids[None, :]
-  dtype = _reduction.compute_dtype(labels) if scores is None else (
-      _reduction.compute_dtype(scores, labels))
-  labels = jnp.where(valid, labels.astype(dtype), 0)
-  if scores is not None:
-    scores = jnp.where(valid, scores.astype(dtype), 0)
-  return scores, labels, comparable, dtype
+  if scores is None:
+    scores = jnp.zeros(labels.shape, jnp.float32)
+  items, dtype = pair_rules.sanitize_items(scores, labels, group_ids, valid,
+                                           weighting)
+  return items, valid, dtype
 
 
 def pairwise_preference_matrix(
@@ -220,6 +228,8 @@ def pairwise_preference_matrix(
 
   Row i is the preferred item ("chosen"), column j the other ("rejected").
   Ties (equal labels) give no pair, and neither does an item with itself.
+  This is `rmjax.kernels.all_pairs.rules.preferred_pairs`, the one definition
+  every implementation of the all-pairs loss uses, laid out as a matrix.
 
   Args:
     labels: [N] real labels or grades, higher = better.
@@ -250,8 +260,9 @@ def pairwise_preference_matrix(
 
 @jax.jit
 def _pairwise_preference_matrix(labels, group_ids, mask):
-  _, labels, comparable, _ = _all_pairs_inputs(None, labels, group_ids, mask)
-  return comparable & (labels[:, None] > labels[None, :])
+  items, _, _ = _all_pairs_inputs(None, labels, group_ids, mask)
+  return pair_rules.preferred_pairs(pair_rules.as_rows(items),
+                                    pair_rules.as_cols(items))
 
 
 def lipo_lambda_weights(
@@ -275,7 +286,10 @@ def lipo_lambda_weights(
   constants). They are symmetric, defined for every pair in the same group
   (zero elsewhere, on the diagonal, for ties in label and for masked items);
   `all_pairs_bradley_terry_loss` uses them on the pairs with
-  labels_i > labels_j.
+  labels_i > labels_j. The per-item factors G and 1/D come from
+  `rmjax.kernels.lipo_lambda_factors` (a sort, O(N log N)) and the pair
+  weight from `rmjax.kernels.all_pairs.rules.lipo_pair_weight`, the same
+  functions the fused kernels use; only this [N, N] layout is O(N^2).
 
   Spec example (labels (2, 1, 0), correctly ranked): G = (3, 1, 0),
   1/D = (1, 1/log2 3, 1/2), so Delta_12 = 2 (1 - 0.6309) = 0.7381,
@@ -314,21 +328,11 @@ def lipo_lambda_weights(
 
 @jax.jit
 def _lipo_lambda_weights(scores, labels, group_ids, mask):
-  scores, labels, comparable, dtype = _all_pairs_inputs(
-      scores, labels, group_ids, mask)
-  scores = jax.lax.stop_gradient(scores)
-  labels = jax.lax.stop_gradient(labels)
-  num_items = scores.shape[0]
-  index = jnp.arange(num_items)
-  # ahead[i, j]: item j is ranked before item i.
-  ahead = (scores[None, :] > scores[:, None]) | (
-      (scores[None, :] == scores[:, None]) & (index[None, :] < index[:, None]))
-  tau = 1 + jnp.sum(comparable & ahead, axis=1, dtype=dtype)
-  inverse_discount = 1.0 / jnp.log2(1.0 + tau)
-  gain = jnp.exp2(labels) - 1.0
-  weights = (jnp.abs(gain[:, None] - gain[None, :])
-             * jnp.abs(inverse_discount[:, None] - inverse_discount[None, :]))
-  return jnp.where(comparable, weights, 0)
+  items, _, _ = _all_pairs_inputs(scores, labels, group_ids, mask,
+                                  "lipo_lambda")
+  rows, cols = pair_rules.as_rows(items), pair_rules.as_cols(items)
+  return jnp.where(pair_rules.comparable_pairs(rows, cols),
+                   pair_rules.lipo_pair_weight(rows, cols), 0)
 
 
 def all_pairs_bradley_terry_loss(
@@ -339,14 +343,18 @@ def all_pairs_bradley_terry_loss(
     mask: Optional[chex.Array] = None,
     pair_weights: Optional[chex.Array] = None,
     weighting: str = "uniform",
+    margin: chex.Numeric = 0.0,
+    margin_rule: str = "constant",
     reduction: str = "mean",
+    implementation: str = "auto",
+    block_size: Optional[int] = None,
 ) -> jnp.ndarray:
-  """Bradley-Terry over all ordered pairs of the same prompt (the reference).
+  """Bradley-Terry over all ordered pairs of the same prompt, O(N) memory.
 
   With P the pairs of `pairwise_preference_matrix` (same group, both valid,
   labels_i > labels_j):
 
-    loss = sum_{(i, j) in P} w_ij * -log sigmoid(s_i - s_j) / normaliser
+    loss = sum_{(i, j) in P} w_ij * -log sigmoid(s_i - s_j - m_ij) / normaliser
 
   "mean" divides by |P|, the number of valid pairs over the whole batch (not
   by the sum of the weights, and not per group: a prompt with more pairs
@@ -356,14 +364,29 @@ def all_pairs_bradley_terry_loss(
 
   w_ij = base_ij * pair_weights_ij, with base chosen by `weighting`:
     * "uniform": 1.
-    * "label_gap": labels_i - labels_j (> 0 on P).
+    * "label_gap": labels_i - labels_j (> 0 on P). This is the scaled BT of
+      HelpSteer2-Preference, -|strength| log sigmoid(Delta), with the label
+      gap as the preference strength.
     * "lipo_lambda": `lipo_lambda_weights(scores, labels, group_ids, mask)`,
       the LiPO-lambda weights |G_i - G_j| |1/D(tau_i) - 1/D(tau_j)|, computed
       without gradient. With s = beta log pi / pi_ref this is LiPO-lambda's
       policy loss.
 
-  This function materialises [N, N] matrices (O(N^2) memory); it is the spec
-  that faster implementations are tested against.
+  m_ij is the margin (default none): `margin` for margin_rule "constant"
+  (BT with a margin, HelpSteer2-Preference), `margin * (labels_i - labels_j)`
+  for margin_rule "label_gap". No gradient flows to labels, LiPO weights or
+  the margin; the gradient is with respect to `scores` only.
+
+  Implementations (`rmjax.kernels.all_pairs_loss`, chosen by
+  `implementation`, default "auto"): the plain jnp "reference" builds [N, N]
+  matrices (O(N^2) memory: 4 GiB per float32 matrix at N = 32768) and is the
+  spec; "chunked" (XLA tiles with a fused value-and-gradient pass, O(N)
+  memory; the CPU path), "pallas_tpu" and "pallas_gpu" never build them.
+  "auto" picks the best one for the backend, and the reference for N <= 128
+  (one tile: as fast, and quicker to compile), for reduction "none" and for an
+  explicit `pair_weights` (both O(N^2) by nature). All of
+  them compute the pairs with the same rule functions
+  (`rmjax.kernels.all_pairs.rules`) and agree to float32 rounding.
 
   Lists laid out as `[B, K]` (K responses per prompt) are the grouped case:
   flatten and number the lists,
@@ -374,7 +397,8 @@ def all_pairs_bradley_terry_loss(
 
   With group size 2 and labels (1, 0) the loss is `bradley_terry_loss` of the
   pair; it is invariant to adding a constant to all scores and to permuting
-  the items together with their labels, groups and mask.
+  the items together with their labels, groups and mask. Sorted group ids
+  (as above) also let the fast paths skip the tiles of different prompts.
 
   Args:
     scores: [N] scores (rewards) of the items.
@@ -385,20 +409,32 @@ def all_pairs_bradley_terry_loss(
       pair and get exactly zero gradient.
     pair_weights: optional [N, N] explicit weights (row = preferred item),
       multiplied into the `weighting` ones; entries outside P are ignored.
+      O(N^2) input: computed by the reference.
     weighting: "uniform" (default), "label_gap" or "lipo_lambda".
+    margin: real scalar m (default 0.0: no margin); not differentiated.
+    margin_rule: "constant" (default; m_ij = m) or "label_gap"
+      (m_ij = m * (labels_i - labels_j)).
     reduction: "mean" (default; over valid pairs), "sum" or "none".
+    implementation: "auto" (default), "reference", "chunked", "pallas_tpu"
+      or "pallas_gpu"; a named one raises NotImplementedError for what it
+      cannot do (e.g. "chunked" with reduction "none").
+    block_size: optional tile side of the fast paths (default: theirs).
 
   Returns:
     float32 scalar, or float32 [N, N] per-pair losses for reduction="none".
 
   Raises:
-    ValueError: bad `weighting` or `reduction`, or wrongly shaped inputs.
+    ValueError: bad `weighting`, `margin_rule`, `reduction`,
+      `implementation` or `block_size`, or wrongly shaped inputs.
     TypeError: non-real `scores`/`labels`/`pair_weights` or non-integer
       `group_ids`.
+    NotImplementedError: a named implementation that cannot do the case.
 
   References:
     Bradley & Terry (1952), "Rank analysis of incomplete block designs".
     Burges et al. (2005), "Learning to rank using gradient descent" (RankNet).
+    Wang et al. (2024), "HelpSteer2-Preference: Complementing Ratings with
+    Preferences", arXiv:2410.01257 (margin, scaled BT).
     Liu et al. (2024), "LiPO: Listwise Preference Optimization through
     Learning-to-Rank", arXiv:2402.01878.
 
@@ -412,25 +448,30 @@ def all_pairs_bradley_terry_loss(
   >>> float(all_pairs_bradley_terry_loss(
   ...     s.reshape(-1), y.reshape(-1), group_ids=jnp.repeat(jnp.arange(2), 2)))
   0.3132...
+  >>> # Margin 3 on a tied pair of scores: softplus(3).
+  >>> float(all_pairs_bradley_terry_loss(jnp.zeros(2), jnp.array([1, 0]),
+  ...                                    margin=3.0))
+  3.0485...
   """
-  if not isinstance(weighting, str) or weighting not in WEIGHTINGS:
-    raise ValueError(
-        f"`weighting` must be one of {WEIGHTINGS}; got {weighting!r}.")
-  _reduction.check_reduction(reduction)
+  all_pairs_dispatch.check_options(weighting, margin_rule, reduction,
+                                   implementation, block_size)
+  margin_rule, margin = all_pairs_dispatch.margin_rule_and_value(
+      margin, margin_rule, jnp.float32)
   return _all_pairs_bradley_terry_loss(
       jnp.asarray(scores), jnp.asarray(labels), _as_array_or_none(group_ids),
-      _as_array_or_none(mask), _as_array_or_none(pair_weights),
-      weighting=weighting,
-      reduction=reduction)
+      _as_array_or_none(mask), _as_array_or_none(pair_weights), margin,
+      weighting=weighting, margin_rule=margin_rule, reduction=reduction,
+      implementation=implementation, block_size=block_size)
 
 
-@functools.partial(jax.jit, static_argnames=("weighting", "reduction"))
+@functools.partial(jax.jit, static_argnames=(
+    "weighting", "margin_rule", "reduction", "implementation", "block_size"))
 def _all_pairs_bradley_terry_loss(scores, labels, group_ids, mask,
-                                  pair_weights, weighting, reduction):
-  """The computation of `all_pairs_bradley_terry_loss`."""
-  s, y, comparable, dtype = _all_pairs_inputs(scores, labels, group_ids, mask)
-  preferred = comparable & (y[:, None] > y[None, :])
-  num_items = s.shape[0]
+                                  pair_weights, margin, weighting, margin_rule,
+                                  reduction, implementation, block_size):
+  """The checks of `all_pairs_bradley_terry_loss`, then the kernels' function."""
+  items, valid, _ = _all_pairs_inputs(scores, labels, group_ids, mask)
+  num_items = items.scores.shape[0]
   if pair_weights is not None:
     pair_weights = _reduction.as_real_array(pair_weights, "pair_weights")
     chex.assert_shape(
@@ -438,17 +479,9 @@ def _all_pairs_bradley_terry_loss(scores, labels, group_ids, mask,
         custom_message=f"`pair_weights` must have shape [N, N] = "
         f"{(num_items, num_items)}; got shape {tuple(pair_weights.shape)}",
         exception_type=ValueError)
-
-  weights = None
-  if weighting == "label_gap":
-    weights = y[:, None] - y[None, :]
-  elif weighting == "lipo_lambda":
-    weights = _lipo_lambda_weights(scores, labels, group_ids, mask)
-  if pair_weights is not None:
-    # Sanitise before multiplying: junk outside P must not reach the product.
-    pair_weights = jnp.where(preferred, pair_weights.astype(dtype), 0)
-    weights = pair_weights if weights is None else weights * pair_weights
-
-  per_pair = -jax.nn.log_sigmoid(s[:, None] - s[None, :])
-  return _reduction.reduce_loss(
-      per_pair, weights=weights, mask=preferred, reduction=reduction)
+  return kernels.all_pairs_loss(
+      scores, labels, group_ids=group_ids, mask=valid, weighting=weighting,
+      margin=0.0 if margin is None else margin,
+      margin_rule="constant" if margin_rule is None else margin_rule,
+      pair_weights=pair_weights, reduction=reduction,
+      implementation=implementation, block_size=block_size)
