@@ -27,6 +27,23 @@ combine with default and smoke.
 A teacher ensemble's preference strength (Secrets of RLHF II) drives label flipping, smoothing
 or an adaptive margin: --config.strength.teacher_workdir=<ensemble run>
 --config.strength.use=flip|smoothing|adaptive_margin (rmjax.train.strength).
+Mesh presets (add one to the argument, e.g. `:smoke,fsdp` or `:gpm,pod,fsdp_tensor`; see
+rmjax.parallel.MESH_PRESETS): data_parallel (data = all devices; parameters replicated), fsdp
+(fsdp = all; parameters and optimiser state split along the model width), fsdp_tensor
+(fsdp = all / 2, tensor = 2: heads and the MLP hidden width split too). Without one the
+preset's own config.mesh.shape is used (data parallel; the pod preset: 4 x 16 x 4); either
+way --config.mesh.shape.fsdp=... etc. override single axes.
+Multi-process runs (config.distributed; see "Running at scale" in the README):
+  # N local processes (CPU, gloo collectives), e.g. 2 processes x 2 simulated devices:
+  python -m experiments.launch_local_multihost --num_processes 2 --devices_per_process 2 -- \
+      --config configs/reward_model.py:smoke,fsdp --workdir /tmp/rm_2proc
+  # each host of a cluster, explicitly:
+  python -m experiments.train_reward_model --config configs/reward_model.py:pod \
+      --config.distributed.coordinator_address=host0:1234 \
+      --config.distributed.num_processes=4 --config.distributed.process_id=$RANK ...
+Left empty, a SLURM job step with several tasks (srun) or a multi-worker Cloud TPU slice is
+detected (jax.distributed.initialize() without arguments); --config.distributed.auto=True
+forces that detection. Every process runs the same command.
 Override any field with --config.a.b=value; unknown keys are rejected.
 """
 
@@ -36,6 +53,7 @@ import ml_collections
 
 from rmjax.data import default_data_config
 from rmjax.models import DEFAULT_LOGICAL_AXIS_RULES
+from rmjax.parallel import MESH_PRESETS
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HH_RLHF_FILE = os.path.join(os.path.dirname(_REPO_ROOT), "shared", "data", "hh_rlhf",
@@ -48,7 +66,7 @@ _SYNTHETIC_ONLY = ("scaled_bt", "regression", "listwise", "vpl")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The config of `arg` = "[family,]preset" (None or 'default' for the embedded default).
+  """The config of `arg` = "[family,]preset[,mesh]" (None or 'default': the embedded default).
 
   family: bt (Bradley-Terry, scalar head; the default), scaled_bt (-m log sigma(Delta) with
   m the pair's strength 0..3, ties dropped; HelpSteer2-Preference, Wang et al. 2024),
@@ -59,24 +77,31 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   Zhang et al. 2024), mixture (mixture of K BT heads with a router, MiCRo), ensemble (4 BT
   models from different seeds trained together with vmap; eval on their mean logit; Coste et
   al. 2024), vpl (latent-conditioned reward and a posterior encoder over 8 context pairs of
-  the user, beta = 0.01; Poddar et al. 2024). preset: default, smoke, hh_rlhf, pod. E.g.
-  `configs/reward_model.py:gpm,smoke`.
+  the user, beta = 0.01; Poddar et al. 2024). preset: default, smoke, hh_rlhf, pod. mesh:
+  one of `rmjax.parallel.MESH_PRESETS` (data_parallel, fsdp, fsdp_tensor), which replaces
+  config.mesh.shape; without it the preset's own mesh. E.g.
+  `configs/reward_model.py:gpm,smoke` or `configs/reward_model.py:smoke,fsdp_tensor`.
   """
   parts = [p for p in (arg or "default").split(",") if p]
   families = [p for p in parts if p in FAMILIES]
   presets = [p for p in parts if p in PRESETS]
-  unknown = [p for p in parts if p not in FAMILIES and p not in PRESETS]
-  if unknown or len(families) > 1 or len(presets) > 1:
+  meshes = [p for p in parts if p in MESH_PRESETS]
+  unknown = [p for p in parts if p not in FAMILIES and p not in PRESETS and p not in MESH_PRESETS]
+  if unknown or len(families) > 1 or len(presets) > 1 or len(meshes) > 1:
     raise ValueError(f"configs/reward_model.py: unknown preset {arg!r}; expected "
-                     f"[family,]preset with family in {FAMILIES} and preset in {PRESETS}")
+                     f"[family,]preset[,mesh] with family in {FAMILIES}, preset in {PRESETS} "
+                     f"and mesh in {tuple(MESH_PRESETS)}")
   family = families[0] if families else "bt"
   preset = presets[0] if presets else "default"
+  mesh = meshes[0] if meshes else None
   if family in _SYNTHETIC_ONLY and preset not in ("default", "smoke"):
     raise ValueError(f"configs/reward_model.py: family {family!r} trains on generated data "
                      f"(strengths, ratings, lists or users); combine it with 'default' or "
                      f"'smoke', not {preset!r}")
   config = ml_collections.ConfigDict()
   config.name = preset if family == "bt" else f"{family}_{preset}"
+  if mesh:
+    config.name += f"_{mesh}"
   config.seed = 0  # Model initialisation.
   config.data_seed = 0  # Order of the training batches.
 
@@ -117,6 +142,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict(dict(
       shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)),
       logical_axis_rules=tuple(DEFAULT_LOGICAL_AXIS_RULES)))
+  # Multi-process runs (rmjax.parallel.initialize_distributed): empty = one process, or a
+  # SLURM / Cloud TPU cluster detected from the environment; auto=True forces detection.
+  config.distributed = ml_collections.ConfigDict(dict(
+      coordinator_address="", num_processes=0, process_id=-1, auto=False,
+      initialization_timeout=300))
 
   if preset == "smoke":
     config.data.synthetic.num_train = 512
@@ -192,4 +222,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.update(name="vpl", kl_beta=0.01)
     if preset == "smoke":
       config.data.synthetic.update(context_pairs=4, query_pairs=4, num_train=256, num_eval=32)
+  if mesh:
+    config.mesh.shape.update(MESH_PRESETS[mesh])
   return config

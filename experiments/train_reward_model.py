@@ -5,6 +5,13 @@ r"""Train a pairwise (Bradley-Terry) reward model, evaluate it, checkpoint it.
       --config configs/reward_model.py:smoke --workdir /tmp/rm_smoke --config.train.num_steps=50
 
 Re-running a command on the same --workdir resumes from its latest checkpoint.
+
+Multi-process runs: every process runs the same command; `config.distributed` (or the
+RMJAX_* environment variables that experiments/launch_local_multihost.py sets, or a SLURM /
+Cloud TPU cluster) says how they connect, before any JAX computation:
+
+  python -m experiments.launch_local_multihost --num_processes 2 --devices_per_process 2 -- \
+      --config configs/reward_model.py:smoke --workdir /tmp/rm_2proc
 """
 
 import logging as std_logging
@@ -14,6 +21,7 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from rmjax.train import config_overrides
@@ -40,9 +48,12 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("runs", f"reward_model_{config.name}")
+  from rmjax import parallel  # pylint: disable=g-import-not-at-top
   from rmjax import train  # pylint: disable=g-import-not-at-top
   logging.info("workdir: %s", os.path.abspath(workdir))
   try:
+    # Joins a multi-process run (if configured) before anything touches a device.
+    parallel.initialize_distributed(config)
     report = train.train_and_evaluate(config, workdir)
   except train.Preempted as e:
     print(f"preempted: {e}", file=sys.stderr)
@@ -52,8 +63,9 @@ def main(argv):
       raise
     print(f"error: {e}\n(set RMJAX_TRACEBACK=1 for the traceback)", file=sys.stderr)
     sys.exit(2)
-  print(open(os.path.join(workdir, "report.md")).read())
-  del report
+  if jax.process_index() == 0:  # Process 0 wrote the report.
+    print(open(os.path.join(workdir, "report.md")).read())
+  del report  # Also in workdir/report.json.
 
 
 if __name__ == "__main__":

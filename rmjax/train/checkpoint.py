@@ -1,7 +1,10 @@
 """Checkpointing with orbax's CheckpointManager: keep N, async saves, resume from the latest.
 
 Restores go straight into the target shardings: the abstract target carries a `sharding` on
-every leaf, so nothing is materialised on one device and resharded.
+every leaf, so nothing is materialised on one device and resharded. The target's mesh need
+not be the one that saved: a checkpoint written on fsdp 8 restores onto data 4 x tensor 2,
+and one written by 2 processes onto 1 (each process reads only the shards its devices hold).
+Every process of a multi-process run calls save and restore (orbax coordinates them).
 """
 
 import os
@@ -45,7 +48,8 @@ class Checkpointer:
     return self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
   def restore(self, step: int, target: Any) -> Any:
-    """Restores `step` into the structure, dtypes and shardings of `target`."""
+    """Restores `step` into the structure, dtypes and shardings of `target` (arrays or
+    `jax.ShapeDtypeStruct`s with shardings, on any mesh)."""
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_like(target)))
 
   def wait(self) -> None:

@@ -92,7 +92,7 @@ def teacher_member_logits(teacher_workdir: str, dataset: rm_data.PreferenceDatas
 
   key = jax.random.PRNGKey(teacher.seed)
   graphdef, _ = jax.eval_shape(init_params, key)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
                         jax.eval_shape(init_state, key))
   checkpointer = ckpt_lib.Checkpointer(os.path.join(teacher_workdir, "checkpoints"),
