@@ -127,7 +127,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       teacher_workdir="", use="none", flip_fraction=0.2, max_smoothing=0.45))
 
   # num_members > 0: an ensemble of that many models (different seeds), trained together.
-  config.ensemble = ml_collections.ConfigDict(dict(num_members=0))
+  # member_batches: member m trains on slice m of every batch (different data orders)
+  # instead of all members on the whole batch.
+  config.ensemble = ml_collections.ConfigDict(dict(num_members=0, member_batches=False))
 
   config.optim = ml_collections.ConfigDict(dict(
       name="adamw", learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=50,

@@ -265,6 +265,49 @@ def test_ensemble_train_step_equals_independent_member_steps():
                              atol=1e-6)
 
 
+def test_ensemble_with_member_batches_trains_each_member_on_its_own_slice():
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+  import numpy as np
+  from rmjax import models  # pylint: disable=g-import-not-at-top
+  from rmjax.train import optim, step as step_lib  # pylint: disable=g-import-not-at-top
+  from rmjax.train.state import TrainState  # pylint: disable=g-import-not-at-top
+  model_config = models.TransformerConfig(d_model=16, num_layers=1, num_heads=2, max_len=8)
+  loss_config = ml_collections.ConfigDict(dict(
+      name="bradley_terry", use_margin=False, label_smoothing=0.0, center_rewards_coef=0.0,
+      l2_reward_coef=0.0, temperature=0.1, normalize=False))
+  optim_config = _smoke_config().optim
+  optim_config.grad_clip_norm = 0.0
+  optimizer, _ = optim.make_optimizer(optim_config, 10)
+  rng = np.random.default_rng(1)
+  n, members = 6, 3
+  batch = {"chosen_tokens": rng.integers(3, 259, (n, 8)).astype(np.int32),
+           "rejected_tokens": rng.integers(3, 259, (n, 8)).astype(np.int32),
+           "chosen_mask": np.ones((n, 8), np.int32), "rejected_mask": np.ones((n, 8), np.int32),
+           "margin": np.zeros(n, np.float32), "valid": np.array([True] * 5 + [False])}
+  graphdef, stacked = models.init_ensemble(model_config, jax.random.PRNGKey(0), members)
+  step = jax.jit(step_lib.make_train_step(
+      step_lib.ensemble_apply_members_last(models.make_ensemble_apply(graphdef)), optimizer,
+      loss_config, num_members=members,
+      member_batch_apply_fn=models.make_ensemble_apply(graphdef, per_member_batch=True)))
+  new_state, metrics = step(TrainState(jnp.zeros((), jnp.int32), stacked,
+                                       optimizer.init(stacked), jax.random.PRNGKey(1)), batch)
+  single_step = jax.jit(step_lib.make_train_step(
+      models.make_reward_apply(graphdef), optimizer, loss_config))
+  losses = []
+  for m in range(members):
+    params = models.ensemble_member(stacked, m)
+    own = {k: v[2 * m:2 * m + 2] for k, v in batch.items()}  # member m's slice of 2 pairs
+    single, single_metrics = single_step(
+        TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params),
+                   jax.random.PRNGKey(1)), own)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
+                 models.ensemble_member(new_state.params, m), single.params)
+    losses.append(single_metrics["loss"])
+  np.testing.assert_allclose(metrics["loss"], np.mean(losses), rtol=1e-5)
+
+
 # The families on generated data: strengths, ratings, ranked lists, user episodes ------------
 
 @pytest.mark.slow

@@ -214,6 +214,13 @@ def _check_data_fits_loss(config: ml_collections.ConfigDict) -> None:
 
 def _validate(config: ml_collections.ConfigDict, mesh) -> None:
   """Batch sizes and intervals, checked against the mesh before anything is compiled."""
+  members = config.ensemble.num_members
+  if members and config.ensemble.get("member_batches", False):
+    if config.train.batch_size % members:
+      raise ValueError(
+          f"train.batch_size={config.train.batch_size} must be a multiple of "
+          f"ensemble.num_members={members} with ensemble.member_batches=True (each member "
+          "trains on its own slice of every batch)")
   shards = parallel.num_batch_shards(mesh)
   for name in ("train.batch_size", "eval.batch_size"):
     section, field = name.split(".")
@@ -354,6 +361,11 @@ def build_program(config: ml_collections.ConfigDict, *,
     apply_fn = models.make_reward_apply(graphdef)
   apply_fn = sharded(apply_fn)
   step_kwargs = dict(num_members=num_members)
+  train_kwargs = {}
+  if num_members and config.ensemble.get("member_batches", False):
+    # Each member trains on its own slice of every batch (a different data order).
+    train_kwargs["member_batch_apply_fn"] = models.make_ensemble_apply(graphdef,
+                                                                       per_member_batch=True)
   if step_lib.loss_format(config.loss) == "user_episodes":
     step_kwargs.update(embed_fn=sharded(models.make_embed_apply(graphdef)),
                        encode_fn=sharded(models.make_encoder_apply(graphdef)),
@@ -361,7 +373,8 @@ def build_program(config: ml_collections.ConfigDict, *,
   loss_config = _loss_config(config)
   # Every batch field is split along its leading (example) axis: one sharding, a pytree
   # prefix. Metrics and eval logits come back replicated, so every process can read them.
-  train_step = jax.jit(step_lib.make_train_step(apply_fn, optimizer, loss_config, **step_kwargs),
+  train_step = jax.jit(step_lib.make_train_step(apply_fn, optimizer, loss_config, **step_kwargs,
+                                                **train_kwargs),
                        in_shardings=(state_shardings, batch_sharding),
                        out_shardings=(state_shardings, replicated), donate_argnums=0)
   eval_step = jax.jit(step_lib.make_eval_step(apply_fn, loss_config, **step_kwargs),

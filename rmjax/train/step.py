@@ -254,7 +254,7 @@ def vpl_pair_rewards(apply_fn: ApplyFn, embed_fn: ApplyFn, encode_fn: Callable, 
 def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
                     loss_config: ml_collections.ConfigDict, *, num_members: int = 0,
                     embed_fn: ApplyFn | None = None, encode_fn: Callable | None = None,
-                    context_pairs: int = 0
+                    context_pairs: int = 0, member_batch_apply_fn: ApplyFn | None = None
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """`train_step(state, batch) -> (new_state, metrics)`; jit it with the state's shardings.
 
@@ -267,9 +267,14 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
   member axis (see `ensemble_apply_members_last`) and the loss is the sum of the M members'
   losses, so that each member gets exactly its own gradient; metrics use the ensemble's mean
   logit. (Set `optim.grad_clip_norm` to 0 for fully independent members: global-norm clipping
-  acts on the whole stacked pytree.)
+  acts on the whole stacked pytree.) With `member_batch_apply_fn` (`make_ensemble_apply(
+  graphdef, per_member_batch=True)`), the members see different data instead: the batch's
+  B pairs are split into M consecutive slices of B / M and member m trains on slice m only
+  (an ensemble with different data orders); metrics are over every member's own pairs.
   """
   data_format = loss_format(loss_config)
+  if member_batch_apply_fn is not None and not num_members:
+    raise ValueError("member_batch_apply_fn needs num_members > 0")
   if num_members and data_format != "pairs":
     raise ValueError(f"ensemble.num_members={num_members}: ensembles train pair losses; "
                      f"loss.name={loss_config.name!r} trains on {data_format}")
@@ -293,6 +298,8 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
                              jnp.repeat(mean, q, axis=0), jnp.repeat(log_var, q, axis=0),
                              beta=loss_config.get("kl_beta", 0.01), mask=valid)
       return loss, chosen - rejected, valid.reshape(chosen.shape)
+    if member_batch_apply_fn is not None:
+      return _member_batches_loss(params, batch)
     chosen, rejected = score_pairs(apply_fn, params, batch)
     loss = _over_members(lambda c, r: preference_loss(loss_config, c, r, batch),
                          num_members)(chosen, rejected)
@@ -301,6 +308,24 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
     if num_members:
       loss, logits = jnp.sum(loss), jnp.mean(logits, axis=0)
     return loss, logits, batch["valid"]
+
+  def _member_batches_loss(params, batch):
+    """Member m scores and trains on its own slice m of the batch: [B] -> [M, B / M]."""
+    size = batch["valid"].shape[0]
+    if size % num_members:
+      raise ValueError(f"train.batch_size={size} must be a multiple of ensemble.num_members="
+                       f"{num_members} when each member trains on its own slice")
+    sliced = jax.tree.map(lambda x: x.reshape((num_members, -1) + x.shape[1:]), batch)
+    per_member = sliced["valid"].shape[1]
+    tokens = jnp.concatenate([sliced["chosen_tokens"], sliced["rejected_tokens"]], axis=1)
+    mask = jnp.concatenate([sliced["chosen_mask"], sliced["rejected_mask"]], axis=1)
+    outputs = member_batch_apply_fn(params, {"tokens": tokens, "mask": mask})
+    chosen = jax.tree.map(lambda x: x[:, :per_member], outputs)
+    rejected = jax.tree.map(lambda x: x[:, per_member:], outputs)
+    member_loss = jax.vmap(lambda c, r, b: preference_loss(loss_config, c, r, b))
+    member_logits = jax.vmap(lambda c, r: pair_logits(loss_config, c, r))
+    logits = member_logits(chosen, rejected).reshape(size)
+    return jnp.sum(member_loss(chosen, rejected, sliced)), logits, batch["valid"]
 
   def train_step(state: TrainState, batch: Batch):
     key = jax.random.fold_in(state.rng, state.step)
