@@ -116,11 +116,19 @@ def masked_moments(x: jnp.ndarray, valid: jnp.ndarray, *, axis, ddof) -> tuple:
   mean = jnp.sum(x, axis=axis, keepdims=True) / jnp.maximum(count, 1)
   centred = jnp.where(valid, x - mean, 0)
   sum_sq = jnp.sum(jnp.square(centred), axis=axis, keepdims=True)
+  return mean, std_from_sums(sum_sq, count, ddof), count, centred
+
+
+def std_from_sums(sum_sq: jnp.ndarray, count: jnp.ndarray, ddof) -> jnp.ndarray:
+  """sqrt(sum_sq / (count - ddof)), and 0 (with a 0 gradient) where that is 0 or undefined.
+
+  The standard-deviation rule of `masked_moments`, from a sum of centred squares and a count
+  (also global ones, psum'd across devices by `rmjax.parallel.sharded_losses`).
+  """
   dof = count - ddof
   positive = (sum_sq > 0) & (dof > 0)
   variance = jnp.where(positive, sum_sq, 1) / jnp.where(positive, dof, 1)
-  std = jnp.where(positive, jnp.sqrt(variance), 0)
-  return mean, std, count, centred
+  return jnp.where(positive, jnp.sqrt(variance), 0)
 
 
 def batch_whiten(

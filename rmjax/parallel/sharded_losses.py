@@ -107,17 +107,6 @@ def _check_split(x: jnp.ndarray, name: str, axis_names, num_shards: int) -> None
         f"multiple of {num_shards}")
 
 
-def _std(sum_sq: jnp.ndarray, count: jnp.ndarray, ddof: int) -> jnp.ndarray:
-  """sqrt(sum_sq / (count - ddof)), 0 (with a 0 gradient) where that is 0 or undefined.
-
-  The rule of `rmjax.losses.normalization` (`_masked_moments`), applied to global sums.
-  """
-  dof = count - ddof
-  positive = (sum_sq > 0) & (dof > 0)
-  variance = jnp.where(positive, sum_sq, 1) / jnp.where(positive, dof, 1)
-  return jnp.where(positive, jnp.sqrt(variance), 0)
-
-
 def _whiten_local(x, valid, eps, *, axis_names, ddof, shift_only):
   """Inside shard_map: whitens the local rows with the statistics of every shard."""
   dtype = x.dtype
@@ -126,7 +115,8 @@ def _whiten_local(x, valid, eps, *, axis_names, ddof, shift_only):
   centred = jnp.where(valid, x - mean, 0)
   if shift_only:
     return centred
-  std = _std(lax.psum(jnp.sum(jnp.square(centred)), axis_names), count, ddof)
+  std = _normalization.std_from_sums(lax.psum(jnp.sum(jnp.square(centred)), axis_names),
+                                     count, ddof)
   safe_divide = _normalization._safe_divide  # pylint: disable=protected-access
   return jnp.where(valid, safe_divide(centred, std + eps), 0)
 
