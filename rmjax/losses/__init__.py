@@ -101,6 +101,7 @@ from rmjax.losses.regression import helpsteer2_attribute_score
 from rmjax.losses.regression import HELPSTEER2_ATTRIBUTES
 from rmjax.losses.regression import HELPSTEER2_SCORE_WEIGHTS
 from rmjax.losses.regression import joint_preference_regression_loss
+from rmjax.losses.stateful import StatefulTransform
 
 __all__ = (
     "AGGREGATION_MODES",
@@ -191,6 +192,7 @@ __all__ = (
     "selm_loss",
     "sequence_log_probs",
     "simpo_loss",
+    "StatefulTransform",
     "stable_reinforce_loss",
     "token_log_probs",
     "vanilla_policy_gradient_loss",

@@ -19,6 +19,7 @@ from rmjax.losses.normalization import group_normalize
 from rmjax.losses.normalization import normalize_then_sum
 from rmjax.losses.regression import helpsteer2_attribute_score
 from rmjax.losses.regression import HELPSTEER2_SCORE_WEIGHTS
+from rmjax.losses.stateful import StatefulTransform
 from rmjax.transforms.calibration import brier_calibration_reward
 from rmjax.transforms.combination import CONSTRAINT_TYPES
 from rmjax.transforms.combination import directional_reward
@@ -111,6 +112,7 @@ __all__ = (
     "running_mean_std",
     "running_normalize",
     "soft_min",
+    "StatefulTransform",
     "weighted_sum",
     "welford_init",
     "welford_update",
