@@ -39,7 +39,9 @@ def main(argv):
   from rmjax import data as rm_data  # pylint: disable=g-import-not-at-top
   from rmjax import parallel  # pylint: disable=g-import-not-at-top
   from rmjax.parallel import communication  # pylint: disable=g-import-not-at-top
-  from rmjax.train import loop  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
+  from rmjax.train import batching  # pylint: disable=g-import-not-at-top
+  from rmjax.train import program as program_lib  # pylint: disable=g-import-not-at-top
 
   rows = []
   layouts = [("one device", {"data": 1, "fsdp": 1, "tensor": 1})] + [
@@ -50,10 +52,12 @@ def main(argv):
       config.train.batch_size = _BATCH_SIZE.value
     config.mesh.shape.update(shape)
     devices = jax.devices()[:1] if name == "one device" else None
-    program = loop.build_program(config, devices=devices)
+    task = rm_task.make_task(config)
+    program = program_lib.build_program(config, task, devices=devices)
     data = rm_data.load_preference_data(config.data, workdir="/tmp/rmjax_bench")
-    batches = [loop.place_batch(data.train, data.train.train_indices(
-        i, config.train.batch_size, 0), program.batch_sharding) for i in range(_STEPS.value)]
+    batches = [batching.place_batch(data.train, data.train.train_indices(
+        i, config.train.batch_size, 0), program.batch_sharding, task.batch_fields)
+               for i in range(_STEPS.value)]
     state = program.init(jax.random.PRNGKey(0))
     compiled = program.train_step.lower(state, batches[0]).compile()
     stats = communication.collective_stats(compiled.as_text(), program.mesh.size)

@@ -30,9 +30,10 @@ _JSON_OUT = flags.DEFINE_string("json_out", "", "Write the table as JSON here.")
 def _measure(config, batch_size):
   from rmjax import data as rm_data
   from rmjax import models
-  from rmjax.train import optim, step as step_lib
+  from rmjax.tasks import reward_model as rm_task
+  from rmjax.train import optim
+  from rmjax.train import program as program_lib
   from rmjax.train.state import TrainState
-  import jax.numpy as jnp
 
   config.data.synthetic.num_train = max(4 * batch_size, 256)
   config.data.synthetic.num_eval = 64
@@ -41,10 +42,9 @@ def _measure(config, batch_size):
       dict(config.model.to_dict(), max_len=config.data.max_len))
   graphdef, params = models.init_reward_model(model_config, jax.random.PRNGKey(0))
   optimizer, _ = optim.make_optimizer(config.optim, 1000)
-  state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params),
-                     jax.random.PRNGKey(1))
-  train_step = jax.jit(step_lib.make_train_step(
-      models.make_reward_apply(graphdef), optimizer, config.loss), donate_argnums=0)
+  state = TrainState.create(params, optimizer, jax.random.PRNGKey(1))
+  loss_fn = rm_task.make_task(config).make_loss(graphdef, lambda fn: fn)
+  train_step = jax.jit(program_lib.make_train_step(loss_fn, optimizer), donate_argnums=0)
   keys = ("chosen_tokens", "chosen_mask", "rejected_tokens", "rejected_mask", "margin", "valid")
   batches = [jax.device_put({k: b[k] for k in keys})
              for b in (data.train.train_batch(i, batch_size, 0) for i in range(_STEPS.value))]

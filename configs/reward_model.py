@@ -17,16 +17,19 @@ Presets (the argument after the colon):
   hh_rlhf  the real HH-RLHF harmless-base test file from ../shared/data (90/10 split).
   pod      a ~1.3B-parameter backbone on a 256-chip mesh (data x fsdp x tensor = 4 x 16 x 4),
            bfloat16 compute, 2048 tokens; documented here, it cannot run on a laptop.
-Families (prefix a preset with one, e.g. `:gpm,smoke`): bt (default), scaled_bt (BT scaled by
-the annotated preference strength), regression (5 HelpSteer2 attributes, MSE; scored by the
-HelpSteer2 weights), listwise (Plackett-Luce on 4 ranked responses per prompt), gpm (general
-preference model), mixture (mixture of BT heads with a router), ensemble (4 BT members), vpl
-(variational preference learning on user episodes). scaled_bt, regression, listwise and vpl
-need data the synthetic generator makes (strengths, ratings, ranked lists, users); they
-combine with default and smoke.
+Families (prefix a preset with one, e.g. `:gpm,smoke`): every module of
+rmjax/tasks/reward_model/families/ is one (`rmjax.tasks.reward_model.family_names()`): bt
+(default), scaled_bt (BT scaled by the annotated preference strength), regression (5
+HelpSteer2 attributes, MSE; scored by the HelpSteer2 weights), listwise (Plackett-Luce on 4
+ranked responses per prompt), gpm (general preference model), mixture (mixture of BT heads
+with a router), ensemble (4 BT members), vpl (variational preference learning on user
+episodes), pal (PAL-A / PAL-B ideal points on pairs from known users). Each family's own
+settings (config.loss, config.head, config.strength, config.ensemble, config.pal, ...) and
+their defaults live in its module; families on generated data combine with default and
+smoke.
 A teacher ensemble's preference strength (Secrets of RLHF II) drives label flipping, smoothing
-or an adaptive margin: --config.strength.teacher_workdir=<ensemble run>
---config.strength.use=flip|smoothing|adaptive_margin (rmjax.train.strength).
+or an adaptive margin in the bt family: --config.strength.teacher_workdir=<ensemble run>
+--config.strength.use=flip|smoothing|adaptive_margin (rmjax.tasks.reward_model.strength).
 Mesh presets (add one to the argument, e.g. `:smoke,fsdp` or `:gpm,pod,fsdp_tensor`; see
 rmjax.parallel.MESH_PRESETS): data_parallel (data = all devices; parameters replicated), fsdp
 (fsdp = all; parameters and optimiser state split along the model width), fsdp_tensor
@@ -54,32 +57,25 @@ import ml_collections
 from rmjax.data import default_data_config
 from rmjax.models import DEFAULT_LOGICAL_AXIS_RULES
 from rmjax.parallel import MESH_PRESETS
+from rmjax.tasks.reward_model import family_names
+from rmjax.tasks.reward_model import get_family
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HH_RLHF_FILE = os.path.join(os.path.dirname(_REPO_ROOT), "shared", "data", "hh_rlhf",
                             "harmless-base-test.jsonl.gz")
 PRESETS = ("default", "smoke", "hh_rlhf", "pod")
 # Model families (heads + losses + data formats); combine with a preset: `:gpm,smoke`.
-FAMILIES = ("bt", "scaled_bt", "regression", "listwise", "gpm", "mixture", "ensemble", "vpl")
-# Families whose data is generated (synthetic only: strengths, ratings, lists, users).
-_SYNTHETIC_ONLY = ("scaled_bt", "regression", "listwise", "vpl")
+FAMILIES = family_names()
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The config of `arg` = "[family,]preset[,mesh]" (None or 'default': the embedded default).
 
-  family: bt (Bradley-Terry, scalar head; the default), scaled_bt (-m log sigma(Delta) with
-  m the pair's strength 0..3, ties dropped; HelpSteer2-Preference, Wang et al. 2024),
-  regression (multi-attribute head, masked MSE on 5 ratings, pairs ranked by the HelpSteer2
-  score; Wang et al. 2024), listwise (Plackett-Luce NLL of rankings of 4 responses; set
-  loss.name=all_pairs_bradley_terry for BT over all ordered pairs, with loss.list_weighting
-  uniform | label_gap | lipo_lambda), gpm (general preference model, 2k-dim embedding head,
-  Zhang et al. 2024), mixture (mixture of K BT heads with a router, MiCRo), ensemble (4 BT
-  models from different seeds trained together with vmap; eval on their mean logit; Coste et
-  al. 2024), vpl (latent-conditioned reward and a posterior encoder over 8 context pairs of
-  the user, beta = 0.01; Poddar et al. 2024). preset: default, smoke, hh_rlhf, pod. mesh:
-  one of `rmjax.parallel.MESH_PRESETS` (data_parallel, fsdp, fsdp_tensor), which replaces
-  config.mesh.shape; without it the preset's own mesh. E.g.
+  family: a module of rmjax/tasks/reward_model/families (bt, the default; scaled_bt,
+  regression, listwise, gpm, mixture, ensemble, vpl, pal): its docstring says what it
+  trains and its record adds its own config sections. preset: default, smoke, hh_rlhf, pod.
+  mesh: one of `rmjax.parallel.MESH_PRESETS` (data_parallel, fsdp, fsdp_tensor), which
+  replaces config.mesh.shape; without it the preset's own mesh. E.g.
   `configs/reward_model.py:gpm,smoke` or `configs/reward_model.py:smoke,fsdp_tensor`.
   """
   parts = [p for p in (arg or "default").split(",") if p]
@@ -91,17 +87,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"configs/reward_model.py: unknown preset {arg!r}; expected "
                      f"[family,]preset[,mesh] with family in {FAMILIES}, preset in {PRESETS} "
                      f"and mesh in {tuple(MESH_PRESETS)}")
-  family = families[0] if families else "bt"
+  family = get_family(families[0] if families else "bt")
   preset = presets[0] if presets else "default"
   mesh = meshes[0] if meshes else None
-  if family in _SYNTHETIC_ONLY and preset not in ("default", "smoke"):
-    raise ValueError(f"configs/reward_model.py: family {family!r} trains on generated data "
-                     f"(strengths, ratings, lists or users); combine it with 'default' or "
-                     f"'smoke', not {preset!r}")
+  if family.synthetic_only and preset not in ("default", "smoke"):
+    raise ValueError(f"configs/reward_model.py: family {family.name!r} trains on generated "
+                     f"data; combine it with 'default' or 'smoke', not {preset!r}")
   config = ml_collections.ConfigDict()
-  config.name = preset if family == "bt" else f"{family}_{preset}"
+  config.name = preset if family.name == "bt" else f"{family.name}_{preset}"
   if mesh:
     config.name += f"_{mesh}"
+  config.family = family.name
   config.seed = 0  # Model initialisation.
   config.data_seed = 0  # Order of the training batches.
 
@@ -113,23 +109,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(
       vocab_size=259, d_model=128, num_layers=2, num_heads=4, d_ff=344,
       dtype="float32", param_dtype="float32"))
-
-  # The head on the backbone and its settings (rmjax.models.HEADS).
-  config.head = ml_collections.ConfigDict(dict(name="scalar", config=ml_collections.ConfigDict()))
-
-  config.loss = ml_collections.ConfigDict(dict(
-      name="bradley_terry", use_margin=False, label_smoothing=0.0,
-      center_rewards_coef=0.0, l2_reward_coef=0.0, temperature=0.1, normalize=False,
-      bt_weight=0.0, list_weighting="uniform", kl_beta=0.01))
-
-  # A teacher ensemble's preference strength (rmjax.train.strength); BT only.
-  config.strength = ml_collections.ConfigDict(dict(
-      teacher_workdir="", use="none", flip_fraction=0.2, max_smoothing=0.45))
-
-  # num_members > 0: an ensemble of that many models (different seeds), trained together.
-  # member_batches: member m trains on slice m of every batch (different data orders)
-  # instead of all members on the whole batch.
-  config.ensemble = ml_collections.ConfigDict(dict(num_members=0, member_batches=False))
 
   config.optim = ml_collections.ConfigDict(dict(
       name="adamw", learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=50,
@@ -181,49 +160,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.batch_size = 512
     config.mesh.shape.update(data=4, fsdp=16, tensor=4)
 
-  if family == "gpm":
-    config.head.name = "general_preference"
-    config.head.config = ml_collections.ConfigDict(dict(embedding_dim=4))
-    config.loss.update(name="general_preference", temperature=0.1)
-  elif family == "mixture":
-    config.head.name = "mixture"
-    config.head.config = ml_collections.ConfigDict(dict(num_components=2))
-    config.loss.name = "mixture_bradley_terry"
-  elif family == "ensemble":
-    config.ensemble.num_members = 4
-  elif family == "scaled_bt":
-    config.data.synthetic.margin = "strength"
-    config.loss.name = "scaled_bradley_terry"
-  elif family == "regression":
-    config.data.attributes = True
-    config.data.synthetic.attribute_missing_prob = 0.1
-    config.head.name = "multi_attribute"
-    config.head.config = ml_collections.ConfigDict(dict(num_attributes=5))
-    config.loss.update(name="attribute_regression", bt_weight=0.0)
-  elif family == "listwise":
-    config.data.format = "lists"
-    config.data.synthetic.list_size = 4
-    # A list holds 4 sequences (and 6 ordered pairs) where a pair holds 2: half as many lists
-    # keep the data's and each step's tokens those of the pair presets.
-    config.data.synthetic.num_train //= 2
-    config.train.batch_size //= 2
-    config.loss.name = "plackett_luce"
-  elif family == "vpl":
-    config.data.format = "user_episodes"
-    config.data.synthetic.update(num_user_groups=2, context_pairs=8, query_pairs=8)
-    # num_train / num_eval count user episodes of 16 pairs.
-    config.data.synthetic.num_train //= 16
-    config.data.synthetic.num_eval //= 16
-    # 8 episodes x 16 pairs: twice the sequences of 64 pairs (at least 8: one per device
-    # of the tests' simulated mesh).
-    config.train.batch_size = max(8, config.train.batch_size // 8)
-    config.eval.batch_size = max(8, config.eval.batch_size // 8)
-    config.head.name = "latent_conditioned"
-    config.head.config = ml_collections.ConfigDict(dict(
-        latent_dim=8, encoder=ml_collections.ConfigDict(dict(num_heads=2))))
-    config.loss.update(name="vpl", kl_beta=0.01)
-    if preset == "smoke":
-      config.data.synthetic.update(context_pairs=4, query_pairs=4, num_train=256, num_eval=32)
+  # The family's own sections (loss, head, ...) with their defaults, then its changes to
+  # the preset (data format, sizes).
+  for section, fields in family.config().items():
+    config[section] = ml_collections.ConfigDict(fields)
+  family.configure(config, preset)
   if mesh:
     config.mesh.shape.update(MESH_PRESETS[mesh])
   return config

@@ -1,4 +1,4 @@
-r"""Train a pairwise (Bradley-Terry) reward model, evaluate it, checkpoint it.
+r"""Train a reward model of any family, evaluate it, checkpoint it.
 
   python -m experiments.train_reward_model                         # embedded default
   python -m experiments.train_reward_model \
@@ -50,11 +50,12 @@ def main(argv):
   workdir = _WORKDIR.value or os.path.join("runs", f"reward_model_{config.name}")
   from rmjax import parallel  # pylint: disable=g-import-not-at-top
   from rmjax import train  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks import reward_model  # pylint: disable=g-import-not-at-top
   logging.info("workdir: %s", os.path.abspath(workdir))
   try:
     # Joins a multi-process run (if configured) before anything touches a device.
     parallel.initialize_distributed(config)
-    report = train.train_and_evaluate(config, workdir)
+    report = train.train_and_evaluate(config, workdir, reward_model.make_task(config))
   except train.Preempted as e:
     print(f"preempted: {e}", file=sys.stderr)
     sys.exit(75)

@@ -30,16 +30,20 @@ def _run_cli(*args, timeout=300, env_extra=None):
                           stderr=subprocess.PIPE, text=True)
 
 
-def _eval_records(workdir):
+def _read_metrics(workdir):
   from rmjax.train import read_metrics  # pylint: disable=g-import-not-at-top
-  return [r for r in read_metrics(str(workdir)) if r["split"] == "eval"]
+  return read_metrics(str(workdir))
+
+
+def _eval_records(workdir):
+  return [r for r in _read_metrics(workdir) if r["split"] == "eval"]
 
 
 @pytest.mark.slow
 def test_smoke_run_writes_everything_and_learns(tmp_path):
-  from rmjax import train  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   config = _smoke_config(num_steps=60, eval_every=30)
-  report = train.train_and_evaluate(config, str(tmp_path))
+  report = rm_task.train_and_evaluate(config, str(tmp_path))
   for name in ("config.json", "data_report.json", "metrics.jsonl", "report.json", "report.md",
                "curves.png", "reliability.png"):
     assert (tmp_path / name).exists(), name
@@ -49,7 +53,7 @@ def test_smoke_run_writes_everything_and_learns(tmp_path):
   assert report["steps"] == 60
   final = report["final_eval"]
   assert final["num_pairs"] == config.data.synthetic.num_eval
-  train_records = [r for r in train.read_metrics(str(tmp_path)) if r["split"] == "train"]
+  train_records = [r for r in _read_metrics(tmp_path) if r["split"] == "train"]
   assert [r["step"] for r in train_records] == list(range(5, 61, 5))
   # It learns something: eval loss below log 2 and accuracy clearly above chance.
   assert final["loss"] < 0.69
@@ -60,13 +64,13 @@ def test_smoke_run_writes_everything_and_learns(tmp_path):
 
 @pytest.mark.slow
 def test_same_seed_same_metrics_and_seed_matters(tmp_path):
-  from rmjax import train  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   config = _smoke_config(num_steps=20, eval_every=20, checkpoint_every=20)
-  a = train.train_and_evaluate(config, str(tmp_path / "a"))["final_eval"]
-  b = train.train_and_evaluate(config, str(tmp_path / "b"))["final_eval"]
+  a = rm_task.train_and_evaluate(config, str(tmp_path / "a"))["final_eval"]
+  b = rm_task.train_and_evaluate(config, str(tmp_path / "b"))["final_eval"]
   assert a == b
   config.seed = 1
-  c = train.train_and_evaluate(config, str(tmp_path / "c"))["final_eval"]
+  c = rm_task.train_and_evaluate(config, str(tmp_path / "c"))["final_eval"]
   assert c["loss"] != a["loss"]
 
 
@@ -170,138 +174,155 @@ def test_every_preset_resolves_to_a_valid_model_and_mesh(preset):
 def test_every_pairwise_family_trains_on_its_smoke_preset(tmp_path, family):
   sys.path.insert(0, str(REPO_ROOT))
   from configs import reward_model  # pylint: disable=g-import-not-at-top
-  from rmjax import train  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   config = reward_model.get_config(f"{family},smoke")
   config.train.update(num_steps=60, eval_every=60, checkpoint_every=60)
-  report = train.train_and_evaluate(config, str(tmp_path))
+  report = rm_task.train_and_evaluate(config, str(tmp_path))
   assert report["config_name"] == f"{family}_smoke"
   final = report["final_eval"]
   assert final["loss"] < 0.65 and final["accuracy"] > 0.6, final
 
 
+def _family_config(family="bt", **loss):
+  sys.path.insert(0, str(REPO_ROOT))
+  from configs import reward_model  # pylint: disable=g-import-not-at-top
+  config = reward_model.get_config(f"{family},smoke")
+  if loss:
+    config.loss.update(loss)
+  return config
+
+
 def test_pair_logits_of_each_family_match_the_plain_formulas():
   import jax
   import jax.numpy as jnp
-  import ml_collections
   import numpy as np
-  from rmjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
-  cfg = ml_collections.ConfigDict(dict(name="bradley_terry", temperature=0.5, normalize=False))
-  np.testing.assert_allclose(step_lib.pair_logits(cfg, jnp.array([2.0]), jnp.array([0.5])), [1.5])
-  cfg.name = "general_preference"
+  from rmjax.tasks.reward_model import get_family  # pylint: disable=g-import-not-at-top
+  bt = get_family("bt")
+  np.testing.assert_allclose(bt.pair_logits(_family_config(), jnp.array([2.0]),
+                                            jnp.array([0.5])), [1.5])
   # v_c = (1, 0), v_r = (0, 1): s = 1 (spec sanity value), logit = s / tau = 2.
-  logits = step_lib.pair_logits(cfg, {"embedding": jnp.array([[1.0, 0.0]])},
-                                {"embedding": jnp.array([[0.0, 1.0]])})
+  logits = get_family("gpm").pair_logits(_family_config("gpm", temperature=0.5),
+                                         {"embedding": jnp.array([[1.0, 0.0]])},
+                                         {"embedding": jnp.array([[0.0, 1.0]])})
   np.testing.assert_allclose(logits, [2.0], rtol=1e-6)
-  cfg.name = "mixture_bradley_terry"
+  mixture = get_family("mixture")
   rc, rr = jnp.array([[2.0, -1.0]]), jnp.array([[0.5, 1.0]])
   router = jnp.array([[0.3, -0.2]])
-  logits = step_lib.pair_logits(cfg, {"rewards": rc, "router_logits": router},
-                                {"rewards": rr, "router_logits": router})
+  logits = mixture.pair_logits(None, {"rewards": rc, "router_logits": router},
+                               {"rewards": rr, "router_logits": router})
   w = np.asarray(jax.nn.softmax(router[0]))
   p = float(np.sum(w / (1 + np.exp(-(np.asarray(rc[0]) - np.asarray(rr[0]))))))
   np.testing.assert_allclose(logits, [np.log(p) - np.log1p(-p)], rtol=1e-5)
   # One component: the mixture is plain BT.
-  one = step_lib.pair_logits(cfg, {"rewards": rc[:, :1], "router_logits": router[:, :1]},
-                             {"rewards": rr[:, :1], "router_logits": router[:, :1]})
+  one = mixture.pair_logits(None, {"rewards": rc[:, :1], "router_logits": router[:, :1]},
+                            {"rewards": rr[:, :1], "router_logits": router[:, :1]})
   np.testing.assert_allclose(one, [1.5], rtol=1e-5)
-  cfg.name = "hinge"
-  with pytest.raises(ValueError, match="loss.name"):
-    step_lib.pair_logits(cfg, rc, rr)
+  # Regression pairs are ranked by the HelpSteer2 score of the predicted attributes.
+  a = jnp.array([[3.0, 3.0, 4.0, 2.0, 2.0]])  # spec sanity value: 5.24
+  np.testing.assert_allclose(get_family("regression").pair_logits(None, a, jnp.zeros((1, 5))),
+                             [5.24], rtol=1e-5)
+  with pytest.raises(ValueError, match="family: expected one of"):
+    get_family("hinge")
 
 
-def test_head_and_loss_must_fit(tmp_path):
-  from rmjax import train  # pylint: disable=g-import-not-at-top
-  config = _smoke_config()
-  config.loss.name = "general_preference"
-  with pytest.raises(ValueError, match="head.name='scalar' does not fit"):
-    train.train_and_evaluate(config, str(tmp_path))
+def test_each_family_owns_its_config_sections():
+  sys.path.insert(0, str(REPO_ROOT))
+  from configs import reward_model  # pylint: disable=g-import-not-at-top
+  bt, gpm = reward_model.get_config("smoke"), reward_model.get_config("gpm,smoke")
+  assert sorted(bt.loss) == ["center_rewards_coef", "l2_reward_coef", "label_smoothing",
+                             "use_margin"]
+  assert "strength" in bt and "strength" not in gpm and "head" not in bt
+  assert sorted(gpm.loss) == ["normalize", "temperature", "use_margin"]
+  assert gpm.head.to_dict() == {"embedding_dim": 4}
+  assert "ensemble" not in bt and reward_model.get_config("ensemble,smoke").ensemble.num_members == 4
+  # Every family module is a config token.
+  assert set(reward_model.FAMILIES) >= {"bt", "scaled_bt", "regression", "listwise", "gpm",
+                                        "mixture", "ensemble", "vpl", "pal"}
+
+
+def _train_steps(config, graphdef, optimizer):
+  """The jitted train and eval steps of `config`'s family (no mesh: identity sharding)."""
+  import jax
+  from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
+  from rmjax.train import program  # pylint: disable=g-import-not-at-top
+  task = rm_task.make_task(config)
+  identity = lambda fn: fn  # noqa: E731
+  return (jax.jit(program.make_train_step(task.make_loss(graphdef, identity), optimizer)),
+          task.make_eval(graphdef, identity))
+
+
+def _tiny(config, members=0):
+  config.model.update(d_model=16, num_layers=1, num_heads=2, d_ff=64)
+  config.data.max_len = 8
+  config.optim.grad_clip_norm = 0.0  # Global-norm clipping would couple the members.
+  if members:
+    config.ensemble.num_members = members
+  return config
 
 
 def test_ensemble_train_step_equals_independent_member_steps():
   import jax
-  import jax.numpy as jnp
-  import ml_collections
   import numpy as np
   from rmjax import models  # pylint: disable=g-import-not-at-top
-  from rmjax.train import optim, step as step_lib  # pylint: disable=g-import-not-at-top
+  from rmjax.train import optim  # pylint: disable=g-import-not-at-top
   from rmjax.train.state import TrainState  # pylint: disable=g-import-not-at-top
-  model_config = models.TransformerConfig(d_model=16, num_layers=1, num_heads=2, max_len=8)
-  loss_config = ml_collections.ConfigDict(dict(
-      name="bradley_terry", use_margin=False, label_smoothing=0.0, center_rewards_coef=0.0,
-      l2_reward_coef=0.0, temperature=0.1, normalize=False))
-  optim_config = _smoke_config().optim
-  optim_config.grad_clip_norm = 0.0  # Global-norm clipping would couple the members.
-  optimizer, _ = optim.make_optimizer(optim_config, 10)
+  ensemble_config, single_config = _tiny(_family_config("ensemble"), 3), _tiny(_family_config())
+  optimizer, _ = optim.make_optimizer(single_config.optim, 10)
   rng = np.random.default_rng(0)
   batch = {"chosen_tokens": rng.integers(3, 259, (4, 8)).astype(np.int32),
            "rejected_tokens": rng.integers(3, 259, (4, 8)).astype(np.int32),
            "chosen_mask": np.ones((4, 8), np.int32), "rejected_mask": np.ones((4, 8), np.int32),
            "margin": np.zeros(4, np.float32), "valid": np.array([True, True, True, False])}
+  model_config = models.TransformerConfig(d_model=16, num_layers=1, num_heads=2, d_ff=64,
+                                          max_len=8)
   graphdef, stacked = models.init_ensemble(model_config, jax.random.PRNGKey(0), num_members=3)
-  ensemble_step = jax.jit(step_lib.make_train_step(
-      step_lib.ensemble_apply_members_last(models.make_ensemble_apply(graphdef)), optimizer,
-      loss_config, num_members=3))
-  state = TrainState(jnp.zeros((), jnp.int32), stacked, optimizer.init(stacked),
-                     jax.random.PRNGKey(1))
-  new_state, metrics = ensemble_step(state, batch)
-  single_step = jax.jit(step_lib.make_train_step(
-      models.make_reward_apply(graphdef), optimizer, loss_config))
+  ensemble_step, ensemble_eval = _train_steps(ensemble_config, graphdef, optimizer)
+  new_state, metrics = ensemble_step(TrainState.create(stacked, optimizer, jax.random.PRNGKey(1)),
+                                     batch)
+  single_step, single_eval = _train_steps(single_config, graphdef, optimizer)
   member_losses, member_logits = [], []
   for m in range(3):
     params = models.ensemble_member(stacked, m)
     single, single_metrics = single_step(
-        TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params),
-                   jax.random.PRNGKey(1)), batch)
+        TrainState.create(params, optimizer, jax.random.PRNGKey(1)), batch)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
                  models.ensemble_member(new_state.params, m), single.params)
     member_losses.append(single_metrics["loss"])
-    member_logits.append(np.asarray(
-        step_lib.make_eval_step(models.make_reward_apply(graphdef), loss_config)(params, batch)))
+    member_logits.append(np.asarray(single_eval(params, batch)))
   np.testing.assert_allclose(metrics["loss"], np.mean(member_losses), rtol=1e-5)
-  ensemble_logits = step_lib.make_eval_step(
-      step_lib.ensemble_apply_members_last(models.make_ensemble_apply(graphdef)), loss_config,
-      num_members=3)(stacked, batch)
-  np.testing.assert_allclose(ensemble_logits, np.mean(member_logits, axis=0), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(ensemble_eval(stacked, batch), np.mean(member_logits, axis=0),
+                             rtol=1e-5, atol=1e-6)
 
 
 def test_ensemble_with_member_batches_trains_each_member_on_its_own_slice():
   import jax
-  import jax.numpy as jnp
-  import ml_collections
   import numpy as np
   from rmjax import models  # pylint: disable=g-import-not-at-top
-  from rmjax.train import optim, step as step_lib  # pylint: disable=g-import-not-at-top
+  from rmjax.train import optim  # pylint: disable=g-import-not-at-top
   from rmjax.train.state import TrainState  # pylint: disable=g-import-not-at-top
-  model_config = models.TransformerConfig(d_model=16, num_layers=1, num_heads=2, max_len=8)
-  loss_config = ml_collections.ConfigDict(dict(
-      name="bradley_terry", use_margin=False, label_smoothing=0.0, center_rewards_coef=0.0,
-      l2_reward_coef=0.0, temperature=0.1, normalize=False))
-  optim_config = _smoke_config().optim
-  optim_config.grad_clip_norm = 0.0
-  optimizer, _ = optim.make_optimizer(optim_config, 10)
-  rng = np.random.default_rng(1)
   n, members = 6, 3
+  ensemble_config = _tiny(_family_config("ensemble"), members)
+  ensemble_config.ensemble.member_batches = True
+  ensemble_config.train.batch_size = n
+  single_config = _tiny(_family_config())
+  optimizer, _ = optim.make_optimizer(single_config.optim, 10)
+  rng = np.random.default_rng(1)
   batch = {"chosen_tokens": rng.integers(3, 259, (n, 8)).astype(np.int32),
            "rejected_tokens": rng.integers(3, 259, (n, 8)).astype(np.int32),
            "chosen_mask": np.ones((n, 8), np.int32), "rejected_mask": np.ones((n, 8), np.int32),
            "margin": np.zeros(n, np.float32), "valid": np.array([True] * 5 + [False])}
+  model_config = models.TransformerConfig(d_model=16, num_layers=1, num_heads=2, d_ff=64,
+                                          max_len=8)
   graphdef, stacked = models.init_ensemble(model_config, jax.random.PRNGKey(0), members)
-  step = jax.jit(step_lib.make_train_step(
-      step_lib.ensemble_apply_members_last(models.make_ensemble_apply(graphdef)), optimizer,
-      loss_config, num_members=members,
-      member_batch_apply_fn=models.make_ensemble_apply(graphdef, per_member_batch=True)))
-  new_state, metrics = step(TrainState(jnp.zeros((), jnp.int32), stacked,
-                                       optimizer.init(stacked), jax.random.PRNGKey(1)), batch)
-  single_step = jax.jit(step_lib.make_train_step(
-      models.make_reward_apply(graphdef), optimizer, loss_config))
+  step, _ = _train_steps(ensemble_config, graphdef, optimizer)
+  new_state, metrics = step(TrainState.create(stacked, optimizer, jax.random.PRNGKey(1)), batch)
+  single_step, _ = _train_steps(single_config, graphdef, optimizer)
   losses = []
   for m in range(members):
     params = models.ensemble_member(stacked, m)
     own = {k: v[2 * m:2 * m + 2] for k, v in batch.items()}  # member m's slice of 2 pairs
     single, single_metrics = single_step(
-        TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params),
-                   jax.random.PRNGKey(1)), own)
+        TrainState.create(params, optimizer, jax.random.PRNGKey(1)), own)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
                  models.ensemble_member(new_state.params, m), single.params)
     losses.append(single_metrics["loss"])
@@ -315,10 +336,10 @@ def test_ensemble_with_member_batches_trains_each_member_on_its_own_slice():
 def test_every_generated_data_family_trains_on_its_smoke_preset(tmp_path, family):
   sys.path.insert(0, str(REPO_ROOT))
   from configs import reward_model  # pylint: disable=g-import-not-at-top
-  from rmjax import train  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   config = reward_model.get_config(f"{family},smoke")
   config.train.update(num_steps=60, eval_every=60, checkpoint_every=60, tensorboard=False)
-  report = train.train_and_evaluate(config, str(tmp_path))
+  report = rm_task.train_and_evaluate(config, str(tmp_path))
   assert report["config_name"] == f"{family}_smoke"
   final = report["final_eval"]
   # Every family is evaluated on the same held-out pairs (128 in the smoke preset).
@@ -329,13 +350,13 @@ def test_every_generated_data_family_trains_on_its_smoke_preset(tmp_path, family
 def test_vpl_smoke_trains_on_user_episodes_and_scores_the_query_pairs(tmp_path):
   sys.path.insert(0, str(REPO_ROOT))
   from configs import reward_model  # pylint: disable=g-import-not-at-top
-  from rmjax import train  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   config = reward_model.get_config("vpl,smoke")
   # One user group: the context carries no information, so VPL must learn what BT learns.
   config.data.synthetic.num_user_groups = 1
   config.train.update(num_steps=60, eval_every=60, checkpoint_every=60, log_every=10,
                       tensorboard=False)
-  report = train.train_and_evaluate(config, str(tmp_path))
+  report = rm_task.train_and_evaluate(config, str(tmp_path))
   final = report["final_eval"]
   # 32 eval episodes x 4 query pairs; the 4 context pairs of each are not scored.
   assert final["num_pairs"] == 32 * 4, final
@@ -346,95 +367,95 @@ def test_vpl_smoke_trains_on_user_episodes_and_scores_the_query_pairs(tmp_path):
 def test_family_presets_need_their_data_format(tmp_path):
   sys.path.insert(0, str(REPO_ROOT))
   from configs import reward_model  # pylint: disable=g-import-not-at-top
-  from rmjax import train  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   config = reward_model.get_config("listwise,smoke")
   config.data.format = "pairs"
-  with pytest.raises(ValueError, match="data.format='pairs' does not fit loss.name='plackett_luce'"):
-    train.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(ValueError, match="data.format='pairs' does not fit family='listwise'"):
+    rm_task.train_and_evaluate(config, str(tmp_path))
   config = reward_model.get_config("regression,smoke")
   config.data.attributes = False
   with pytest.raises(ValueError, match="data.attributes=True"):
-    train.train_and_evaluate(config, str(tmp_path))
+    rm_task.train_and_evaluate(config, str(tmp_path))
   with pytest.raises(ValueError, match="combine it with 'default' or 'smoke'"):
     reward_model.get_config("vpl,hh_rlhf")
   config = reward_model.get_config("smoke")
   config.strength.use = "flip"
   with pytest.raises(ValueError, match="strength.teacher_workdir"):
-    train.train_and_evaluate(config, str(tmp_path))
+    rm_task.train_and_evaluate(config, str(tmp_path))
+  config = reward_model.get_config("listwise,smoke")
+  config.loss.name = "hinge"
+  with pytest.raises(ValueError, match="loss.name: expected one of"):
+    rm_task.make_task(config)
 
 
 def test_list_losses_and_ranked_pair_logits_match_plain_formulas():
   import jax.numpy as jnp
   import ml_collections
   import numpy as np
-  from rmjax import losses  # pylint: disable=g-import-not-at-top
-  from rmjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks.reward_model.families import listwise  # pylint: disable=g-import-not-at-top
   scores = jnp.array([[0.5, 2.0, -1.0], [1.0, 0.0, 3.0]])
   ranking = jnp.array([[1, 0, 2], [2, 1, 0]])
   batch = {"ranking": ranking, "valid": jnp.array([True, True])}
-  cfg = ml_collections.ConfigDict(dict(name="plackett_luce"))
+  cfg = ml_collections.ConfigDict(dict(name="plackett_luce", list_weighting="uniform"))
   # Plackett-Luce by hand: sum_k -s_pi(k) + log sum_{l >= k} exp s_pi(l), mean over lists.
   def pl(s, pi):
     s = np.asarray(s)[np.asarray(pi)]
     return sum(-s[k] + np.log(np.exp(s[k:]).sum()) for k in range(len(s)))
   expected = np.mean([pl(scores[0], ranking[0]), pl(scores[1], ranking[1])])
-  np.testing.assert_allclose(step_lib.list_loss(cfg, scores, batch), expected, rtol=1e-5)
+  np.testing.assert_allclose(listwise.list_loss(cfg, scores, batch), expected, rtol=1e-5)
   # All pairs: 3 ordered pairs per list, mean of softplus(-(s_better - s_worse)).
-  logits = step_lib.ranked_pair_logits(scores, ranking)
+  logits = listwise.ranked_pair_logits(scores, ranking)
   # List 2 in rank order is (3, 0, 1).
   np.testing.assert_allclose(logits, [[1.5, 3.0, 1.5], [3.0, 2.0, -1.0]])
   cfg.name = "all_pairs_bradley_terry"
-  np.testing.assert_allclose(step_lib.list_loss(cfg, scores, batch),
+  np.testing.assert_allclose(listwise.list_loss(cfg, scores, batch),
                              np.mean(np.log1p(np.exp(-np.asarray(logits)))), rtol=1e-5)
   # An invalid list changes nothing.
   padded = {"ranking": jnp.concatenate([ranking, ranking[:1]]),
             "valid": jnp.array([True, True, False])}
   np.testing.assert_allclose(
-      step_lib.list_loss(cfg, jnp.concatenate([scores, jnp.full((1, 3), 1e4)]), padded),
-      step_lib.list_loss(cfg, scores, batch), rtol=1e-6)
-  # Regression pairs are ranked by the HelpSteer2 score of the predicted attributes.
-  cfg.name = "attribute_regression"
-  a = jnp.array([[3.0, 3.0, 4.0, 2.0, 2.0]])  # spec sanity value: 5.24
-  np.testing.assert_allclose(step_lib.pair_logits(cfg, a, jnp.zeros((1, 5))), [5.24], rtol=1e-5)
-  del losses
+      listwise.list_loss(cfg, jnp.concatenate([scores, jnp.full((1, 3), 1e4)]), padded),
+      listwise.list_loss(cfg, scores, batch), rtol=1e-6)
 
 
 def test_strength_driven_losses_match_their_formulas():
   import jax.numpy as jnp
   import ml_collections
   import numpy as np
-  from rmjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks.reward_model import pairwise  # pylint: disable=g-import-not-at-top
   c, r = jnp.array([1.0, -0.5, 2.0]), jnp.array([0.0, 0.5, 1.5])
   u = jnp.array([0.8, -2.0, 0.1])
   batch = {"valid": jnp.array([True, True, True]), "margin": jnp.zeros(3), "strength_mean": u}
-  cfg = ml_collections.ConfigDict(dict(
-      name="bradley_terry", use_margin=False, label_smoothing=0.0, center_rewards_coef=0.0,
-      l2_reward_coef=0.0, strength_use="adaptive_margin", max_smoothing=0.45))
+  cfg = ml_collections.ConfigDict(dict(use_margin=False, label_smoothing=0.0,
+                                       center_rewards_coef=0.0, l2_reward_coef=0.0))
   softplus = lambda x: np.log1p(np.exp(x))  # noqa: E731
   delta = np.asarray(c - r)
-  np.testing.assert_allclose(step_lib.preference_loss(cfg, c, r, batch),
-                             np.mean(softplus(-(delta - np.asarray(u)))), rtol=1e-5)
-  cfg.strength_use = "smoothing"
+  np.testing.assert_allclose(
+      pairwise.bradley_terry_pair_loss(cfg, c, r, batch, strength_use="adaptive_margin"),
+      np.mean(softplus(-(delta - np.asarray(u)))), rtol=1e-5)
   a = np.minimum(1 / (1 + np.exp(np.asarray(u))), 0.45)  # sigma(-u), capped
-  np.testing.assert_allclose(step_lib.preference_loss(cfg, c, r, batch),
-                             np.mean((1 - a) * softplus(-delta) + a * softplus(delta)), rtol=1e-5)
+  np.testing.assert_allclose(
+      pairwise.bradley_terry_pair_loss(cfg, c, r, batch, strength_use="smoothing"),
+      np.mean((1 - a) * softplus(-delta) + a * softplus(delta)), rtol=1e-5)
   cfg.label_smoothing = 0.1
   with pytest.raises(ValueError, match="leave loss.label_smoothing at 0"):
-    step_lib.preference_loss(cfg, c, r, batch)
+    pairwise.bradley_terry_pair_loss(cfg, c, r, batch, strength_use="smoothing")
+  with pytest.raises(ValueError, match="strength.use: expected one of"):
+    pairwise.bradley_terry_pair_loss(cfg, c, r, batch, strength_use="flipp")
 
 
 @pytest.mark.slow
 def test_teacher_ensemble_strength_flips_mostly_mislabelled_pairs(tmp_path):
   sys.path.insert(0, str(REPO_ROOT))
   from configs import reward_model  # pylint: disable=g-import-not-at-top
-  from rmjax import train  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   teacher = reward_model.get_config("ensemble,smoke")
   teacher.train.update(num_steps=40, eval_every=40, checkpoint_every=40, tensorboard=False)
-  train.train_and_evaluate(teacher, str(tmp_path / "teacher"))
+  rm_task.train_and_evaluate(teacher, str(tmp_path / "teacher"))
   config = reward_model.get_config("smoke")
   config.train.update(num_steps=20, eval_every=20, checkpoint_every=20, tensorboard=False)
   config.strength.update(teacher_workdir=str(tmp_path / "teacher"), use="flip")
-  report = train.train_and_evaluate(config, str(tmp_path / "student"))
+  report = rm_task.train_and_evaluate(config, str(tmp_path / "student"))
   info = report["data"]["teacher_strength"]
   assert info["members"] == 4 and info["checkpoint_step"] == 40 and info["num_pairs"] == 512
   assert info["flipped"] == int(0.2 * 512)

@@ -18,8 +18,11 @@ from configs import reward_model  # noqa: E402  pylint: disable=g-import-not-at-
 from rmjax import data as rm_data  # noqa: E402
 from rmjax import parallel  # noqa: E402
 from rmjax.parallel import communication  # noqa: E402
+from rmjax.tasks import reward_model as rm_task  # noqa: E402
+from rmjax.train import batching  # noqa: E402
 from rmjax.train import checkpoint as ckpt_lib  # noqa: E402
-from rmjax.train import loop  # noqa: E402
+from rmjax.train import program as program_lib  # noqa: E402
+from rmjax.train import trainer  # noqa: E402
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 _ONE_DEVICE = {"data": 1, "fsdp": 1, "tensor": 1}
@@ -42,15 +45,24 @@ def _config(arg="smoke", **mesh_shape):
 def single():
   """The one-device program, its initial state, one training batch and the stepped state."""
   config = _config(**_ONE_DEVICE)
-  program = loop.build_program(config, devices=jax.devices()[:1])
+  program = _build_program(config, devices=jax.devices()[:1])
   state = program.init(jax.random.PRNGKey(config.seed))
   data = rm_data.load_preference_data(config.data, workdir="/nonexistent")
   indices = data.train.train_indices(0, config.train.batch_size, config.data_seed)
-  batch = loop.place_batch(data.train, indices, program.batch_sharding)
+  batch = _place(data.train, indices, program, config)
   initial = jax.device_get(state)
   new_state, metrics = program.train_step(state, batch)
   return dict(program=program, initial=initial, data=data, indices=indices,
               state=jax.device_get(new_state), metrics=jax.device_get(metrics))
+
+
+def _build_program(config, devices=None):
+  return program_lib.build_program(config, rm_task.make_task(config), devices=devices)
+
+
+def _place(data, indices, program, config):
+  return batching.place_batch(data, indices, program.batch_sharding,
+                              rm_task.make_task(config).batch_fields)
 
 
 def _leaves_with_paths(tree):
@@ -61,7 +73,7 @@ def _leaves_with_paths(tree):
 def test_one_step_under_each_mesh_preset_equals_one_device(single, preset):
   assert len(jax.devices()) == 8
   config = _config(f"smoke,{preset}")
-  program = loop.build_program(config)
+  program = _build_program(config)
   expected_mesh = {"data_parallel": (8, 1, 1), "fsdp": (1, 8, 1), "fsdp_tensor": (1, 4, 2)}
   assert tuple(program.mesh.shape.values()) == expected_mesh[preset]
   state = program.init(jax.random.PRNGKey(config.seed))
@@ -70,7 +82,7 @@ def test_one_step_under_each_mesh_preset_equals_one_device(single, preset):
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), jax.device_get(state),
                single["initial"])
 
-  batch = loop.place_batch(single["data"].train, single["indices"], program.batch_sharding)
+  batch = _place(single["data"].train, single["indices"], program, config)
   assert {s.data.shape[0] for s in batch["chosen_tokens"].addressable_shards} == {
       config.train.batch_size // parallel.num_batch_shards(program.mesh)}
   compiled = program.train_step.lower(state, batch).compile()
@@ -105,7 +117,7 @@ def test_one_step_under_each_mesh_preset_equals_one_device(single, preset):
   # What the step sends: weights, not activations. Data parallel: one reduction of the
   # gradients (~4P bytes of payload); FSDP: a gather of the weights and a reduction of the
   # gradients (~8P); every all-gather moves at most one parameter (without the activation
-  # constraints of loop._sharded_compute, XLA all-gathered [2B, L, d_ff] activations here:
+  # constraints of program.sharded_compute, XLA all-gathered [2B, L, d_ff] activations here:
   # 25 x 4P of payload).
   stats = communication.collective_stats(compiled.as_text(), program.mesh.size)
   param_bytes = 4 * program.num_params
@@ -121,13 +133,13 @@ def assert_sharding(array, sharding):
 
 
 def test_checkpoint_saved_on_one_mesh_restores_on_another(tmp_path):
-  fsdp = loop.build_program(_config(data=1, fsdp=8, tensor=1))
+  fsdp = _build_program(_config(data=1, fsdp=8, tensor=1))
   state = fsdp.init(jax.random.PRNGKey(3))
   checkpointer = ckpt_lib.Checkpointer(str(tmp_path), async_save=False)
   checkpointer.save(1, state, force=True)
   checkpointer.close()
 
-  other = loop.build_program(_config(data=4, fsdp=1, tensor=2))
+  other = _build_program(_config(data=4, fsdp=1, tensor=2))
   checkpointer = ckpt_lib.Checkpointer(str(tmp_path), async_save=False)
   restored = checkpointer.restore(1, other.abstract_state)
   checkpointer.close()
@@ -155,7 +167,7 @@ def test_bad_mesh_or_batch_fails_before_anything_is_built(tmp_path, shape, overr
   config = _config(**shape)
   config.train.update(overrides)
   with pytest.raises(ValueError, match=message):
-    loop.train_and_evaluate(config, str(tmp_path))
+    trainer.train_and_evaluate(config, str(tmp_path), rm_task.make_task(config))
   assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
 
 
@@ -182,7 +194,7 @@ def test_each_process_loads_only_its_rows():
       (0, 2), (0, 2), (2, 4), (2, 4), (4, 6), (4, 6), (6, 8), (6, 8)]
   # The eval index batches are those of eval_batches (one home for the layout: the data).
   data = rm_data.load_preference_data(_config().data, workdir="/nonexistent")
-  for (indices, valid), batch in zip(loop.eval_index_batches(data.eval.num_examples, 48),
+  for (indices, valid), batch in zip(batching.eval_index_batches(data.eval.num_examples, 48),
                                      data.eval.eval_batches(48)):
     gathered = data.eval.gather(indices, valid)
     assert gathered.keys() == batch.keys()

@@ -1,14 +1,16 @@
-"""Training: train state, steps, optimisers, checkpoints, metrics, the loop."""
+"""The task-agnostic trainer: state, sharded program, loop, checkpoints, metrics, report.
+
+  trainer.train_and_evaluate(config, workdir, task)   # task: a `Task` (see `rmjax.tasks`)
+"""
 
 from rmjax.train.checkpoint import Checkpointer
-from rmjax.train.loop import Preempted
-from rmjax.train.loop import evaluate
-from rmjax.train.loop import train_and_evaluate
 from rmjax.train.metrics_io import MetricsWriter
 from rmjax.train.metrics_io import read_metrics
 from rmjax.train.optim import make_optimizer
+from rmjax.train.program import build_program
+from rmjax.train.program import Program
 from rmjax.train.state import TrainState
-from rmjax.train.step import make_eval_step
-from rmjax.train.step import make_train_step
-from rmjax.train.step import preference_loss
-from rmjax.train.step import score_pairs
+from rmjax.train.task import Task
+from rmjax.train.task import TaskData
+from rmjax.train.trainer import Preempted
+from rmjax.train.trainer import train_and_evaluate

@@ -1,4 +1,9 @@
-"""Checkpointing with orbax's CheckpointManager: keep N, async saves, resume from the latest.
+"""Checkpointing with orbax's CheckpointManager: intervals, keep N, async saves, preemption.
+
+The save interval and the preemption sync point are orbax's own (`save_interval_steps`,
+`should_save`, `reached_preemption`): `save(step, state)` writes only at multiples of the
+interval (or when forced), and in a multi-process run `reached_preemption(step)` is True on
+every process at the same step once any of them got a SIGTERM (JAX's preemption service).
 
 Restores go straight into the target shardings: the abstract target carries a `sharding` on
 every leaf, so nothing is materialised on one device and resharded. The target's mesh need
@@ -27,16 +32,22 @@ class Checkpointer:
     directory: where step folders go (created if missing).
     max_to_keep: the newest N checkpoints are kept.
     async_save: save in a background thread; `wait()` before reading or exiting.
+    save_interval_steps: `save` writes at multiples of this step count (default 1: every
+      call), unless forced.
   """
 
-  def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
+  def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True,
+               save_interval_steps: int = 1):
     if max_to_keep < 1:
       raise ValueError(f"checkpoint.max_to_keep: expected >= 1, got {max_to_keep}")
+    if save_interval_steps < 1:
+      raise ValueError(f"train.checkpoint_every: expected >= 1, got {save_interval_steps}")
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save))
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
+            save_interval_steps=save_interval_steps))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -44,7 +55,17 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
+  def should_save(self, step: int) -> bool:
+    """Whether `save(step, ...)` would write: a multiple of the interval, or a preemption."""
+    return self._manager.should_save(step)
+
+  def reached_preemption(self, step: int) -> bool:
+    """True on every process at the same step after a SIGTERM reached any of them (JAX's
+    preemption service of a `jax.distributed` run); always False in a single process."""
+    return self._manager.reached_preemption(step)
+
   def save(self, step: int, state: Any, *, force: bool = False) -> bool:
+    """Saves `state` at `step` if `should_save(step)` or `force`; returns whether it did."""
     return self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
   def restore(self, step: int, target: Any) -> Any:

@@ -64,10 +64,10 @@ def write_report(workdir: str, report: dict[str, Any]) -> str:
   with open(os.path.join(workdir, "report.json"), "w") as f:
     json.dump(report, f, indent=2, sort_keys=True)
   final = report.get("final_eval", {})
-  lines = [f"# Reward model run: {report.get('config_name', '')}", ""]
+  lines = [f"# Run: {report.get('config_name', '')} ({report.get('task', '')})", ""]
   lines.append(f"- steps: {report.get('steps')}, wall time: {report.get('wall_time_s', 0):.1f} s")
   lines.append(f"- parameters: {report.get('num_params'):,}")
-  for key in ("train_tokens_per_s", "train_real_tokens_per_s", "train_pairs_per_s"):
+  for key in ("train_tokens_per_s", "train_real_tokens_per_s", "train_examples_per_s"):
     if key in report:
       lines.append(f"- {key}: {report[key]:,.0f}")
   lines.append("")

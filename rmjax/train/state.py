@@ -3,6 +3,8 @@
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
+import optax
 
 
 class TrainState(NamedTuple):
@@ -19,3 +21,19 @@ class TrainState(NamedTuple):
   params: Any
   opt_state: Any
   rng: jax.Array
+
+  @classmethod
+  def create(cls, params: Any, optimizer: optax.GradientTransformation,
+             rng: jax.Array) -> "TrainState":
+    """The state at step 0: `params`, `optimizer.init(params)` and the run's `rng`.
+
+    The one constructor of a fresh state (the trainer's sharded init, tests, benchmarks).
+    """
+    return cls(jnp.zeros((), jnp.int32), params, optimizer.init(params), rng)
+
+  def apply_gradients(self, grads: Any, optimizer: optax.GradientTransformation
+                      ) -> "TrainState":
+    """The state after one optimiser update with `grads` (step + 1, same rng)."""
+    updates, opt_state = optimizer.update(grads, self.opt_state, self.params)
+    return TrainState(self.step + 1, optax.apply_updates(self.params, updates), opt_state,
+                      self.rng)

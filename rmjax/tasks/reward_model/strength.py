@@ -1,14 +1,14 @@
-"""Preference strength from a trained teacher ensemble, and its uses in training.
+"""Preference strength from a trained teacher ensemble: a data step before training.
 
 Secrets of RLHF II (Wang et al. 2024, arXiv:2401.06080, section 3) scores every training pair
 with an ensemble of reward models: the member margins d_m = r_m(chosen) - r_m(rejected) give
 the pair's strength (mean_m d_m) and spread (std_m d_m). A low or negative strength marks a
-pair the ensemble doubts, often a mislabelled one. The trainer uses it through
+pair the ensemble doubts, often a mislabelled one. The BT family uses it through
 `config.strength`:
 
   teacher_workdir  the workdir of a finished ensemble run (`configs/reward_model.py:ensemble`;
-                   its config.json and latest checkpoint), with the same data.max_len and
-                   data.max_prompt_len as this run.
+                   its config.json and latest checkpoint), with the same data.max_len as
+                   this run.
   use              "none"; "flip" (swap chosen and rejected of the `flip_fraction` of pairs
                    with the lowest strength, before training); "smoothing" (per-pair label
                    smoothing a_i = min(sigma(-u_i), max_smoothing), the teacher's doubt);
@@ -18,7 +18,6 @@ The strength is computed once, before training, as in the paper (an offline teac
 stored with the training pairs as ``strength_mean`` and ``strength_std``.
 """
 
-import functools
 import json
 import os
 from typing import Any
@@ -29,16 +28,31 @@ import ml_collections
 import numpy as np
 
 from rmjax import data as rm_data
-from rmjax import models
 from rmjax import transforms
+from rmjax.tasks.reward_model import pairwise
+from rmjax.tasks.reward_model.families import ensemble
 from rmjax.train import checkpoint as ckpt_lib
 from rmjax.train import optim
-from rmjax.train import step as step_lib
 from rmjax.train.state import TrainState
 
 _PAIR_SIDES = (("chosen_tokens", "rejected_tokens"), ("chosen_mask", "rejected_mask"),
                ("chosen_attributes", "rejected_attributes"),
                ("chosen_attribute_mask", "rejected_attribute_mask"))
+
+
+def default_strength_config() -> dict[str, Any]:
+  """config.strength of the BT family: no teacher (use "none")."""
+  return dict(teacher_workdir="", use="none", flip_fraction=0.2, max_smoothing=0.45)
+
+
+def check_strength_config(config: ml_collections.ConfigDict) -> None:
+  """config.strength.use is known, and names a teacher when it is not "none"."""
+  use = config.strength.use
+  if use not in pairwise.STRENGTH_USES:
+    raise ValueError(f"strength.use: expected one of {pairwise.STRENGTH_USES}, got {use!r}")
+  if use != "none" and not config.strength.teacher_workdir:
+    raise ValueError(f"strength.use={use!r} needs strength.teacher_workdir: the workdir of a "
+                     "trained ensemble (e.g. a run of configs/reward_model.py:ensemble)")
 
 
 def load_teacher_config(teacher_workdir: str) -> ml_collections.ConfigDict:
@@ -50,11 +64,11 @@ def load_teacher_config(teacher_workdir: str) -> ml_collections.ConfigDict:
         "workdir of a finished ensemble run (configs/reward_model.py:ensemble)")
   with open(path) as f:
     teacher = ml_collections.ConfigDict(json.load(f))
-  members = teacher.ensemble.num_members
-  if members < 2:
+  if teacher.get("family") != "ensemble" or teacher.ensemble.num_members < 2:
     raise ValueError(
-        f"strength.teacher_workdir={teacher_workdir!r} holds a run with ensemble.num_members="
-        f"{members}; preference strength needs an ensemble of >= 2 members")
+        f"strength.teacher_workdir={teacher_workdir!r} holds a run of family "
+        f"{teacher.get('family')!r}; preference strength needs an ensemble run of >= 2 "
+        "members (configs/reward_model.py:ensemble)")
   return teacher
 
 
@@ -70,28 +84,22 @@ def teacher_member_logits(teacher_workdir: str, dataset: rm_data.PreferenceDatas
   Returns:
     (logits [M, N] float32, info: teacher name, members, checkpoint step).
   """
-  from rmjax.train import loop  # The model set-up of a run; imported here to avoid a cycle.
-
   teacher = load_teacher_config(teacher_workdir)
   if teacher.data.max_len != dataset.max_len:
     raise ValueError(
         f"strength.teacher_workdir={teacher_workdir!r}: the teacher's data.max_len="
         f"{teacher.data.max_len} differs from this run's {dataset.max_len}; the teacher must "
         "score the same token layout")
-  model_config = loop._model_config(teacher)  # noqa: SLF001
-  head_kwargs = loop._head_kwargs(teacher)  # noqa: SLF001
-  num_members = teacher.ensemble.num_members
-  init_params = functools.partial(models.init_ensemble, model_config, num_members=num_members,
-                                  **head_kwargs)
+  family = ensemble.FAMILY
+  model = family.build_model(family, teacher)
   optimizer, _ = optim.make_optimizer(teacher.optim, teacher.train.num_steps)
 
   def init_state(rng):
-    init_rng, state_rng = jax.random.split(rng)
-    _, params = init_params(init_rng)
-    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), state_rng)
+    _, params = model.init_params(rng)
+    return TrainState.create(params, optimizer, rng)
 
   key = jax.random.PRNGKey(teacher.seed)
-  graphdef, _ = jax.eval_shape(init_params, key)
+  graphdef, _ = jax.eval_shape(model.init_params, key)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
                         jax.eval_shape(init_state, key))
@@ -107,14 +115,12 @@ def teacher_member_logits(teacher_workdir: str, dataset: rm_data.PreferenceDatas
   finally:
     checkpointer.close()
 
-  apply_fn = step_lib.ensemble_apply_members_last(models.make_ensemble_apply(graphdef))
-  loss_config = teacher.loss
+  apply_fn = model.make_apply(graphdef)
 
   @jax.jit
   def member_logits(params, batch):
-    chosen, rejected = step_lib.score_pairs(apply_fn, params, batch)
-    return jax.vmap(lambda c, r: step_lib.pair_logits(loss_config, c, r),
-                    in_axes=-1)(chosen, rejected)
+    chosen, rejected = pairwise.score_pairs(apply_fn, params, batch)
+    return pairwise.member_pair_logits(family, teacher, model.num_members, chosen, rejected)
 
   out = []
   for batch in dataset.eval_batches(batch_size):
@@ -122,7 +128,8 @@ def teacher_member_logits(teacher_workdir: str, dataset: rm_data.PreferenceDatas
                                     "rejected_mask")}
     out.append(np.asarray(member_logits(params, inputs))[:, batch["valid"]])
   info = dict(teacher_workdir=os.path.abspath(teacher_workdir),
-              teacher_name=teacher.get("name", ""), members=num_members, checkpoint_step=step)
+              teacher_name=teacher.get("name", ""), members=model.num_members,
+              checkpoint_step=step)
   return np.concatenate(out, axis=1), info
 
 
@@ -170,6 +177,16 @@ def apply_teacher_strength(strength_config: ml_collections.ConfigDict,
     info.update(flip_fraction=fraction, flipped=int(flip.sum()))
   arrays["strength_mean"], arrays["strength_std"] = strength, spread
   return rm_data.PreferenceDataset(arrays, name=train.name), info
+
+
+def strength_data_step(config: ml_collections.ConfigDict,
+                       data: rm_data.PreferenceData) -> rm_data.PreferenceData:
+  """The BT family's data step: with config.strength.use != "none", the training pairs get
+  the teacher's strength (`apply_teacher_strength`), reported as data.info['teacher_strength']."""
+  if config.strength.use == "none":
+    return data
+  train, info = apply_teacher_strength(config.strength, data.train)
+  return data._replace(train=train, info={**data.info, "teacher_strength": info})
 
 
 def _expand(flags: np.ndarray, like: np.ndarray) -> np.ndarray:

@@ -1,0 +1,144 @@
+"""The reward-model task: any family (`rmjax.tasks.reward_model.families`) as a `Task`.
+
+`make_task(config)` looks up `config.family` and turns its record into what the trainer needs:
+the model and its shardings, the loss and eval functions, the data (the family's own loader
+or `rmjax.data.load_preference_data`, then its data step), and one evaluation for every
+family: the pair logits of the held-out pairs give the eval NLL, accuracy, calibration and,
+on synthetic data with a known preference probability, the Bayes-optimal and expected
+accuracies.
+"""
+
+import functools
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from rmjax import data as rm_data
+from rmjax import eval as rm_eval
+from rmjax import losses
+from rmjax import models
+from rmjax.tasks.reward_model import pairwise
+from rmjax.tasks.reward_model.family import FORMAT_FIELDS
+from rmjax.tasks.reward_model.family import Family
+from rmjax.tasks.reward_model.family import get_family
+from rmjax.tasks.reward_model.family import TOKEN_MASK_FIELDS
+from rmjax.train import batching
+from rmjax.train import report as report_lib
+from rmjax.train import trainer
+from rmjax.train.task import Task
+from rmjax.train.task import TaskData
+
+
+def evaluate_pairs(eval_step, params, dataset, place, *, batch_size: int, num_bins: int
+                   ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """Scores every eval pair once and computes the pairwise metrics from the pair logits.
+
+  Args:
+    eval_step: `(params, batch) -> [B]` (or [B, Q] for user episodes) logits of
+      P(chosen preferred), returned whole to every process.
+    params: model parameters.
+    dataset: the eval dataset (pairs, or user episodes).
+    place: `(dataset, indices, valid) -> batch` on the mesh (each process loads its rows).
+    batch_size: examples per eval batch.
+    num_bins: bins of the calibration error and the reliability diagram.
+
+  Returns:
+    (metrics, arrays): metrics has loss (NLL of the labels), accuracy (logit > 0 strictly),
+    calibration_error, mean_margin (mean logit), num_pairs, and for data with a known
+    preference probability p: bayes_optimal_accuracy, expected_accuracy (the accuracy
+    expected under the label noise: mean of p where the model prefers the labelled-chosen
+    response, else 1 - p; less noisy than the realised accuracy) and ground_truth_agreement
+    (agreement with the true ordering). arrays has the reliability-diagram bins.
+  """
+  logits, probs = [], []
+  preference_prob = dataset.arrays.get("preference_prob")
+  for indices, valid in batching.eval_index_batches(dataset.num_examples, batch_size):
+    batch_logits = np.asarray(eval_step(params, place(dataset, indices, valid)))
+    logits.append(batch_logits[valid].reshape(-1))
+    if preference_prob is not None:
+      # User episodes: the logits are those of the last Q pairs (the queries).
+      p = preference_prob[indices]
+      p = p[:, p.shape[1] - batch_logits.shape[1]:] if p.ndim == 2 else p
+      probs.append(p[valid].reshape(-1))
+  logits = np.concatenate(logits)
+  zeros = np.zeros_like(logits)
+  metrics = {
+      "loss": float(losses.bradley_terry_loss(logits, zeros)),
+      "accuracy": float(rm_eval.pairwise_accuracy(logits, zeros)),
+      "calibration_error": float(
+          rm_eval.pairwise_calibration_error(logits, zeros, num_bins=num_bins)),
+      "mean_margin": float(rm_eval.mean_reward_margin(logits, zeros)),
+      "num_pairs": int(logits.shape[0]),
+  }
+  if probs:
+    p = np.concatenate(probs)
+    prefers_chosen = logits > 0
+    metrics["bayes_optimal_accuracy"] = float(rm_eval.bayes_optimal_pairwise_accuracy(p))
+    metrics["expected_accuracy"] = float(np.mean(np.where(prefers_chosen, p, 1.0 - p)))
+    metrics["ground_truth_agreement"] = float(np.mean(prefers_chosen == (p > 0.5)))
+  conf, acc, count = rm_eval.pairwise_reliability_bins(logits, zeros, num_bins=num_bins)
+  return metrics, {"bin_confidence": np.asarray(conf), "bin_accuracy": np.asarray(acc),
+                   "bin_count": np.asarray(count)}
+
+
+def write_plots(workdir: str, final_eval: dict[str, Any], arrays: dict[str, Any]) -> None:
+  """curves.png (loss, accuracy, ECE against the step) and reliability.png."""
+  report_lib.plot_curves(workdir, reference_accuracy=final_eval.get("bayes_optimal_accuracy"))
+  if arrays:
+    report_lib.plot_reliability(workdir, **arrays)
+
+
+def check_config(family: Family, config: ml_collections.ConfigDict) -> None:
+  """The family's settings, and the data format it trains on, before any data is made."""
+  if config.data.format != family.data_format:
+    raise ValueError(f"data.format={config.data.format!r} does not fit family="
+                     f"{family.name!r}, which trains on data.format={family.data_format!r}")
+  if family.synthetic_only and config.data.source != "synthetic" and family.load_data is None:
+    raise ValueError(f"family={family.name!r} trains on generated data; data.source must be "
+                     f"'synthetic', got {config.data.source!r}")
+  family.check_config(config)
+
+
+def load_data(family: Family, config: ml_collections.ConfigDict, workdir: str) -> TaskData:
+  """The family's data (its own loader, or `rmjax.data.load_preference_data`), after its
+  data step."""
+  if family.load_data is not None:
+    data = family.load_data(config, workdir)
+  else:
+    data = rm_data.load_preference_data(config.data, workdir=workdir)
+  if family.prepare_data is not None:
+    data = family.prepare_data(config, data)
+  return TaskData(data.train, data.eval, data.info)
+
+
+def make_task(config: ml_collections.ConfigDict) -> Task:
+  """The reward-model task of `config` (`configs/reward_model.py`): `config.family` names
+  the family; its own sections (loss, head, ...) hold its settings."""
+  family = get_family(config.family)
+  check_config(family, config)
+  model = family.build_model(family, config)
+  if family.make_functions is not None:
+    make_functions = functools.partial(family.make_functions, config, model)
+  else:
+    make_functions = functools.partial(pairwise.make_pair_functions, family, config, model)
+  return Task(
+      name=f"reward_model/{family.name}",
+      init_params=model.init_params,
+      param_specs=model.param_specs,
+      make_loss=lambda graphdef, shard: make_functions(graphdef, shard)[0],
+      make_eval=lambda graphdef, shard: make_functions(graphdef, shard)[1],
+      load_data=functools.partial(load_data, family, config),
+      evaluate=functools.partial(evaluate_pairs, batch_size=config.eval.batch_size,
+                                 num_bins=config.eval.num_bins),
+      batch_fields=(*FORMAT_FIELDS[family.data_format], *family.batch_fields,
+                    *family.side_fields),
+      token_mask_fields=TOKEN_MASK_FIELDS,
+      write_plots=write_plots,
+      flops_per_token=models.flops_per_token(model.model_config, config.data.max_len),
+      report={"family": family.name})
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains the reward model of `config` (`make_task`) with the trainer; returns its report."""
+  return trainer.train_and_evaluate(config, workdir, make_task(config))

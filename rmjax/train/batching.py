@@ -1,0 +1,80 @@
+"""Batches on the mesh: each process gathers its own rows, one global array per field.
+
+Datasets are numpy arrays with a leading example axis and deterministic batch indices
+(`rmjax.data`): batch `step` is a function of (seed, step) alone, so every process computes
+the same indices, gathers only the rows its devices hold under the batch sharding, and
+`jax.make_array_from_process_local_data` assembles the global arrays (one process: all rows,
+a plain transfer).
+"""
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from rmjax import parallel
+
+
+def eval_index_batches(num_examples: int, batch_size: int
+                       ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """(indices [B], valid [B]) of each eval batch: every example once, in order.
+
+  The last batch is padded with copies of its last row marked invalid (the layout of the
+  datasets' `eval_batches`), without gathering anything: each process then gathers only its
+  own rows.
+  """
+  for start in range(0, num_examples, batch_size):
+    indices = np.arange(start, min(start + batch_size, num_examples))
+    real = len(indices)
+    indices = np.concatenate([indices, np.full(batch_size - real, indices[-1])])
+    yield indices, np.arange(batch_size) < real
+
+
+def row_ranges(rows: np.ndarray) -> str:
+  """'[0, 8)' or '[0, 4) [8, 12)': sorted row indices as half-open ranges."""
+  if not len(rows):
+    return "none"
+  breaks = np.flatnonzero(np.diff(rows) != 1)
+  starts = np.concatenate([rows[:1], rows[breaks + 1]])
+  stops = np.concatenate([rows[breaks], rows[-1:]]) + 1
+  return " ".join(f"[{a}, {b})" for a, b in zip(starts, stops))
+
+
+def select_fields(batch: dict[str, np.ndarray], fields: Sequence[str]) -> dict[str, np.ndarray]:
+  """The fields of `batch` a step reads: `fields` that the batch has, and 'valid'.
+
+  Everything else (ground truth kept for evaluation on the host, unused annotations) stays
+  on the host.
+  """
+  if "valid" not in batch:
+    raise KeyError(f"batch: missing field 'valid'; it has {sorted(batch)}")
+  return {k: v for k, v in batch.items() if k in fields or k == "valid"}
+
+
+def place_batch(dataset, indices: np.ndarray, sharding, fields: Sequence[str],
+                valid: np.ndarray | None = None) -> dict:
+  """The global device batch of `dataset`'s examples at `indices`, loaded per process.
+
+  Args:
+    dataset: a dataset with `gather(indices, valid) -> {field: [B, ...]}` (`rmjax.data`).
+    indices: [B] example indices of the global batch.
+    sharding: the batch sharding (leading axis split over the mesh's batch axes).
+    fields: the fields the step reads (`select_fields`).
+    valid: optional [B] bool, False for padding rows.
+
+  Returns:
+    {field: global jax.Array [B, ...]} split along the leading axis.
+  """
+  rows = parallel.process_rows(sharding, len(indices))
+  local = dataset.gather(indices[rows], None if valid is None else np.asarray(valid)[rows])
+  return parallel.global_batch(sharding, select_fields(local, fields), len(indices))
+
+
+def real_tokens_per_example(dataset, mask_fields: Sequence[str]) -> np.ndarray:
+  """int64 [N] real (unpadded) tokens of each example, summed over its token masks, so that
+  every process can count the tokens of a global batch from its indices alone."""
+  arrays = dataset.arrays
+  counts = np.zeros(dataset.num_examples, np.int64)
+  for k in mask_fields:
+    if k in arrays:
+      counts += arrays[k].reshape(dataset.num_examples, -1).sum(axis=1, dtype=np.int64)
+  return counts

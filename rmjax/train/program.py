@@ -1,0 +1,179 @@
+"""The sharded program of a run: mesh, shardings, and the jitted init, train and eval steps.
+
+The same program runs on one CPU, one host or a multi-host mesh: the mesh comes from
+`config.mesh`, parameters and optimiser state are created directly in their shardings
+(`jax.eval_shape`, then `jax.jit(init, out_shardings=...)`), the train step is jitted with
+in/out shardings and a donated state, and metrics and eval outputs come back replicated so
+that every process can read them.
+"""
+
+from collections.abc import Sequence
+import functools
+from typing import Any, NamedTuple
+
+import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
+import ml_collections
+import optax
+
+from rmjax import models
+from rmjax import parallel
+from rmjax.train import optim
+from rmjax.train.state import TrainState
+from rmjax.train.task import Task
+
+
+class Program(NamedTuple):
+  """What `build_program` makes from a config, a task and a mesh.
+
+  Attributes:
+    mesh: the ('data', 'fsdp', 'tensor') mesh.
+    batch_sharding: batches split along their leading axis over ('data', 'fsdp').
+    graphdef: the model's static graph definition.
+    num_params: parameter count.
+    param_specs: `PartitionSpec` of every parameter.
+    state_shardings: `TrainState` of `NamedSharding`s (step and rng replicated, parameters by
+      the task's specs, optimiser state like the parameters it tracks).
+    abstract_state: `TrainState` of `jax.ShapeDtypeStruct`s with those shardings (the
+      restore target of a checkpoint).
+    init: `(rng) -> TrainState`, jitted with `out_shardings=state_shardings`.
+    train_step: `(state, batch) -> (state, metrics)`, jitted with in/out shardings and the
+      state donated; metrics replicated.
+    eval_step: `(params, batch) -> outputs`, jitted; outputs replicated.
+    schedule: the learning-rate schedule.
+  """
+  mesh: jax.sharding.Mesh
+  batch_sharding: NamedSharding
+  graphdef: Any
+  num_params: int
+  param_specs: Any
+  state_shardings: TrainState
+  abstract_state: TrainState
+  init: Any
+  train_step: Any
+  eval_step: Any
+  schedule: Any
+
+
+def check_batch_sizes(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+  """Batch sizes against the mesh's batch shards, and positive intervals, before compiling."""
+  shards = parallel.num_batch_shards(mesh)
+  for name in ("train.batch_size", "eval.batch_size"):
+    section, field = name.split(".")
+    size = config[section][field]
+    if size <= 0 or size % shards:
+      suggestion = max(shards, -(-max(size, 1) // shards) * shards)
+      raise ValueError(
+          f"{name}={size} does not split over the {shards} batch shards of the mesh "
+          f"(data x fsdp = {mesh.shape['data']} x {mesh.shape['fsdp']}); set {name} to a "
+          f"positive multiple of {shards} (e.g. --config.{name}={suggestion}) or change "
+          "mesh.shape (the tensor axis does not split the batch)")
+  for name in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
+    if config.train[name] <= 0:
+      raise ValueError(f"train.{name}: expected a positive integer, got {config.train[name]}")
+
+
+def sharded_compute(fn, param_shardings, example_sharding: NamedSharding):
+  """`fn(params, *inputs)` laid out as FSDP + tensor parallelism wants it.
+
+  Weights are gathered over ('data', 'fsdp') where they are used (`param_shardings`: the
+  rest-state specs with those axes removed, `parallel.without_axes`; their 'tensor' split
+  stays), and the inputs and outputs, [N, ...] with N the examples or sequences, are held
+  split along the batch axes. Without these constraints XLA may keep a weight split along
+  its 'embed' axis and move the activations instead (all-gathers of [2B, L, D] per layer:
+  measured on the smoke model); with them, an FSDP step moves weights (all-gather in the
+  forward pass, reduce of the gradients in the backward pass) and every device works on its
+  own sequences. The gradient of the gather is the reduction back to the sharded layout.
+  """
+
+  def sharded(params, *inputs):
+    params = jax.lax.with_sharding_constraint(params, param_shardings)
+    inputs = jax.lax.with_sharding_constraint(inputs, example_sharding)
+    return jax.lax.with_sharding_constraint(fn(params, *inputs), example_sharding)
+
+  return sharded
+
+
+def make_train_step(loss_fn, optimizer: optax.GradientTransformation):
+  """`train_step(state, batch) -> (new_state, metrics)` for a task's `loss_fn`.
+
+  The key of the step is `fold_in(state.rng, state.step)`; metrics are the task's, plus the
+  gradient's and the new parameters' global norms.
+  """
+
+  def train_step(state: TrainState, batch):
+    key = jax.random.fold_in(state.rng, state.step)
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+    state = state.apply_gradients(grads, optimizer)
+    metrics = {**metrics, "grad_norm": optax.tree.norm(grads),
+               "param_norm": optax.tree.norm(state.params)}
+    return state, metrics
+
+  return train_step
+
+
+def build_program(config: ml_collections.ConfigDict, task: Task, *,
+                  devices: Sequence[jax.Device] | None = None) -> Program:
+  """The mesh, shardings and jitted functions of a run (nothing is compiled or run yet).
+
+  Every check that depends on the mesh (mesh sizes against the devices, batch sizes
+  against the batch shards, the task's own checks, parameter dimensions against their mesh
+  axes) runs here, before anything is compiled.
+
+  Args:
+    config: a run config: seed, optim, train, eval, mesh (e.g. `configs/reward_model.py`).
+    task: what to train (`rmjax.train.Task`).
+    devices: the devices of the mesh (default: all, over every process).
+
+  Returns:
+    A `Program`.
+  """
+  mesh = parallel.make_mesh(config.mesh.shape.to_dict(), devices)
+  check_batch_sizes(config, mesh)
+  task.check_mesh(mesh)
+  batch_sharding = parallel.batch_sharding(mesh)
+  example_sharding = parallel.activation_sharding(mesh, ("batch",))
+  replicated = NamedSharding(mesh, PartitionSpec())
+
+  seed_key = jax.random.PRNGKey(config.seed)
+  graphdef, abstract_params = jax.eval_shape(task.init_params, seed_key)
+  param_specs = task.param_specs(mesh)
+  optimizer, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
+
+  def init_state(rng):
+    init_rng, state_rng = jax.random.split(rng)
+    _, params = task.init_params(init_rng)
+    return TrainState.create(params, optimizer, state_rng)
+
+  # Shardings from shapes alone: parameters by the task's specs, the optimiser's moments like
+  # the parameters they track (optax.tree_map_params), its counters and the rest replicated.
+  is_spec = lambda x: isinstance(x, PartitionSpec)
+  abstract_opt_state = jax.eval_shape(optimizer.init, abstract_params)
+  opt_specs = optax.tree_map_params(optimizer, lambda _, spec: spec, abstract_opt_state,
+                                    param_specs, transform_non_params=lambda _: PartitionSpec(),
+                                    is_leaf=is_spec)
+  to_sharding = lambda spec: NamedSharding(mesh, spec)
+  state_shardings = TrainState(replicated, jax.tree.map(to_sharding, param_specs, is_leaf=is_spec),
+                               jax.tree.map(to_sharding, opt_specs, is_leaf=is_spec), replicated)
+  abstract_state = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      jax.eval_shape(init_state, seed_key), state_shardings)
+  init = jax.jit(init_state, out_shardings=state_shardings)
+
+  compute_shardings = jax.tree.map(
+      lambda spec: NamedSharding(mesh, parallel.without_axes(spec)), param_specs,
+      is_leaf=is_spec)
+  shard = functools.partial(sharded_compute, param_shardings=compute_shardings,
+                            example_sharding=example_sharding)
+  # Every batch field is split along its leading (example) axis: one sharding, a pytree
+  # prefix. Metrics and eval outputs come back replicated, so every process can read them.
+  train_step = jax.jit(make_train_step(task.make_loss(graphdef, shard), optimizer),
+                       in_shardings=(state_shardings, batch_sharding),
+                       out_shardings=(state_shardings, replicated), donate_argnums=0)
+  eval_step = jax.jit(task.make_eval(graphdef, shard),
+                      in_shardings=(state_shardings.params, batch_sharding),
+                      out_shardings=replicated)
+  return Program(mesh, batch_sharding, graphdef, models.count_params(abstract_params),
+                 param_specs, state_shardings, abstract_state, init, train_step, eval_step,
+                 schedule)
