@@ -8,8 +8,8 @@
     `welford_*` / `ema_*` steps and the `StatefulTransform` factories `running_normalizer`,
     `ema_normalizer`, `mean_std_tracker`);
   * combination of K rewards: logical AND, weighted sum, min, soft-min, directional (DPA),
-    Lagrangian mixing (`combination`), HelpSteer2's attribute score, GDPO's normalise-then-sum
-    and ensemble aggregation (`ensemble`);
+    Lagrangian mixing (`combination`; `lagrangian_mixer` as a `StatefulTransform`), HelpSteer2's
+    attribute score, GDPO's normalise-then-sum and ensemble aggregation (`ensemble`);
   * a registry by name (`registry`): `get_transform`, `get_combination`.
 
 Imports only jax, jax.numpy and chex (and `rmjax.losses` for the shared argument checks and the
@@ -29,6 +29,7 @@ from rmjax.transforms.combination import dpa_direction
 from rmjax.transforms.combination import lagrange_init
 from rmjax.transforms.combination import lagrange_update
 from rmjax.transforms.combination import lagrange_weights
+from rmjax.transforms.combination import lagrangian_mixer
 from rmjax.transforms.combination import LagrangeState
 from rmjax.transforms.combination import lagrangian_mixing
 from rmjax.transforms.combination import logical_and
@@ -99,6 +100,7 @@ __all__ = (
     "lagrange_init",
     "lagrange_update",
     "lagrange_weights",
+    "lagrangian_mixer",
     "lagrangian_mixing",
     "linear_length_penalty",
     "log_sigmoid_centered",
