@@ -481,8 +481,7 @@ def mean_std_tracker(
     ddof: int = 0,
     feature_shape: Sequence[int] = (),
 ) -> StatefulTransform:
-  """Running mean and std of a stream (exact Welford, or EMA with `decay`) as an (init, update)
-  pair.
+  """Running mean and std (exact Welford, or EMA with `decay`) as an (init, update) pair.
 
     init()                             -> WelfordState (decay None) | EmaState (decay d)
     update(state, values, *, mask)     -> ((mean, std) after the batch, new state)
