@@ -370,10 +370,10 @@ def running_normalizer(
   over every valid value seen so far. **With `update_first=True` (default) the statistics include
   the current batch**: the batch is merged first and then normalised with the updated mean and
   std, as PAR's reward shaper (Meanstd / Clip / Minmax baselines) and stable-baselines3's
-  VecNormalize (reward scaling) do; the first batch is then normalised by its own statistics. With `update_first=False` the batch is normalised with the statistics of the
-  batches before it (no look-ahead) and merged afterwards; the state starts empty (mean 0, std
-  0), so warm it first (e.g. `state = update(state, base_rewards)[1]`) or the first output is
-  r / eps.
+  VecNormalize (reward scaling) do; the first batch is then normalised by its own statistics.
+  With `update_first=False` the batch is normalised with the statistics of the batches before it
+  (no look-ahead) and merged afterwards; the state starts empty (mean 0, std 0), so warm it first
+  (e.g. `state = update(state, base_rewards)[1]`) or the first output is r / eps.
 
   Args:
     method: "mean_std" (default), "clip" (clip(r, mu - n sigma, mu + n sigma)) or "min_max"
