@@ -192,6 +192,77 @@ class LagrangianTest(chex.TestCase):
       transforms.lagrange_init(0)
 
 
+class LagrangianMixerTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_hand_values_mix_with_current_multipliers_then_step(self):
+    mixer = transforms.lagrangian_mixer(2, thresholds=jnp.array([1.0, 0.5]), learning_rate=0.5)
+    update = self.variant(mixer.update)
+    state = mixer.init()
+    np.testing.assert_array_equal(state.multipliers, [0.0, 0.0])
+    a_task, a_con = jnp.array([1.0, -2.0]), jnp.array([[2.0, 4.0], [0.0, 2.0]])
+    # l = 0: A = (2 - 1) A_task + 0.5 A_1 + 0.5 A_2 = [4, -1]. Then J = (0.2, 0.9): the first
+    # constraint is violated by 0.8 (l_1 <- 0 + 0.5 * 0.25 * 0.8 = 0.1), the second met by 0.4
+    # (l_2 <- 0 - 0.5 * 0.25 * 0.4 = -0.05).
+    mixed, state = update(state, a_task, a_con, jnp.array([0.2, 0.9]))
+    np.testing.assert_allclose(mixed, [4.0, -1.0], rtol=1e-6)
+    np.testing.assert_allclose(state.multipliers, [0.1, -0.05], rtol=1e-6)
+    # The next batch is mixed with the new multipliers.
+    g = 1 / (1 + np.exp(-np.array([0.1, -0.05])))
+    mixed, _ = update(state, a_task, a_con, jnp.array([0.2, 0.9]))
+    np.testing.assert_allclose(mixed, (2 - g.sum()) * np.array([1.0, -2.0])
+                               + (np.array([[2.0, 4.0], [0.0, 2.0]]) * g).sum(-1), rtol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_equals_the_pure_functions_step_by_step(self):
+    for constraint_type in transforms.CONSTRAINT_TYPES:
+      mixer = transforms.lagrangian_mixer(3, thresholds=0.3, learning_rate=2.0,
+                                          constraint_type=constraint_type, initial_value=0.5)
+      update = self.variant(lambda s, t, c, j, m, mixer=mixer: mixer.update(s, t, c, j, mask=m))
+      state = mixer.init()
+      pure = transforms.lagrange_init(3, initial_value=0.5)
+      for step in range(4):
+        a_task = jnp.asarray(_RNG.normal(size=(4, 5)), jnp.float32)  # token level [B, T]
+        a_con = jnp.asarray(_RNG.normal(size=(4, 5, 3)), jnp.float32)
+        mask = jnp.asarray(_RNG.random(size=(4, 5)) < 0.7)
+        values = jnp.asarray(_RNG.random(size=3), jnp.float32)
+        mixed, state = update(state, a_task, a_con, values, mask)
+        expected = transforms.lagrangian_mixing(a_task, a_con, pure, mask=mask,
+                                                constraint_type=constraint_type)
+        pure = transforms.lagrange_update(pure, values, 0.3, learning_rate=2.0,
+                                          constraint_type=constraint_type)
+        np.testing.assert_allclose(mixed, expected, rtol=1e-6, atol=1e-6, err_msg=f"{step}")
+        np.testing.assert_allclose(state.multipliers, pure.multipliers, rtol=1e-6)
+      leaves, treedef = jax.tree.flatten(state)
+      rebuilt = jax.tree.unflatten(treedef, leaves)
+      assert isinstance(rebuilt, transforms.LagrangeState) and len(leaves) == 1
+      np.testing.assert_array_equal(rebuilt.multipliers, state.multipliers)
+
+  def test_padding_changes_nothing(self):
+    mixer = transforms.lagrangian_mixer(1, thresholds=jnp.array([1.0]), learning_rate=1.0)
+    mixed, state = mixer.update(mixer.init(), jnp.array([1.0]), jnp.array([[3.0]]),
+                                jnp.array([0.5]))
+    padded, padded_state = mixer.update(
+        mixer.init(), jnp.array([1.0, jnp.nan]), jnp.array([[3.0], [jnp.inf]]), jnp.array([0.5]),
+        mask=jnp.array([True, False]))
+    np.testing.assert_array_equal(padded, [2.0, 0.0])
+    np.testing.assert_array_equal(mixed, [2.0])
+    np.testing.assert_array_equal(padded_state.multipliers, state.multipliers)
+
+  def test_errors(self):
+    with pytest.raises(ValueError, match="`num_constraints`.*>= 1"):
+      transforms.lagrangian_mixer(0, thresholds=0.0, learning_rate=0.1)
+    with pytest.raises(ValueError, match=r"`thresholds`.*\(2,\).*\(3,\)"):
+      transforms.lagrangian_mixer(2, thresholds=jnp.zeros(3), learning_rate=0.1)
+    with pytest.raises(ValueError, match="`learning_rate`.*-0.1"):
+      transforms.lagrangian_mixer(2, thresholds=0.0, learning_rate=-0.1)
+    with pytest.raises(ValueError, match="`constraint_type`"):
+      transforms.lagrangian_mixer(2, thresholds=0.0, learning_rate=0.1, constraint_type="soft")
+    mixer = transforms.lagrangian_mixer(2, thresholds=0.0, learning_rate=0.1)
+    with pytest.raises(ValueError, match=r"`constraint_values`.*\(2,\).*\(3,\)"):
+      mixer.update(mixer.init(), jnp.zeros(3), jnp.zeros((3, 2)), jnp.zeros(3))
+
+
 class ReusedCombinationsTest(chex.TestCase):
 
   def test_helpsteer2_and_ensemble_are_the_shared_implementations(self):

@@ -80,6 +80,24 @@ class ReferenceRewardTest(chex.TestCase):
     expected = samples.mean(-1) + stats.norm.ppf(0.3) * samples.std(-1, ddof=1)
     np.testing.assert_allclose(out, expected, rtol=1e-5)
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_default_and_par_paper_std_conventions_by_hand(self):
+    # Rows: [0, 1, 2, 3, 4] (mean 2, population var 2, sample var 2.5); [1, 3, pad] (mean 2,
+    # population var 1, sample var 2); [5, pad, pad] (one sample: std 0 for every ddof).
+    # z = Phi^-1(0.85) = 1.0364334.
+    samples = jnp.array([[0.0, 1.0, 2.0, 3.0, 4.0], [1.0, 3.0, jnp.nan, 0.0, 0.0],
+                         [5.0, jnp.inf, 0.0, 0.0, 0.0]])
+    mask = jnp.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]], bool)
+    z = 1.0364334
+    default = self.variant(lambda s, m: transforms.reference_reward(s, mask=m))(samples, mask)
+    np.testing.assert_allclose(default, [2 + np.sqrt(2) * z, 2 + 1 * z, 5.0], rtol=1e-6)
+    par = self.variant(lambda s, m: transforms.reference_reward(s, mask=m, ddof=1, eps=1e-5))(
+        samples, mask)
+    np.testing.assert_allclose(
+        par, [2 + (np.sqrt(2.5) + 1e-5) * z, 2 + (np.sqrt(2) + 1e-5) * z, 5 + 1e-5 * z],
+        rtol=1e-6)
+    np.testing.assert_allclose(par[:2], [3.6387554, 3.4657485], rtol=1e-6)
+
   def test_empty_row_gives_zero_and_finite_gradient(self):
     samples = jnp.array([[1.0, 2.0], [jnp.nan, jnp.inf], [3.0, 3.0]])  # row 3: identical samples
     mask = jnp.array([[1, 1], [0, 0], [1, 1]])
@@ -109,6 +127,8 @@ class ReferenceRewardTest(chex.TestCase):
       transforms.reference_reward(jnp.zeros((1, 2)), method="median")
     with pytest.raises(ValueError, match=r"`mask`.*\(1, 2\)"):
       transforms.reference_reward(jnp.zeros((1, 2)), mask=jnp.ones(2))
+    with pytest.raises(ValueError, match=r"`eps`.*-1e-05"):
+      transforms.reference_reward(jnp.zeros((1, 2)), eps=-1e-5)
 
 
 class RelativeTransformsTest(chex.TestCase):

@@ -4,10 +4,12 @@
     (`length`), process-reward refinements (`process`), the RLCR calibration reward
     (`calibration`);
   * normalisation: batch whitening, GRPO / Dr. GRPO group normalisation (from
-    `rmjax.losses.normalization`), running statistics with explicit state (`running`);
+    `rmjax.losses.normalization`), running statistics with explicit state (`running`: the pure
+    `welford_*` / `ema_*` steps and the `StatefulTransform` factories `running_normalizer`,
+    `ema_normalizer`, `mean_std_tracker`);
   * combination of K rewards: logical AND, weighted sum, min, soft-min, directional (DPA),
-    Lagrangian mixing (`combination`), HelpSteer2's attribute score, GDPO's normalise-then-sum
-    and ensemble aggregation (`ensemble`);
+    Lagrangian mixing (`combination`; `lagrangian_mixer` as a `StatefulTransform`), HelpSteer2's
+    attribute score, GDPO's normalise-then-sum and ensemble aggregation (`ensemble`);
   * a registry by name (`registry`): `get_transform`, `get_combination`.
 
 Imports only jax, jax.numpy and chex (and `rmjax.losses` for the shared argument checks and the
@@ -27,6 +29,7 @@ from rmjax.transforms.combination import dpa_direction
 from rmjax.transforms.combination import lagrange_init
 from rmjax.transforms.combination import lagrange_update
 from rmjax.transforms.combination import lagrange_weights
+from rmjax.transforms.combination import lagrangian_mixer
 from rmjax.transforms.combination import LagrangeState
 from rmjax.transforms.combination import lagrangian_mixing
 from rmjax.transforms.combination import logical_and
@@ -47,10 +50,13 @@ from rmjax.transforms.registry import get_combination
 from rmjax.transforms.registry import get_transform
 from rmjax.transforms.registry import TRANSFORMS
 from rmjax.transforms.running import ema_init
+from rmjax.transforms.running import ema_normalizer
 from rmjax.transforms.running import ema_update
 from rmjax.transforms.running import EmaState
+from rmjax.transforms.running import mean_std_tracker
 from rmjax.transforms.running import running_mean_std
 from rmjax.transforms.running import running_normalize
+from rmjax.transforms.running import running_normalizer
 from rmjax.transforms.running import welford_init
 from rmjax.transforms.running import welford_update
 from rmjax.transforms.running import WelfordState
@@ -85,6 +91,7 @@ __all__ = (
     "dler_truncation_penalty",
     "dpa_direction",
     "ema_init",
+    "ema_normalizer",
     "ema_update",
     "get_combination",
     "get_transform",
@@ -93,11 +100,13 @@ __all__ = (
     "lagrange_init",
     "lagrange_update",
     "lagrange_weights",
+    "lagrangian_mixer",
     "lagrangian_mixing",
     "linear_length_penalty",
     "log_sigmoid_centered",
     "logical_and",
     "lowest_fraction_mask",
+    "mean_std_tracker",
     "mean_std_normalize",
     "min_max_normalize",
     "min_reward",
@@ -111,6 +120,7 @@ __all__ = (
     "relative_tanh",
     "running_mean_std",
     "running_normalize",
+    "running_normalizer",
     "soft_min",
     "StatefulTransform",
     "weighted_sum",

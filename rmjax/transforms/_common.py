@@ -53,6 +53,13 @@ def python_int(value, name: str, *, low: int = 0) -> int:
   return int(value)
 
 
+def python_bool(value, name: str) -> bool:
+  """Checks a Python bool eagerly."""
+  if not isinstance(value, bool):
+    raise ValueError(f"`{name}` must be a Python bool; got {type(value).__name__} {value!r}.")
+  return value
+
+
 def real_input(x, name: str, mask=None, mask_name: str = "mask"):
   """Checks a real array and its optional mask of the same shape.
 

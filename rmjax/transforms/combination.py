@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from rmjax.losses import _reduction
+from rmjax.losses.stateful import StatefulTransform
 from rmjax.transforms import _common
 from rmjax.transforms import single
 
@@ -421,3 +422,82 @@ def lagrange_update(
   violation = jax.lax.stop_gradient(values.astype(l.dtype) - thresholds.astype(l.dtype))
   grad = jax.grad(lambda m: jnp.sum(_bound(m, constraint_type) * violation))(l)
   return LagrangeState(l - lr * grad)
+
+
+def lagrangian_mixer(
+    num_constraints: int,
+    *,
+    thresholds: chex.Array,
+    learning_rate: chex.Numeric,
+    constraint_type: str = "inequality",
+    initial_value: float = 0.0,
+) -> StatefulTransform:
+  """Constrained RLHF's Lagrangian mixing with learned multipliers, as an (init, update) pair.
+
+    init()                                                          -> LagrangeState (l = l_0)
+    update(state, task_advantages, constraint_advantages, constraint_values, *, mask)
+        -> (A, new state)
+
+    A  = (N - sum_i g(l_i)) A_task + sum_i g(l_i) A_i          (`lagrangian_mixing`, current l)
+    l' = l - eta g'(l) (J - theta)                               (`lagrange_update`)
+
+  **Primal-dual order: this batch is mixed with the current multipliers, then the multipliers
+  take one step from this batch's constraint values J.** The mixed advantages the policy is
+  updated with are therefore those of `lagrangian_mixing(..., state)`, and the new multipliers
+  apply from the next batch on, as in Moskovitz et al.'s alternating updates. g = sigmoid
+  (inequality: J_i >= theta_i) or tanh (equality: J_i = theta_i); for an upper bound pass -J_i
+  and -theta_i. Hyper-parameters (N, theta, eta, g, l_0) are fixed here once.
+
+  Sanity value: l = 0, N = 2 (inequality) -> A = A_task + 0.5 A_1 + 0.5 A_2.
+
+  Args:
+    num_constraints: Python int N >= 1.
+    thresholds: [N] (or scalar) thresholds theta_i (e.g. the reward models' proxy points).
+    learning_rate: eta >= 0, a Python number or a scalar array.
+    constraint_type: "inequality" (default) or "equality".
+    initial_value: Python float l_0 (default 0.0: weights sigmoid(0) = 1/2).
+
+  Returns:
+    `StatefulTransform`; `update` takes `task_advantages: [B]` (or [B, T]),
+    `constraint_advantages: [B, N]` (or [B, T, N]), `constraint_values: [N]` (the current J_i,
+    e.g. batch means of the constraint rewards or returns) and an optional `mask` of
+    `task_advantages`' shape, and returns (float32 mixed advantages of `task_advantages`' shape,
+    0 at masked entries; the new `LagrangeState`).
+
+  Raises:
+    ValueError: bad `num_constraints`, `constraint_type`, `initial_value`, `learning_rate`,
+      `thresholds` not [N] or scalar (here); shapes that do not match (in `update`).
+
+  References:
+    Moskovitz et al. (2024), "Confronting Reward Model Overoptimization with Constrained RLHF",
+    ICLR, arXiv:2310.04373.
+
+  >>> import jax.numpy as jnp
+  >>> from rmjax.transforms import lagrangian_mixer
+  >>> mixer = lagrangian_mixer(1, thresholds=jnp.array([1.0]), learning_rate=1.0)
+  >>> state = mixer.init()
+  >>> # l = 0: A = (1 - 0.5) * 1 + 0.5 * 3 = 2; J = 0.5 < 1 violated: l <- 0.125
+  >>> mixed, state = mixer.update(state, jnp.array([1.0]), jnp.array([[3.0]]), jnp.array([0.5]))
+  >>> mixed.tolist(), state.multipliers.tolist()
+  ([2.0], [0.125])
+  """
+  constraint_type = _common.check_choice(constraint_type, "constraint_type", CONSTRAINT_TYPES)
+  num_constraints = _common.python_int(num_constraints, "num_constraints", low=1)
+  initial_value = _common.python_float(initial_value, "initial_value")
+  learning_rate = _reduction.scalar_hyperparameter(learning_rate, "learning_rate",
+                                                   allow_zero=True)
+  thresholds = _reduction.as_real_array(thresholds, "thresholds")
+  _reduction.check_scalar_or_same_shape(thresholds, "thresholds", jnp.zeros(num_constraints),
+                                        "num_constraints")
+
+  def init():
+    return lagrange_init(num_constraints, initial_value=initial_value)
+
+  def update(state, task_advantages, constraint_advantages, constraint_values, *, mask=None):
+    mixed = lagrangian_mixing(task_advantages, constraint_advantages, state,
+                              constraint_type=constraint_type, mask=mask)
+    new_state = lagrange_update(state, constraint_values, thresholds,
+                                learning_rate=learning_rate, constraint_type=constraint_type)
+    return mixed, new_state
+
+  return StatefulTransform(init, update)

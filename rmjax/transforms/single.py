@@ -37,36 +37,45 @@ def reference_reward(
     method: str = "gaussian",
     mask: Optional[chex.Array] = None,
     ddof: int = 0,
+    eps: float = 0.0,
 ) -> jnp.ndarray:
   """Per-prompt reference reward r_ref(x) from rewards of base-policy samples.
 
     empirical:  r_ref_b = q-quantile of {s_bm : m valid}  (linear interpolation, as np.quantile)
-    gaussian:   r_ref_b = mean_b + std_b * Phi^-1(q)      (std with `ddof`, default 0)
+    gaussian:   r_ref_b = mean_b + (std_b + eps) * Phi^-1(q)     (std with `ddof`)
 
-  Which estimator ([check] in the spec). PAR's reference code (PorUna-byte/PAR,
-  `trainers/reward_shaper.py` and `src/trainers/reward_shaper.py`) computes the reference of its
-  LSC baseline as the Gaussian 85% quantile mean + Phi^-1(0.85) * std of the M reference rewards
-  (population std, ddof 0; an older version adds 1e-5 to the std), so that is the default here.
-  Wang et al. (2024) define r_ref(x) as a quantile of the base policy's reward distribution for the
-  prompt; their exact estimator could not be read from the sources at hand, so the empirical
-  quantile is offered as the assumption-free alternative.
+  Wang et al. (2024) define r_ref(x) as a quantile of the base policy's reward distribution for
+  the prompt. PAR's LSC baseline (Fu et al. 2025) estimates it with the Gaussian 85% quantile of
+  the M reference rewards, mean + Phi^-1(0.85) * std (Phi^-1(0.85) = 1.0364), with two conventions
+  in its repository (PorUna-byte/PAR):
+    * the code of the paper's experiments (`trainers/reward_shaper.py`) takes `utils.std`, which
+      defaults to the sample std (ddof = 1; a single sample gives 0), and passes std + 1e-5 as
+      the normal's scale: `ddof=1, eps=1e-5` here;
+    * the later rewrite (`src/trainers/reward_shaper.py`) takes the population std (ddof = 0)
+      with nothing added: the default here.
+  The default (ddof = 0, eps = 0) is the maximum-likelihood Gaussian fit of the base policy's
+  reward distribution, which is what the quantile of Wang et al.'s definition asks for, and keeps
+  the numbers this function has always given; the two differ by the factor sqrt(M / (M - 1)) on
+  the std (5% for PAR's M = 10). The empirical quantile is the assumption-free alternative.
 
-  A row with no valid sample gets r_ref = 0. A row with one valid sample gets that sample (its
-  std is 0).
+  A row with no valid sample gets r_ref = 0. A row with one valid sample gets that sample plus
+  eps * Phi^-1(q) (its std is 0 for every ddof).
 
   Args:
     base_rewards: [B, M] rewards of M base-policy responses per prompt (M >= 1).
     quantile: Python float q (default 0.85); in [0, 1] for "empirical", in (0, 1) for "gaussian".
     method: "gaussian" (default, PAR's choice) or "empirical".
     mask: optional [B, M] validity mask of the samples (rows may have different counts).
-    ddof: Python int >= 0 (default 0) of the Gaussian fit's std.
+    ddof: Python int >= 0 (default 0, the population std) of the Gaussian fit's std; "gaussian"
+      only.
+    eps: Python float >= 0 (default 0.0) added to the Gaussian fit's std; "gaussian" only.
 
   Returns:
     [B] float32 reference rewards.
 
   Raises:
     ValueError: `base_rewards` not [B, M], M = 0 (empty reference set), bad `quantile`, `method`,
-      `ddof` or `mask`.
+      `ddof`, `eps` or `mask`.
     TypeError: non-real inputs.
 
   References:
@@ -82,6 +91,8 @@ def reference_reward(
   [2.0]
   >>> float(reference_reward(s)[0])  # 2 + sqrt(2) * Phi^-1(0.85) = 2 + 1.4142 * 1.0364
   3.4657
+  >>> float(reference_reward(s, ddof=1, eps=1e-5)[0])  # PAR's paper: 2 + (sqrt(2.5) + 1e-5) 1.0364
+  3.6387
   """
   method = _common.check_choice(method, "method", QUANTILE_METHODS)
   if method == "gaussian":
@@ -90,6 +101,7 @@ def reference_reward(
   else:
     quantile = _common.python_float(quantile, "quantile", low=0.0, high=1.0)
   ddof = _common.python_int(ddof, "ddof")
+  eps = _common.python_float(eps, "eps", low=0.0)
   base_rewards = _reduction.as_real_array(base_rewards, "base_rewards")
   _reduction.check_rank(base_rewards, 2, "base_rewards", "[B, M]")
   if base_rewards.shape[1] == 0:
@@ -101,7 +113,7 @@ def reference_reward(
     mean, std, _, _ = normalization.masked_moments(
         x, valid, axis=-1, ddof=ddof)
     z = jax.scipy.special.ndtri(jnp.asarray(quantile, x.dtype))
-    out = (mean + std * z)[:, 0]
+    out = (mean + (std + eps) * z)[:, 0]
   else:
     out = _empirical_quantile(x, valid, count, quantile)
   return jnp.where(count > 0, out, 0)
