@@ -1,4 +1,4 @@
-"""Tests of rmjax.data.pipeline: config, loading, splitting and deterministic batching."""
+"""Tests of rmjax.data.loading and rmjax.data.datasets: config, splits, deterministic batching."""
 
 import json
 

@@ -8,7 +8,7 @@ Public API::
   for batch in data.eval.eval_batches(batch_size): ...       # every pair once, `valid` mask
   data.info                                                   # counts, truncation, Bayes acc.
 
-Batch format: see `rmjax.data.pipeline`. Sequences are ``[BOS] + prompt + response + [EOS]``,
+Batch format: see `rmjax.data.datasets`. Sequences are ``[BOS] + prompt + response + [EOS]``,
 right-padded; truncation rules in `rmjax.data.tokenizer`; the synthetic task in
 `rmjax.data.synthetic`; the builders (array_record, no TensorFlow) in `rmjax.data.builders`.
 """
@@ -16,16 +16,16 @@ right-padded; truncation rules in `rmjax.data.tokenizer`; the synthetic task in
 from rmjax.data.builders import HhRlhf
 from rmjax.data.builders import MalformedRecordError
 from rmjax.data.builders import PreferenceJsonl
-from rmjax.data.pipeline import BATCH_KEYS
-from rmjax.data.pipeline import default_data_config
-from rmjax.data.pipeline import EpisodeDataset
-from rmjax.data.pipeline import FORMATS
-from rmjax.data.pipeline import ListDataset
-from rmjax.data.pipeline import load_preference_data
-from rmjax.data.pipeline import PreferenceData
-from rmjax.data.pipeline import PreferenceDataset
-from rmjax.data.pipeline import SOURCES
-from rmjax.data.pipeline import tokenize_pairs
+from rmjax.data.datasets import BATCH_KEYS
+from rmjax.data.datasets import EpisodeDataset
+from rmjax.data.datasets import ListDataset
+from rmjax.data.datasets import PreferenceDataset
+from rmjax.data.loading import default_data_config
+from rmjax.data.loading import FORMATS
+from rmjax.data.loading import load_preference_data
+from rmjax.data.loading import PreferenceData
+from rmjax.data.loading import SOURCES
+from rmjax.data.loading import tokenize_pairs
 from rmjax.data.synthetic import ground_truth_reward
 from rmjax.data.synthetic import ground_truth_rewards
 from rmjax.data.synthetic import make_synthetic_preferences
