@@ -147,6 +147,14 @@ def test_dataset_validation():
                       name="toy")
   with pytest.raises(ValueError, match=r"missing \['margin'\]"):
     PreferenceDataset({k: v for k, v in good.items() if k != "margin"}, name="toy")
+  # Annotator ids travel with their pairs.
+  ids = np.array([4, 0, 7], np.int32)
+  with_ids = PreferenceDataset(dict(good, user_ids=ids), name="toy")
+  np.testing.assert_array_equal(with_ids.gather([2, 0])["user_ids"], [7, 4])
+  with pytest.raises(ValueError, match=r"toy: user_ids must be >= 0, got -1 at pair 1"):
+    PreferenceDataset(dict(good, user_ids=np.array([0, -1, 2], np.int32)), name="toy")
+  with pytest.raises(ValueError, match=r"user_ids must be int32 \[3\]"):
+    PreferenceDataset(dict(good, user_ids=ids[:2]), name="toy")
 
 
 # load_preference_data: synthetic -----------------------------------------------------------

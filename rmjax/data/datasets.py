@@ -188,6 +188,8 @@ _OPTIONAL_PAIR_ARRAYS = {
     "rejected_attributes": np.float32,
     "chosen_attribute_mask": np.bool_,
     "rejected_attribute_mask": np.bool_,
+    # The annotator of each pair (pluralistic models learn one row per user).
+    "user_ids": np.int32,
 }
 
 
@@ -196,7 +198,7 @@ class PreferenceDataset(_IndexedArrays):
 
   Attributes:
     arrays: dict of the per-pair arrays (N pairs): the `BATCH_KEYS` but ``valid``, and the
-      optional ones (``preference_prob``, attributes, teacher strength).
+      optional ones (``preference_prob``, attributes, teacher strength, annotator ids).
     name: a label for messages ("train", "eval").
   """
 
@@ -208,7 +210,8 @@ class PreferenceDataset(_IndexedArrays):
         (int32 [N, L], masks right-padded with >= 2 real tokens), ``margin`` (float32 [N]),
         optional ``preference_prob``, ``strength_mean``, ``strength_std`` (float32 [N]),
         ``chosen_attributes``, ``rejected_attributes`` (float32 [N, A]) with their
-        ``*_attribute_mask`` (bool [N, A]).
+        ``*_attribute_mask`` (bool [N, A]), ``user_ids`` (int32 [N] >= 0, the annotator of
+        each pair).
       name: label for messages.
     """
     self.name = name
@@ -237,6 +240,10 @@ class PreferenceDataset(_IndexedArrays):
     if any(k in arrays for k in attribute_keys) and not all(k in arrays for k in attribute_keys):
       raise ValueError(f"{name}: attribute arrays come together: {attribute_keys}; got "
                        f"{sorted(k for k in attribute_keys if k in arrays)}")
+    if "user_ids" in arrays and np.any(arrays["user_ids"] < 0):
+      row = int(np.argmax(arrays["user_ids"] < 0))
+      raise ValueError(f"{name}: user_ids must be >= 0, got {arrays['user_ids'][row]} at pair "
+                       f"{row}")
     for side in ("chosen", "rejected"):
       _check_right_padded(name, side, arrays[f"{side}_mask"], arrays[f"{side}_tokens"])
     self._arrays = arrays

@@ -16,6 +16,7 @@ import ml_collections
 from rmjax import losses
 from rmjax.tasks.reward_model import pairwise
 from rmjax.tasks.reward_model.family import Family
+from rmjax.tasks.reward_model.family import FORMAT_FIELDS
 from rmjax.tasks.reward_model.family import pair_metrics
 
 LIST_LOSSES = ("plackett_luce", "all_pairs_bradley_terry")
@@ -91,4 +92,5 @@ FAMILY = Family(
     configure=_configure,
     check_config=_check_config,
     make_functions=_make_functions,
+    batch_fields=FORMAT_FIELDS["pairs"],  # The held-out pairs it is evaluated on.
 )
