@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -442,6 +443,53 @@ def test_strength_driven_losses_match_their_formulas():
     pairwise.bradley_terry_pair_loss(cfg, c, r, batch, strength_use="smoothing")
   with pytest.raises(ValueError, match="strength.use: expected one of"):
     pairwise.bradley_terry_pair_loss(cfg, c, r, batch, strength_use="flipp")
+
+
+def test_pal_pair_logits_match_the_plain_formulas():
+  import jax.numpy as jnp
+  import numpy as np
+  from rmjax.tasks.reward_model import get_family  # pylint: disable=g-import-not-at-top
+  pal = get_family("pal")
+  config = _family_config("pal")
+  # PAL-A: prototypes (0, 0) and (2, 4), equal mix: a_u = (1, 2); the chosen response sits on
+  # the ideal point, the rejected one 3 away: s = 3 - 0.
+  config.pal.variant = "a"
+  chosen = {"features": jnp.array([[1.0, 2.0]]), "user_logits": jnp.zeros((1, 2)),
+            "prototypes": jnp.array([[[0.0, 0.0], [2.0, 4.0]]])}
+  rejected = dict(chosen, features=jnp.array([[1.0, 5.0]]))
+  np.testing.assert_allclose(pal.pair_logits(config, chosen, rejected), [3.0], rtol=1e-6)
+  assert pal.head_name(config) == "ideal_point"
+  # PAL-B: g_1(x) = (1, 0), g_2(x) = (0, 3), equal mix: u = (0.5, 1.5); cos(u, f_c) = 1,
+  # cos(u, f_r) = 0; tau = exp(log 2) = 2: s = 2.
+  config.pal.variant = "b"
+  chosen = {"features": jnp.array([[1.0, 3.0]]), "user_logits": jnp.zeros((1, 2)),
+            "user_prototype_features": jnp.array([[[1.0, 0.0], [0.0, 3.0]]]),
+            "log_temperature": jnp.log(jnp.array([2.0]))}
+  rejected = dict(chosen, features=jnp.array([[3.0, -1.0]]))
+  np.testing.assert_allclose(pal.pair_logits(config, chosen, rejected), [2.0], rtol=1e-6)
+  assert pal.head_name(config) == "prompt_conditioned_ideal_point"
+  config.pal.variant = "c"
+  with pytest.raises(ValueError, match="pal.variant: expected one of"):
+    get_family("pal").check_config(config)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["a", "b"])
+def test_pal_smoke_learns_its_users_from_their_ids(tmp_path, variant):
+  from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
+  config = _family_config("pal")
+  config.pal.variant = variant
+  config.train.update(tensorboard=False, checkpoint_every=40)
+  report = rm_task.train_and_evaluate(config, str(tmp_path))
+  final, data = report["final_eval"], report["data"]
+  # 16 users x 8 held-out pairs, from the users the model trained on (32 pairs each).
+  assert final["num_pairs"] == 128 and data["pairs_per_user"] == {"train": 32, "eval": 8}
+  assert data["eval"]["group_blind_bayes_accuracy"] < final["bayes_optimal_accuracy"]
+  assert final["loss"] < np.log(2), final
+  if variant == "b":
+    # Above the level of any model blind to the user: it reads the user's row.
+    assert final["expected_accuracy"] > data["eval"]["group_blind_bayes_accuracy"] + 0.05, (
+        final, data["eval"])
 
 
 @pytest.mark.slow
