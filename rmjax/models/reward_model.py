@@ -35,17 +35,19 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from rmjax.models.heads import (
-    GeneralPreferenceHead,
+from rmjax.models.heads_pluralistic import (
     IdealPointHead,
     LatentConditionedHead,
+    PromptConditionedIdealPointHead,
+)
+from rmjax.models.heads_response import (
+    GeneralPreferenceHead,
     MixtureHead,
     MultiAttributeHead,
-    PreferenceEncoder,
-    PromptConditionedIdealPointHead,
     ScalarHead,
-    gather_last_token,
 )
+from rmjax.models.heads_shared import gather_last_token
+from rmjax.models.preference_encoder import PreferenceEncoder
 from rmjax.models.transformer import (
     LOGICAL_AXES,
     Transformer,
