@@ -127,6 +127,8 @@ class IdealPointHead(nnx.Module):
   [('features', (2, 3)), ('prototypes', (2, 3)), ('user_logits', (2, 2))]
   """
 
+  call_inputs = ("user_ids",)
+
   def __init__(self, d_model: int, feature_dim: int, num_prototypes: int = 2, *,
                num_users: int, param_dtype=jnp.float32, rngs: nnx.Rngs):
     for name, value in (("d_model", d_model), ("feature_dim", feature_dim),
@@ -248,6 +250,8 @@ class PromptConditionedIdealPointHead(nnx.Module):
   Array([0., 0.], dtype=float32)
   """
 
+  call_inputs = ("prompt_features", "user_ids")
+
   def __init__(self, d_model: int, feature_dim: int, num_prototypes: int = 2, *,
                num_users: int, num_hidden_layers: int = 0, param_dtype=jnp.float32,
                rngs: nnx.Rngs):
@@ -351,6 +355,8 @@ class LatentConditionedHead(nnx.Module):
   >>> head(jnp.ones((3, 8)), jnp.zeros((3, 2))).shape
   (3,)
   """
+
+  call_inputs = ("latent",)
 
   def __init__(self, d_model: int, latent_dim: int, *, hidden_dim: int | None = None,
                num_hidden_layers: int = 2, param_dtype=jnp.float32, rngs: nnx.Rngs):

@@ -53,6 +53,8 @@ class ScalarHead(nnx.Module):
   (3, 1)
   """
 
+  call_inputs = ()
+
   def __init__(self, d_model: int, num_outputs: int = 1, *, param_dtype=jnp.float32,
                rngs: nnx.Rngs):
     for name, value in (("d_model", d_model), ("num_outputs", num_outputs)):
@@ -101,6 +103,8 @@ class MultiAttributeHead(nnx.Module):
   >>> head(jnp.ones((3, 4))).shape
   (3, 5)
   """
+
+  call_inputs = ()
 
   def __init__(self, d_model: int, num_attributes: int = 5, *, param_dtype=jnp.float32,
                rngs: nnx.Rngs):
@@ -164,6 +168,8 @@ class GeneralPreferenceHead(nnx.Module):
   >>> out["embedding"].shape, out["block_scales"].shape
   ((3, 4), (3, 2))
   """
+
+  call_inputs = ("prompt_features",)
 
   def __init__(self, d_model: int, embedding_dim: int = 4, *,
                prompt_dependent_scales: bool = False, scale_gate: str = "softmax",
@@ -253,6 +259,8 @@ class MixtureHead(nnx.Module):
   >>> out["rewards"].shape, out["router_logits"].shape
   ((2, 3), (2, 3))
   """
+
+  call_inputs = ("prompt_features",)
 
   def __init__(self, d_model: int, num_components: int = 2, *, param_dtype=jnp.float32,
                rngs: nnx.Rngs):

@@ -11,6 +11,10 @@ pattern, so that one backbone serves every loss:
   backbone's compute dtype; heads with one output return an array, heads with several a
   dict of arrays with documented keys;
 * inputs are checked at trace time (`check_features`), and errors name the argument.
+* a class attribute `call_inputs` names the `__call__` arguments beyond `features`
+  that the head reads, which `rmjax.models.RewardModel` passes by keyword: any of
+  'prompt_features' (the prompt's hidden state, from the batch's 'prompt_mask'; None
+  without it), 'user_ids' ([B] annotators or None) and 'latent' ([B, Z], required).
 
 Pooling (which position's hidden state a sequence is scored by) is separate from the
 heads: `gather_last_token` reads the last real token of right-padded sequences.
