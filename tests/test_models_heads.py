@@ -1,4 +1,4 @@
-"""Tests of the reward heads (rmjax.models.heads) and of RewardModel's head registry."""
+"""Tests of the reward heads (rmjax.models.heads_*) and of RewardModel's head registry."""
 
 import math
 

@@ -20,19 +20,20 @@ from rmjax.models.ensemble import (
     init_ensemble,
     make_ensemble_apply,
 )
-from rmjax.models.heads import (
-    GPM_SCALE_GATES,
-    GeneralPreferenceHead,
+from rmjax.models.heads_pluralistic import (
     IdealPointHead,
     LatentConditionedHead,
+    PromptConditionedIdealPointHead,
+)
+from rmjax.models.heads_response import (
+    GPM_SCALE_GATES,
+    GeneralPreferenceHead,
     MixtureHead,
     MultiAttributeHead,
-    PreferenceEncoder,
-    PromptConditionedIdealPointHead,
     ScalarHead,
-    check_features,
-    gather_last_token,
 )
+from rmjax.models.heads_shared import check_features, gather_last_token
+from rmjax.models.preference_encoder import PreferenceEncoder
 from rmjax.models.reward_model import (
     DEFAULT_LOGICAL_AXIS_RULES,
     HEADS,

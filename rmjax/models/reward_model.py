@@ -35,17 +35,19 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from rmjax.models.heads import (
-    GeneralPreferenceHead,
+from rmjax.models.heads_pluralistic import (
     IdealPointHead,
     LatentConditionedHead,
+    PromptConditionedIdealPointHead,
+)
+from rmjax.models.heads_response import (
+    GeneralPreferenceHead,
     MixtureHead,
     MultiAttributeHead,
-    PreferenceEncoder,
-    PromptConditionedIdealPointHead,
     ScalarHead,
-    gather_last_token,
 )
+from rmjax.models.heads_shared import gather_last_token
+from rmjax.models.preference_encoder import PreferenceEncoder
 from rmjax.models.transformer import (
     LOGICAL_AXES,
     Transformer,
@@ -80,9 +82,6 @@ HEADS: Mapping[str, type[nnx.Module]] = {
     "prompt_conditioned_ideal_point": PromptConditionedIdealPointHead,
     "latent_conditioned": LatentConditionedHead,
 }
-
-# Heads that read the prompt's hidden state (from the batch's 'prompt_mask') when given.
-_PROMPT_READING_HEADS = ("general_preference", "mixture", "prompt_conditioned_ideal_point")
 
 # Head constructor arguments that RewardModel sets itself.
 _RESERVED_HEAD_ARGS = ("d_model", "param_dtype", "rngs")
@@ -268,28 +267,29 @@ class RewardModel(nnx.Module):
     mask = check_tokens_and_mask(tokens, mask)
     hidden = self.backbone(tokens, mask)
     features = gather_last_token(hidden, mask)
-    name = self.head_name
-    if name == "scalar":
+    if self.head_name == "scalar":
       rewards = self.head(features)
       if self.head.num_outputs == 1:
         rewards = rewards[:, 0]
       return rewards
-    if name in _PROMPT_READING_HEADS:
-      prompt_features = None
-      if prompt_mask is not None:
-        prompt_features = gather_last_token(hidden, _check_prompt_mask(prompt_mask, tokens))
-      if name == "prompt_conditioned_ideal_point":
-        return self.head(features, prompt_features, user_ids)
-      return self.head(features, prompt_features)
-    if name == "ideal_point":
-      return self.head(features, user_ids)
-    if name == "latent_conditioned":
-      if latent is None:
-        raise KeyError(
-            "head='latent_conditioned' needs the user latent: pass latent (batch key "
-            "'latent') of shape [B, Z].")
-      return self.head(features, latent)
-    return self.head(features)
+    # Each head names the inputs it reads beyond the features (`call_inputs`; none if
+    # the class does not say).
+    inputs = {}
+    for name in getattr(self.head, "call_inputs", ()):
+      if name == "prompt_features":
+        inputs[name] = (None if prompt_mask is None else gather_last_token(
+            hidden, _check_prompt_mask(prompt_mask, tokens)))
+      elif name == "user_ids":
+        inputs[name] = user_ids
+      elif name == "latent":
+        if latent is None:
+          raise KeyError(
+              f"head={self.head_name!r} needs the user latent: pass latent (batch key "
+              "'latent') of shape [B, Z].")
+        inputs[name] = latent
+      else:
+        raise ValueError(f"head {self.head_name!r} reads an unknown input {name!r}.")
+    return self.head(features, **inputs)
 
 
 def _check_config(config: Any) -> None:
