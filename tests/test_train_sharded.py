@@ -194,7 +194,7 @@ def test_each_process_loads_only_its_rows():
       (0, 2), (0, 2), (2, 4), (2, 4), (4, 6), (4, 6), (6, 8), (6, 8)]
   # The eval index batches are those of eval_batches (one home for the layout: the data).
   data = rm_data.load_preference_data(_config().data, workdir="/nonexistent")
-  for (indices, valid), batch in zip(batching.eval_index_batches(data.eval.num_examples, 48),
+  for (indices, valid), batch in zip(rm_data.eval_index_batches(data.eval.num_examples, 48),
                                      data.eval.eval_batches(48)):
     gathered = data.eval.gather(indices, valid)
     assert gathered.keys() == batch.keys()

@@ -18,6 +18,7 @@ from rmjax.data.builders import MalformedRecordError
 from rmjax.data.builders import PreferenceJsonl
 from rmjax.data.datasets import BATCH_KEYS
 from rmjax.data.datasets import EpisodeDataset
+from rmjax.data.datasets import eval_index_batches
 from rmjax.data.datasets import ListDataset
 from rmjax.data.datasets import PreferenceDataset
 from rmjax.data.loading import default_data_config
@@ -34,7 +35,8 @@ from rmjax.data.tokenizer import ByteTokenizer
 from rmjax.data.tokenizer import Truncation
 
 __all__ = [
-    "BATCH_KEYS", "ByteTokenizer", "default_data_config", "EpisodeDataset", "FORMATS",
+    "BATCH_KEYS", "ByteTokenizer", "default_data_config", "EpisodeDataset",
+    "eval_index_batches", "FORMATS",
     "ListDataset",
     "ground_truth_reward", "ground_truth_rewards", "HhRlhf", "load_preference_data",
     "make_synthetic_preferences", "make_world", "MalformedRecordError", "PreferenceData",

@@ -149,11 +149,26 @@ class _IndexedArrays:
     return self._eval_batches(batch_size)
 
   def _eval_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    for start in range(0, self._num_examples, batch_size):
-      indices = np.arange(start, min(start + batch_size, self._num_examples))
-      real = len(indices)
-      indices = np.concatenate([indices, np.full(batch_size - real, indices[-1])])
-      yield self.gather(indices, valid=np.arange(batch_size) < real)
+    for indices, valid in eval_index_batches(self._num_examples, batch_size):
+      yield self.gather(indices, valid=valid)
+
+
+def eval_index_batches(num_examples: int, batch_size: int
+                       ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """(indices [B], valid [B]) of each eval batch: every example once, in order.
+
+  The last batch is padded with copies of its last row marked invalid. The layout of
+  `eval_batches`, without gathering anything: each process of a multi-host run gathers only
+  its own rows of these indices.
+
+  >>> [(i.tolist(), v.tolist()) for i, v in eval_index_batches(3, 2)]
+  [([0, 1], [True, True]), ([2, 2], [True, False])]
+  """
+  for start in range(0, num_examples, batch_size):
+    indices = np.arange(start, min(start + batch_size, num_examples))
+    real = len(indices)
+    indices = np.concatenate([indices, np.full(batch_size - real, indices[-1])])
+    yield indices, np.arange(batch_size) < real
 
 
 def _check_right_padded(name: str, what: str, mask: np.ndarray, tokens: np.ndarray) -> None:

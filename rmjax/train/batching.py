@@ -7,26 +7,11 @@ the same indices, gathers only the rows its devices hold under the batch shardin
 a plain transfer).
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from rmjax import parallel
-
-
-def eval_index_batches(num_examples: int, batch_size: int
-                       ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """(indices [B], valid [B]) of each eval batch: every example once, in order.
-
-  The last batch is padded with copies of its last row marked invalid (the layout of the
-  datasets' `eval_batches`), without gathering anything: each process then gathers only its
-  own rows.
-  """
-  for start in range(0, num_examples, batch_size):
-    indices = np.arange(start, min(start + batch_size, num_examples))
-    real = len(indices)
-    indices = np.concatenate([indices, np.full(batch_size - real, indices[-1])])
-    yield indices, np.arange(batch_size) < real
 
 
 def row_ranges(rows: np.ndarray) -> str:

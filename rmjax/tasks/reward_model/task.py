@@ -23,7 +23,6 @@ from rmjax.tasks.reward_model.family import FORMAT_FIELDS
 from rmjax.tasks.reward_model.family import Family
 from rmjax.tasks.reward_model.family import get_family
 from rmjax.tasks.reward_model.family import TOKEN_MASK_FIELDS
-from rmjax.train import batching
 from rmjax.train import report as report_lib
 from rmjax.train import trainer
 from rmjax.train.task import Task
@@ -53,7 +52,7 @@ def evaluate_pairs(eval_step, params, dataset, place, *, batch_size: int, num_bi
   """
   logits, probs = [], []
   preference_prob = dataset.arrays.get("preference_prob")
-  for indices, valid in batching.eval_index_batches(dataset.num_examples, batch_size):
+  for indices, valid in rm_data.eval_index_batches(dataset.num_examples, batch_size):
     batch_logits = np.asarray(eval_step(params, place(dataset, indices, valid)))
     logits.append(batch_logits[valid].reshape(-1))
     if preference_prob is not None:
