@@ -93,7 +93,7 @@ def check_config(family: Family, config: ml_collections.ConfigDict) -> None:
   if config.data.format != family.data_format:
     raise ValueError(f"data.format={config.data.format!r} does not fit family="
                      f"{family.name!r}, which trains on data.format={family.data_format!r}")
-  if family.synthetic_only and config.data.source != "synthetic" and family.load_data is None:
+  if family.synthetic_only and config.data.source != "synthetic":
     raise ValueError(f"family={family.name!r} trains on generated data; data.source must be "
                      f"'synthetic', got {config.data.source!r}")
   family.check_config(config)

@@ -53,9 +53,6 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   if config.pal.variant not in VARIANTS:
     raise ValueError(f"pal.variant: expected one of {tuple(VARIANTS)}, got "
                      f"{config.pal.variant!r}")
-  if config.data.source != "synthetic":
-    raise ValueError("family='pal' trains on generated pairs from known users; data.source "
-                     f"must be 'synthetic', got {config.data.source!r}")
   s = config.data.synthetic
   for name in ("num_train", "num_eval"):
     if s[name] < config.head.num_users:
@@ -149,6 +146,7 @@ FAMILY = Family(
     summary="PAL-A / PAL-B: users as mixes of K prototype ideal points, pairs with user ids",
     head=lambda config: VARIANTS[config.pal.variant],
     config=_config,
+    synthetic_only=True,
     configure=_configure,
     check_config=_check_config,
     pair_loss=_pair_loss,
