@@ -22,12 +22,10 @@ Conventions shared with the reward-model losses:
     over valid entries), and optional per-pair `weights`.
 
 As in `listwise`, each public function checks what only Python can check
-(hyperparameters, option names) and hands the rest to a jitted core: an eager
-call costs one compilation per shape instead of one per primitive, and shape
-and dtype errors are raised while tracing, naming the argument either way.
+(hyperparameters, option names) and hands the rest to a private helper;
+nothing is jitted inside (callers jit, see `rmjax.losses`).
 """
 
-import functools
 import numbers
 from typing import Optional
 
@@ -45,7 +43,7 @@ _MAX_MEAN_LOGP = -1e-6
 
 
 def _arrays(*xs):
-  """`jnp.asarray` of each argument, None kept (for the jitted cores)."""
+  """`jnp.asarray` of each argument, None kept (for the private helpers)."""
   return tuple(None if x is None else jnp.asarray(x) for x in xs)
 
 
@@ -60,16 +58,13 @@ def _log_ratios(policy_chosen_logps, policy_rejected_logps,
   return pc - rc, pr - rr, valid
 
 
-@functools.partial(jax.jit,
-                   static_argnames=("per_pair", "static_args", "reduction"))
 def _margin_loss(policy_chosen_logps, policy_rejected_logps,
                  reference_chosen_logps, reference_rejected_logps, weights,
                  mask, beta, *, per_pair, static_args=(), reduction):
   """Reduces `per_pair(h, beta, *static_args)` of the log-ratio margins h.
 
-  The jitted core of the losses that depend on a pair only through
-  h = (pi_w - ref_w) - (pi_l - ref_l) (rDPO, IPO, hinge): one compilation per
-  loss and shape.
+  The shared body of the losses that depend on a pair only through
+  h = (pi_w - ref_w) - (pi_l - ref_l) (rDPO, IPO, hinge).
   """
   chosen, rejected, valid = _log_ratios(
       policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
@@ -202,7 +197,6 @@ def dpo_loss(
       reduction=reduction)
 
 
-@functools.partial(jax.jit, static_argnames=("label_smoothing", "reduction"))
 def _dpo_loss(policy_chosen_logps, policy_rejected_logps,
               reference_chosen_logps, reference_rejected_logps, weights, mask,
               beta, label_smoothing, reduction):
@@ -474,7 +468,6 @@ def simpo_loss(
       beta, gamma, reduction=reduction)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction",))
 def _simpo_loss(policy_chosen_logps, policy_rejected_logps, weights, mask,
                 beta, gamma, reduction):
   (chosen, rejected), valid, _ = _reduction.sanitized_inputs(
@@ -557,7 +550,6 @@ def orpo_loss(
       lam, reduction=reduction)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction",))
 def _orpo_loss(policy_chosen_logps, policy_rejected_logps, weights, mask, lam,
                reduction):
   (chosen, rejected), valid, _ = _reduction.sanitized_inputs(
@@ -653,7 +645,6 @@ def kto_loss(
       reduction=reduction)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction",))
 def _kto_loss(policy_logps, reference_logps, desirable, kl_policy_logps,
               kl_reference_logps, kl_mask, mask, beta, w_d, w_u, reduction):
   (logp, ref), valid, dtype = _reduction.sanitized_inputs(
@@ -747,7 +738,6 @@ def selm_loss(
       beta, alpha, reduction=reduction)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction",))
 def _selm_loss(policy_chosen_logps, policy_rejected_logps,
                reference_chosen_logps, reference_rejected_logps,
                policy_sampled_logps, reference_sampled_logps, weights, mask,
@@ -832,7 +822,6 @@ def dno_loss(
       beta, reduction=reduction)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction",))
 def _dno_loss(policy_logps_1, policy_logps_2, reference_logps_1,
               reference_logps_2, rewards_1, rewards_2, weights, mask, beta,
               reduction):
@@ -915,10 +904,9 @@ def lipo_lambda_loss(
       reduction=reduction)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction",))
 def _lipo_lambda_loss(policy_logps, reference_logps, labels, beta, mask,
                       reduction):
-  """The computation of `lipo_lambda_loss` (one compilation per shape)."""
+  """The computation of `lipo_lambda_loss`."""
   (logp, ref, psi), valid, _ = _reduction.sanitized_inputs(
       [("policy_logps", policy_logps), ("reference_logps", reference_logps),
        ("labels", labels)], mask, "[B, K]")
@@ -1007,9 +995,8 @@ def pro_loss(
                    *_arrays(mask), reduction=reduction)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction",))
 def _pro_loss(policy_logps, rewards, sft_logps, sft_weight, mask, reduction):
-  """The computation of `pro_loss` (one compilation per shape)."""
+  """The computation of `pro_loss`."""
   named = [("policy_logps", policy_logps), ("rewards", rewards)]
   if sft_logps is not None:
     named.append(("sft_logps", sft_logps))
@@ -1130,8 +1117,6 @@ def mah_dpo_loss(
       reduction=reduction)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("num_heads", "label_smoothing", "reduction"))
 def _mah_dpo_loss(policy_chosen_logps, policy_rejected_logps,
                   reference_chosen_logps, reference_rejected_logps, mask,
                   head_ids, beta, num_heads, label_smoothing, reduction):

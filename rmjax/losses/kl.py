@@ -19,7 +19,6 @@ All functions compute in float32 (bfloat16 inputs are upcast), and every masked 
 by 0 before anything is computed (NaN/inf padding changes neither values nor gradients).
 """
 
-import functools
 from typing import NamedTuple, Optional
 
 import chex
@@ -101,7 +100,6 @@ def kl_penalty(
   return _kl_penalty(logp, ref_logp, valid, clamp, estimator=estimator)
 
 
-@functools.partial(jax.jit, static_argnames=("estimator",))
 def _kl_penalty(logp, ref_logp, valid, clamp, *, estimator):
   log_u = ref_logp - logp
   if estimator == "k1":
@@ -161,7 +159,6 @@ def categorical_kl(
   return _categorical_kl(logits, ref_logits, valid)
 
 
-@jax.jit
 def _categorical_kl(logits, ref_logits, valid):
   dtype = _reduction.compute_dtype(logits, ref_logits)
   logits = jnp.where(valid[..., None], logits.astype(dtype), 0)
@@ -232,7 +229,6 @@ def kl_in_reward(
   return _kl_in_reward(scores, kl, valid, beta)
 
 
-@jax.jit
 def _kl_in_reward(scores, kl, valid, beta):
   dtype = _reduction.compute_dtype(scores, kl)
   kl = jnp.where(valid, kl.astype(dtype), 0)
@@ -282,7 +278,6 @@ def adaptive_kl_init(init_beta: float, target: float, horizon: float) -> Adaptiv
   return AdaptiveKLState(as_f32(init_beta), as_f32(target), as_f32(horizon))
 
 
-@jax.jit
 def adaptive_kl_update(state: AdaptiveKLState, observed_kl: chex.Numeric,
                        n_steps: chex.Numeric) -> AdaptiveKLState:
   """One step of the adaptive KL controller (a proportional controller on log beta).

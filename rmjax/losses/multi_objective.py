@@ -49,7 +49,7 @@ def min_norm_weights(
   and a zero gradient among positively correlated ones gets all the weight
   within T - 1 steps.
 
-  The loop is a `lax.fori_loop` (jit-safe; `num_iterations` is static), and
+  The loop is a `lax.scan` (jit-safe; `num_iterations` is static), and
   the output carries no gradient (`stop_gradient`): the weights are
   constants of the weighted loss, as in MGDA.
 
@@ -95,23 +95,29 @@ def min_norm_weights(
   g = jax.lax.stop_gradient(gradients.astype(dtype))
   gram = g @ g.T  # [T, T]
 
-  def step(_, lam):
-    gram_lam = gram @ lam
-    toward = jnp.argmin(gram_lam)
-    away = jnp.argmax(jnp.where(lam > 0, gram_lam, -jnp.inf))
-    curvature = (gram[toward, toward] - 2.0 * gram[toward, away]
-                 + gram[away, away])
-    safe = jnp.where(curvature > 0, curvature, 1.0)
-    gamma = jnp.where(
-        curvature > 0,
-        jnp.clip((gram_lam[away] - gram_lam[toward]) / safe, 0.0, lam[away]),
-        0.0)
-    one_hot = lambda t: jax.nn.one_hot(t, num_tasks, dtype=dtype)
-    return lam + gamma * (one_hot(toward) - one_hot(away))
-
   lam0 = jnp.full((num_tasks,), 1.0 / num_tasks, dtype)
-  lam = jax.lax.fori_loop(0, num_iterations, step, lam0)
+  # A scan, not a fori_loop: fori_loop wraps its body in a fresh closure, which an eager call
+  # would trace and compile every time.
+  (lam, _), _ = jax.lax.scan(_pairwise_frank_wolfe_step, (lam0, gram), None,
+                             length=num_iterations)
   return jax.lax.stop_gradient(lam)
+
+
+def _pairwise_frank_wolfe_step(carry, _):
+  """One step of `min_norm_weights` (module-level: eager calls reuse the compiled loop)."""
+  lam, gram = carry
+  gram_lam = gram @ lam
+  toward = jnp.argmin(gram_lam)
+  away = jnp.argmax(jnp.where(lam > 0, gram_lam, -jnp.inf))
+  curvature = (gram[toward, toward] - 2.0 * gram[toward, away]
+               + gram[away, away])
+  safe = jnp.where(curvature > 0, curvature, 1.0)
+  gamma = jnp.where(
+      curvature > 0,
+      jnp.clip((gram_lam[away] - gram_lam[toward]) / safe, 0.0, lam[away]),
+      0.0)
+  one_hot = lambda t: jax.nn.one_hot(t, lam.shape[0], dtype=lam.dtype)
+  return (lam + gamma * (one_hot(toward) - one_hot(away)), gram), None
 
 
 def weighted_task_loss(
