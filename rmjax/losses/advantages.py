@@ -173,7 +173,6 @@ def grpo_advantages(
   return _scale_by_batch_std(centred, raw, valid, ddof, eps)
 
 
-@jax.jit
 def _scale_by_batch_std(centred, raw, valid, ddof, eps):
   axes = tuple(range(raw.ndim))
   moments = normalization.masked_moments
@@ -238,7 +237,6 @@ def rloo_advantages(rewards: chex.Array, *, mask: Optional[chex.Array] = None) -
   return _rloo(rewards, valid)
 
 
-@jax.jit
 def _rloo(rewards, valid):
   count = jnp.sum(valid, axis=-1, keepdims=True, dtype=rewards.dtype)
   total = jnp.sum(rewards, axis=-1, keepdims=True)
@@ -315,18 +313,19 @@ def _check_discount(x, name):
   return float(x)
 
 
-@jax.jit
 def _discounted_returns(rewards, valid, gamma):
   """G_t = r_t + gamma G_{t'} with t' the next valid token; masked positions pass G through."""
-
-  def step(carry, inputs):
-    reward, is_valid = inputs
-    ret = jnp.where(is_valid, reward + gamma * carry, carry)
-    return ret, jnp.where(is_valid, ret, 0)
-
-  init = jnp.zeros(rewards.shape[0], rewards.dtype)
-  _, returns = jax.lax.scan(step, init, (rewards.T, valid.T), reverse=True)
+  init = (jnp.zeros(rewards.shape[0], rewards.dtype), jnp.asarray(gamma, rewards.dtype))
+  _, returns = jax.lax.scan(_discounted_return_step, init, (rewards.T, valid.T), reverse=True)
   return returns.T
+
+
+def _discounted_return_step(carry, inputs):
+  """One reverse step of `_discounted_returns` (module-level: eager calls reuse the scan)."""
+  following, gamma = carry
+  reward, is_valid = inputs
+  ret = jnp.where(is_valid, reward + gamma * following, following)
+  return (ret, gamma), jnp.where(is_valid, ret, 0)
 
 
 def reinforce_plus_plus_baseline_advantages(
@@ -450,7 +449,6 @@ def opo_advantages(
   return _opo(rewards, lengths, valid)
 
 
-@jax.jit
 def _opo(rewards, lengths, valid):
   total_length = jnp.sum(lengths, axis=-1, keepdims=True)
   nonzero = total_length > 0
@@ -467,15 +465,20 @@ def gae(
     *,
     gamma: float = 1.0,
     lam: float = 1.0,
+    discounts: Optional[chex.Array] = None,
+    bootstrap_value: Optional[chex.Array] = None,
 ) -> Tuple[jnp.ndarray, jnp.ndarray]:
   """Generalised advantage estimation over token sequences (a reverse `lax.scan`).
 
-    delta_t = r_t + gamma V_{t'} - V_t,      A_t = delta_t + gamma lam A_{t'},      R_t = A_t + V_t
+    delta_t = r_t + d_t V_{t'} - V_t,      A_t = delta_t + d_t lam A_{t'},      R_t = A_t + V_t
 
-  where t' is the next *valid* token after t (masked positions are skipped, as in verl, and get 0)
-  and V and A after the last valid token are 0 (the episode ends with the response). The
-  advantages are not whitened: apply `batch_whiten(advantages, mask=mask)` for PPO's usual
-  normalisation.
+  where t' is the next *valid* token after t (masked positions are skipped, as in verl, and get
+  0) and d_t is the discount of step t: `gamma` for every step by default, or `discounts[:, t]`
+  (as rlax's `truncated_generalized_advantage_estimation`, whose `discount_t` is per step; a 0
+  ends the episode at t). After the last valid token A = 0 and V = `bootstrap_value`: 0 by
+  default (the episode ends with the response), or the critic's value of the state after a
+  truncated sequence. The advantages are not whitened: apply `batch_whiten(advantages,
+  mask=mask)` for PPO's usual normalisation.
 
   With gamma = lam = 1 and V = 0, A_t = R_t = sum_{s >= t} r_s (the reward-to-go).
 
@@ -483,8 +486,12 @@ def gae(
     rewards: [N, T] per-token rewards (e.g. `kl_in_reward(...)`).
     values: [N, T] value estimates V_t of the critic.
     mask: [N, T] response mask.
-    gamma: Python float discount in [0, 1] (default 1).
+    gamma: Python float discount in [0, 1] (default 1); unused when `discounts` is given.
     lam: Python float GAE lambda in [0, 1] (default 1).
+    discounts: optional [N, T] per-step discounts d_t in [0, 1] (not checked: they may be traced);
+      default None: d_t = gamma.
+    bootstrap_value: optional [N] value of the state after each row's last valid token (e.g.
+      V of the next state of a truncated sequence); default None: 0.
 
   Returns:
     (advantages, returns): [N, T] float32 arrays, 0 at masked tokens.
@@ -503,27 +510,44 @@ def gae(
   ...                gamma=1.0, lam=0.5)
   >>> adv.tolist(), ret.tolist()  # delta = (0, 0.5); A_0 = 0 + 0.5 * 0.5
   ([[0.25, 0.5]], [[0.75, 1.0]])
+  >>> adv, _ = gae(jnp.array([[1.0]]), jnp.array([[0.5]]), jnp.ones((1, 1)),
+  ...              bootstrap_value=jnp.array([2.0]))
+  >>> adv.tolist()  # truncated: delta = 1 + 2 - 0.5
+  [[2.5]]
   """
   (rewards,), valid, dtype = _reduction.sanitized_inputs([("rewards", rewards)], mask, "[N, T]")
   values_arr = _reduction.same_shape_input(values, "values", rewards, "rewards", valid, dtype)
   gamma = _check_discount(gamma, "gamma")
   lam = _check_discount(lam, "lam")
-  return _gae(rewards, values_arr, valid, gamma, lam)
+  if discounts is None:
+    discounts = jnp.full(rewards.shape, gamma, dtype)
+  else:
+    discounts = _reduction.same_shape_input(discounts, "discounts", rewards, "rewards", valid,
+                                            dtype)
+  if bootstrap_value is None:
+    bootstrap_value = jnp.zeros(rewards.shape[0], dtype)
+  else:
+    bootstrap_value = _reduction.batch_vector(bootstrap_value, "bootstrap_value",
+                                              rewards.shape[0], "rewards").astype(dtype)
+  return _gae(rewards, values_arr, valid, discounts, lam, bootstrap_value)
 
 
-@jax.jit
-def _gae(rewards, values, valid, gamma, lam):
+def _gae_step(carry, inputs):
+  """One reverse step of `gae`; module-level, so eager calls reuse the compiled scan."""
+  next_value, next_advantage = carry
+  reward, value, is_valid, discount, decay = inputs
+  delta = reward + discount * next_value - value
+  advantage = delta + decay * next_advantage
+  carry = (jnp.where(is_valid, value, next_value), jnp.where(is_valid, advantage, next_advantage))
+  return carry, jnp.where(is_valid, advantage, 0)
 
-  def step(carry, inputs):
-    next_value, next_advantage = carry
-    reward, value, is_valid = inputs
-    delta = reward + gamma * next_value - value
-    advantage = delta + gamma * lam * next_advantage
-    carry = (jnp.where(is_valid, value, next_value), jnp.where(is_valid, advantage, next_advantage))
-    return carry, jnp.where(is_valid, advantage, 0)
 
-  zeros = jnp.zeros(rewards.shape[0], rewards.dtype)
-  _, advantages = jax.lax.scan(step, (zeros, zeros), (rewards.T, values.T, valid.T), reverse=True)
+def _gae(rewards, values, valid, discounts, lam, bootstrap_value):
+  decays = discounts * jnp.asarray(lam, discounts.dtype)
+  init = (bootstrap_value, jnp.zeros_like(bootstrap_value))
+  _, advantages = jax.lax.scan(_gae_step, init,
+                               (rewards.T, values.T, valid.T, discounts.T, decays.T),
+                               reverse=True)
   advantages = advantages.T
   return advantages, jnp.where(valid, advantages + values, 0)
 
@@ -562,7 +586,6 @@ def bnpo_beta_parameters(
   return _bnpo_beta_parameters(p, valid)
 
 
-@jax.jit
 def _bnpo_beta_parameters(p, valid):
   moments = normalization.masked_moments
   mean, std, count, _ = moments(p, valid, axis=0, ddof=1)
@@ -657,7 +680,6 @@ def _check_reward_range(reward_range):
   return lo, hi
 
 
-@jax.jit
 def _bnpo(rewards, valid, lo, hi, alpha, beta, max_weight):
   s = jnp.where(valid, (rewards - lo) / (hi - lo), 0)
   count = jnp.sum(valid, axis=-1, dtype=s.dtype)
@@ -781,7 +803,6 @@ def pairwise_win_rates(
   return _win_rates(judgements, valid)
 
 
-@jax.jit
 def _win_rates(judgements, valid):
   dtype = _reduction.compute_dtype(judgements)
   num = judgements.shape[1]
