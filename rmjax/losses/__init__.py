@@ -38,6 +38,7 @@ from rmjax.losses.advantages import reinforce_plus_plus_baseline_advantages
 from rmjax.losses.advantages import remax_advantages
 from rmjax.losses.advantages import rloo_advantages
 from rmjax.losses.advantages import SCALE_REWARDS
+from rmjax.losses.advantages import SINGLE_SAMPLE
 from rmjax.losses.bradley_terry import bradley_terry_loss
 from rmjax.losses.bradley_terry import l2_reward_penalty
 from rmjax.losses.bradley_terry import reward_centering_penalty
@@ -123,6 +124,7 @@ __all__ = (
     "PAL_INIT_LOG_TEMPERATURE",
     "SCALE_REWARDS",
     "SCALES",
+    "SINGLE_SAMPLE",
     "STABLE_REINFORCE_LOG_RATIO_BOUNDS",
     "adaptive_kl_init",
     "adaptive_kl_update",

@@ -29,6 +29,9 @@ from rmjax.losses import kl as kl_lib
 from rmjax.losses import normalization
 
 SCALE_REWARDS = ("group", "batch", "none")
+# What a group with a single valid sample gets (`rloo_advantages`, `opo_advantages`): "zero"
+# advantage (the sample is its own baseline), or its "raw_reward" (baseline 0, as verl).
+SINGLE_SAMPLE = ("zero", "raw_reward")
 
 
 def _grouped(rewards, mask, name="rewards"):
@@ -36,6 +39,11 @@ def _grouped(rewards, mask, name="rewards"):
   grouped_inputs = normalization._grouped_inputs  # pylint: disable=protected-access
   rewards, valid = grouped_inputs(rewards, mask, name)
   return jnp.where(valid, rewards.astype(_reduction.compute_dtype(rewards)), 0), valid
+
+
+def _check_single_sample(single_sample):
+  if not isinstance(single_sample, str) or single_sample not in SINGLE_SAMPLE:
+    raise ValueError(f"`single_sample` must be one of {SINGLE_SAMPLE}; got {single_sample!r}.")
 
 
 def _token_mask(mask, n, source):
@@ -207,21 +215,29 @@ def dr_grpo_advantages(rewards: chex.Array, *, mask: Optional[chex.Array] = None
   return normalization.group_normalize(rewards, mask=mask, scale="none")
 
 
-def rloo_advantages(rewards: chex.Array, *, mask: Optional[chex.Array] = None) -> jnp.ndarray:
+def rloo_advantages(
+    rewards: chex.Array,
+    *,
+    mask: Optional[chex.Array] = None,
+    single_sample: str = "zero",
+) -> jnp.ndarray:
   """REINFORCE leave-one-out: A_bi = r_bi - mean_{j != i} r_bj = n_b / (n_b - 1) (r_bi - mean_b).
 
-  n_b is the number of valid samples of group b; a group with fewer than 2 valid samples has no
-  leave-one-out baseline and gets 0.
+  n_b is the number of valid samples of group b. A group with a single valid sample has no other
+  sample to form a baseline from: with single_sample="zero" (default) its advantage is 0 (no
+  learning signal from a prompt sampled once, as GRPO's group normalisation gives); with
+  "raw_reward" it is r_bi, i.e. baseline 0 (verl's `compute_rloo_outcome_advantage`).
 
   Args:
     rewards: [B, G] rewards.
     mask: optional [B, G] validity mask.
+    single_sample: "zero" (default) or "raw_reward": the advantage of a one-sample group.
 
   Returns:
     [B, G] float32 advantages.
 
   Raises:
-    ValueError: `rewards` not [B, G] or with G = 0; bad `mask`.
+    ValueError: `rewards` not [B, G] or with G = 0; bad `mask` or `single_sample`.
     TypeError: non-real `rewards`.
 
   References:
@@ -232,17 +248,23 @@ def rloo_advantages(rewards: chex.Array, *, mask: Optional[chex.Array] = None) -
   >>> from rmjax.losses.advantages import rloo_advantages
   >>> rloo_advantages(jnp.array([[1.0, 0.0, 0.0, 0.0]])).tolist()  # 1 - 0, 0 - 1/3
   [[1.0, -0.333...]]
+  >>> rloo_advantages(jnp.array([[2.0]]), single_sample="raw_reward").tolist()  # baseline 0
+  [[2.0]]
   """
+  _check_single_sample(single_sample)
   rewards, valid = _grouped(rewards, mask)
-  return _rloo(rewards, valid)
+  return _rloo(rewards, valid, single_sample)
 
 
-def _rloo(rewards, valid):
+def _rloo(rewards, valid, single_sample):
   count = jnp.sum(valid, axis=-1, keepdims=True, dtype=rewards.dtype)
   total = jnp.sum(rewards, axis=-1, keepdims=True)
   others = jnp.maximum(count - 1, 1)
+  # With one valid sample, total - rewards = 0: the baseline is 0 and the advantage r.
   advantages = rewards - (total - rewards) / others
-  return jnp.where(valid & (count >= 2), advantages, 0)
+  if single_sample == "zero":
+    return jnp.where(valid & (count >= 2), advantages, 0)
+  return jnp.where(valid, advantages, 0)
 
 
 def reinforce_plus_plus_advantages(
@@ -415,24 +437,29 @@ def opo_advantages(
     lengths: chex.Array,
     *,
     mask: Optional[chex.Array] = None,
+    single_sample: str = "zero",
 ) -> jnp.ndarray:
   """OPO: the length-weighted group mean reward as the baseline.
 
     b_b = sum_j l_bj r_bj / sum_j l_bj   (valid j),       A_bi = r_bi - b_b
 
   the baseline that minimises the variance of the token-summed gradient under the assumption that
-  it grows with length. A group whose valid lengths sum to 0 gets baseline 0.
+  it grows with length. A group whose valid lengths sum to 0 gets baseline 0. A group with a
+  single valid sample is its own baseline by this formula, so with single_sample="zero"
+  (default) its advantage is 0 (as `rloo_advantages`); with "raw_reward" its baseline is 0 and
+  its advantage r_bi (verl's `compute_opo_outcome_advantage`).
 
   Args:
     rewards: [B, G] rewards.
     lengths: [B, G] response lengths in tokens (>= 0).
     mask: optional [B, G] validity mask.
+    single_sample: "zero" (default) or "raw_reward": the advantage of a one-sample group.
 
   Returns:
     [B, G] float32 advantages.
 
   Raises:
-    ValueError: mismatched shapes.
+    ValueError: mismatched shapes, bad `single_sample`.
     TypeError: non-real inputs.
 
   References:
@@ -442,16 +469,21 @@ def opo_advantages(
   >>> from rmjax.losses.advantages import opo_advantages
   >>> opo_advantages(jnp.array([[1.0, 0.0]]), jnp.array([[1, 3]])).tolist()  # b = 1 / 4
   [[0.75, -0.25]]
+  >>> opo_advantages(jnp.array([[2.0]]), jnp.array([[5]]), single_sample="raw_reward").tolist()
+  [[2.0]]
   """
+  _check_single_sample(single_sample)
   rewards, valid = _grouped(rewards, mask)
   lengths = _reduction.same_shape_input(lengths, "lengths", rewards, "rewards", valid,
                                         rewards.dtype)
-  return _opo(rewards, lengths, valid)
+  return _opo(rewards, lengths, valid, single_sample)
 
 
-def _opo(rewards, lengths, valid):
+def _opo(rewards, lengths, valid, single_sample):
   total_length = jnp.sum(lengths, axis=-1, keepdims=True)
   nonzero = total_length > 0
+  if single_sample == "raw_reward":
+    nonzero &= jnp.sum(valid, axis=-1, keepdims=True) >= 2
   baseline = jnp.where(
       nonzero, jnp.sum(lengths * rewards, axis=-1, keepdims=True)
       / jnp.where(nonzero, total_length, 1), 0)
