@@ -60,16 +60,19 @@ from rmjax.losses.direct_preference import selm_loss
 from rmjax.losses.direct_preference import simpo_loss
 from rmjax.losses.general_preference import general_preference_loss
 from rmjax.losses.general_preference import general_preference_score
+from rmjax.losses.kl import adaptive_kl_controller
 from rmjax.losses.kl import adaptive_kl_init
 from rmjax.losses.kl import adaptive_kl_update
 from rmjax.losses.kl import AdaptiveKLState
 from rmjax.losses.kl import categorical_kl
 from rmjax.losses.kl import ESTIMATORS
+from rmjax.losses.kl import fixed_kl_controller
 from rmjax.losses.kl import fixed_kl_init
 from rmjax.losses.kl import fixed_kl_update
 from rmjax.losses.kl import FixedKLState
 from rmjax.losses.kl import kl_in_reward
 from rmjax.losses.kl import kl_penalty
+from rmjax.losses.kl import KLControllerState
 from rmjax.losses.listwise import all_pairs_bradley_terry_loss
 from rmjax.losses.listwise import lipo_lambda_weights
 from rmjax.losses.listwise import pairwise_preference_matrix
@@ -126,6 +129,7 @@ __all__ = (
     "SCALES",
     "SINGLE_SAMPLE",
     "STABLE_REINFORCE_LOG_RATIO_BOUNDS",
+    "adaptive_kl_controller",
     "adaptive_kl_init",
     "adaptive_kl_update",
     "AdaptiveKLState",
@@ -148,6 +152,7 @@ __all__ = (
     "dr_grpo_advantages",
     "dynamic_sampling_mask",
     "entropy_from_logits",
+    "fixed_kl_controller",
     "fixed_kl_init",
     "fixed_kl_update",
     "FixedKLState",
@@ -169,6 +174,7 @@ __all__ = (
     "joint_preference_regression_loss",
     "kl_in_reward",
     "kl_penalty",
+    "KLControllerState",
     "kto_loss",
     "l2_reward_penalty",
     "lipo_lambda_loss",
