@@ -226,8 +226,8 @@ def robust_dpo_loss(
 
   Unlike cDPO (`dpo_loss(label_smoothing=e)`), the flipped term is
   *subtracted*: its expectation over labels flipped with probability e is the
-  clean DPO loss. [check] resolved: Chowdhury et al. (2024) define the loss
-  as ((1 - e) l(h) - e l(-h)) / (1 - 2 e) with l the DPO loss, and TRL's
+  clean DPO loss. Chowdhury et al. (2024) define the loss as
+  ((1 - e) l(h) - e l(-h)) / (1 - 2 e) with l the DPO loss, and TRL's
   loss_type="robust" computes the same (label_smoothing = e). The loss is not
   bounded below (it decreases linearly in h for large h); its gradient with
   respect to h is always negative.
@@ -425,8 +425,8 @@ def simpo_loss(
     loss_i = -log sigmoid(beta (mean_logp_w - mean_logp_l) - gamma)
 
   on mean token log-probabilities (`sequence_log_probs(...,
-  aggregation="mean")`). [check] resolved: gamma is the margin on the
-  beta-scaled difference. The SimPO paper writes it so; the authors' trainer
+  aggregation="mean")`). gamma is the margin on the beta-scaled
+  difference. The SimPO paper writes it so; the authors' trainer
   (princeton-nlp/SimPO) is parameterised by gamma_beta_ratio = gamma / beta
   and computes -log sigmoid(beta (Delta - gamma / beta)), the same thing; TRL
   (CPOTrainer, loss_type="simpo", simpo_gamma) likewise. Defaults: beta = 2.0
@@ -688,10 +688,10 @@ def selm_loss(
 
   with y_ref_i ~ pi_ref(. | x_i). Minimising the second term lowers the
   policy's likelihood of what the reference already says, i.e. biases the
-  policy towards unexplored, potentially high-reward responses. [check]
-  resolved from the authors' trainer (shenao-zhang/SELM,
-  `optimistic_dpo_loss`): the term is added with a plus sign, on summed
-  log-probabilities, with alpha = 0.001 in their configs.
+  policy towards unexplored, potentially high-reward responses. As in the
+  authors' trainer (shenao-zhang/SELM, `optimistic_dpo_loss`), the term is
+  added with a plus sign, on summed log-probabilities, with alpha = 0.001 in
+  their configs.
 
   Sanity values: h = 0 and equal sampled log-probs -> log 2; the gradient
   with respect to `policy_sampled_logps` is +alpha beta.
@@ -856,8 +856,7 @@ def lipo_lambda_loss(
 
   The pair sum is `rmjax.losses.all_pairs_bradley_terry_loss(s, psi,
   group_ids=list index, weighting="lipo_lambda")` (one home for the pair rules
-  and the lambda weights, `lipo_lambda_weights`). [check] resolved: LiPO's
-  loss is a *sum* over the pairs of a list, averaged over lists (the
+  and the lambda weights, `lipo_lambda_weights`). LiPO's loss is a *sum* over the pairs of a list, averaged over lists (the
   expectation over prompts in Liu et al. 2024), so "mean" divides the total
   by the number of lists with at least one pair (not by the number of pairs,
   the all-pairs "mean"); "sum" is the total and "none" gives [B] per-list
@@ -948,9 +947,9 @@ def pro_loss(
     loss_b = sum_{k < n} L_k + sft_weight (n - 1)^2 NLL(best)
 
   i.e. Plackett-Luce over successive suffixes with reward-gap temperatures
-  1 / T_kj. NLL(best) = -sft_logps of the top response. [check] resolved from
-  the authors' code (AlibabaResearch/DAMO-ConvAI, PRO/train/utils/
-  process_manager.py): the ranking uses mean token log-probs, the SFT term the
+  1 / T_kj. NLL(best) = -sft_logps of the top response. As in the authors'
+  code (AlibabaResearch/DAMO-ConvAI, PRO/train/utils/process_manager.py),
+  the ranking uses mean token log-probs, the SFT term the
   *summed* log-prob of the best response (pass it as `sft_logps`; default:
   `policy_logps`), weighted by sft_weight (n - 1)^2 with sft_weight = 0.05 in
   their scripts; the L_k are summed over k. Masked responses are dropped
@@ -1051,9 +1050,9 @@ def mah_dpo_loss(
   Each pair belongs to one objective m = head_ids_i and its log-probs are
   computed with that objective's action head (the reference's log-probs with
   the reference model). H is the set of heads with at least one valid pair in
-  the batch: [check] resolved from the authors' trainer
-  (pearls-lab/multiobj-align, mah_dpo/mahdpo_trainers.py), which averages the
-  per-head mean losses over the heads present and skips empty ones. At
+  the batch, as in the authors' trainer (pearls-lab/multiobj-align,
+  mah_dpo/mahdpo_trainers.py), which averages the per-head mean losses over
+  the heads present and skips empty ones. At
   inference the heads' logits are mixed with user weights
   (`mix_head_logits`).
 
