@@ -25,7 +25,7 @@ import rmjax.losses as L
 
 # (module, core name, static argument names) of the private cores behind the measured losses.
 CORES = {
-    "dpo_loss": ("rmjax.losses.direct_preference", "_dpo_loss",
+    "dpo_loss": ("rmjax.losses.direct_preference._shared", "dpo_from_arrays",
                  ("label_smoothing", "reduction")),
     "plackett_luce_loss": ("rmjax.losses.listwise", "_plackett_luce_loss", ("reduction",)),
     "grpo_advantages": ("rmjax.losses.normalization", "_group_normalize", ("scale", "single")),
