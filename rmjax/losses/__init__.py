@@ -1,20 +1,20 @@
 """Pure reward-model losses: arrays in, arrays out.
 
 Reward-model losses, advantage estimators, policy-gradient and KL losses, token
-log-probabilities (plain and chunked), direct-preference losses. Imports only jax, jax.numpy and chex, so that other projects
-can use the losses without the training stack. Every loss takes an optional validity `mask`, and
-reduces with `reduce_loss` (`reduction` in {"mean", "sum", "none"}; "mean" is
-over valid examples only).
+log-probabilities (plain and chunked), direct-preference losses. Imports only
+jax, jax.numpy and chex, so that other projects can use the losses without the
+training stack. Every loss takes an optional validity `mask`, and reduces with
+`reduce_loss` (`reduction` in {"mean", "sum", "none"}; "mean" is over valid
+examples only).
 
 No private jit: as in optax and rlax, nothing in `rmjax.losses` is jitted
-inside; the caller jits (a train step, an evaluation function, or
-`jax.jit(loss)` in a notebook loop). A public function checks its Python
-arguments eagerly (option names, hyperparameters, concrete labels) and then
-runs plain jnp code, possibly through private helpers; under the caller's
+inside; the caller jits (a train step, an evaluation function, or a jitted
+function around the loss in a notebook loop). A public function checks its
+Python arguments eagerly (option names, hyperparameters, concrete labels) and
+then runs plain jnp code, possibly through private helpers; under the caller's
 `jit` that code is traced once per shape, and called eagerly it runs op by op.
-A `lax.scan` body that an eager call would otherwise trace and compile afresh
-(a closure, or a `fori_loop`, which wraps its body in one) is a module-level
-function instead, so that eager calls reuse the compiled loop.
+The body of a `lax.scan` / `lax.fori_loop` is a module-level function, not a
+closure made afresh at each call, so that eager calls reuse the compiled loop.
 `benchmarks/loss_eager_call.py` measures the eager cost of this choice.
 """
 

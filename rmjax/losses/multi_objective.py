@@ -49,7 +49,7 @@ def min_norm_weights(
   and a zero gradient among positively correlated ones gets all the weight
   within T - 1 steps.
 
-  The loop is a `lax.scan` (jit-safe; `num_iterations` is static), and
+  The loop is a `lax.fori_loop` (jit-safe; `num_iterations` is static), and
   the output carries no gradient (`stop_gradient`): the weights are
   constants of the weighted loss, as in MGDA.
 
@@ -96,14 +96,11 @@ def min_norm_weights(
   gram = g @ g.T  # [T, T]
 
   lam0 = jnp.full((num_tasks,), 1.0 / num_tasks, dtype)
-  # A scan, not a fori_loop: fori_loop wraps its body in a fresh closure, which an eager call
-  # would trace and compile every time.
-  (lam, _), _ = jax.lax.scan(_pairwise_frank_wolfe_step, (lam0, gram), None,
-                             length=num_iterations)
+  lam, _ = jax.lax.fori_loop(0, num_iterations, _pairwise_frank_wolfe_step, (lam0, gram))
   return jax.lax.stop_gradient(lam)
 
 
-def _pairwise_frank_wolfe_step(carry, _):
+def _pairwise_frank_wolfe_step(_, carry):
   """One step of `min_norm_weights` (module-level: eager calls reuse the compiled loop)."""
   lam, gram = carry
   gram_lam = gram @ lam
@@ -117,7 +114,7 @@ def _pairwise_frank_wolfe_step(carry, _):
       jnp.clip((gram_lam[away] - gram_lam[toward]) / safe, 0.0, lam[away]),
       0.0)
   one_hot = lambda t: jax.nn.one_hot(t, lam.shape[0], dtype=lam.dtype)
-  return (lam + gamma * (one_hot(toward) - one_hot(away)), gram), None
+  return lam + gamma * (one_hot(toward) - one_hot(away)), gram
 
 
 def weighted_task_loss(

@@ -32,10 +32,11 @@ def lipo_lambda_loss(
 
   The pair sum is `rmjax.losses.all_pairs_bradley_terry_loss(s, psi,
   group_ids=list index, weighting="lipo_lambda")` (one home for the pair rules
-  and the lambda weights, `lipo_lambda_weights`). LiPO's loss is a *sum* over the pairs of a list, averaged over lists (the
-  expectation over prompts in Liu et al. 2024), so "mean" divides the total
-  by the number of lists with at least one pair (not by the number of pairs,
-  the all-pairs "mean"); "sum" is the total and "none" gives [B] per-list
+  and the lambda weights, `lipo_lambda_weights`). LiPO's loss is a *sum* over
+  the pairs of a list, averaged over lists (the expectation over prompts in
+  Liu et al. 2024), so "mean" divides the total by the number of lists with
+  at least one pair (not by the number of pairs, the all-pairs "mean"); "sum"
+  is the total and "none" gives [B] per-list
   sums.
 
   Two responses with labels (1, 0) give Delta = 1 - 1 / log2(3) = 0.3691
