@@ -112,6 +112,30 @@ class SimpleEstimatorsTest(chex.TestCase):
     np.testing.assert_allclose(adv.opo_advantages(REWARDS, jnp.full(REWARDS.shape, 7)),
                                adv.dr_grpo_advantages(REWARDS), rtol=1e-5, atol=1e-6)
 
+  @parameterized.parameters("zero", "raw_reward")
+  def test_single_sample_groups(self, single_sample):
+    # Group 0 has one valid sample, group 1 three (unaffected by the option).
+    rewards = jnp.array([[4.0, 1.0, 9.0], [1.0, 2.0, 6.0]])
+    mask = jnp.array([[1, 0, 0], [1, 1, 1]])
+    lengths = jnp.array([[5, 3, 2], [1, 1, 2]])
+    lone = 4.0 if single_sample == "raw_reward" else 0.0
+    rloo = adv.rloo_advantages(rewards, mask=mask, single_sample=single_sample)
+    # RLOO of group 1: 1 - 4, 2 - 3.5, 6 - 1.5.
+    np.testing.assert_allclose(rloo, [[lone, 0.0, 0.0], [-3.0, -1.5, 4.5]])
+    opo = adv.opo_advantages(rewards, lengths, mask=mask, single_sample=single_sample)
+    # OPO baseline of group 1: (1 + 2 + 12) / 4 = 3.75.
+    np.testing.assert_allclose(opo, [[lone, 0.0, 0.0], [-2.75, -1.75, 2.25]])
+    # A group of size G = 1.
+    np.testing.assert_allclose(
+        adv.rloo_advantages(jnp.array([[3.0]]), single_sample=single_sample),
+        [[3.0 if single_sample == "raw_reward" else 0.0]])
+
+  def test_single_sample_errors(self):
+    with pytest.raises(ValueError, match=r"`single_sample` must be one of .*got 'verl'"):
+      adv.rloo_advantages(REWARDS, single_sample="verl")
+    with pytest.raises(ValueError, match=r"`single_sample` must be one of .*got None"):
+      adv.opo_advantages(REWARDS, jnp.ones(REWARDS.shape), single_sample=None)
+
   def test_dler_matches_numpy(self):
     r = REWARDS.astype(np.float64)
     centred = r - r.mean(1, keepdims=True)
@@ -244,11 +268,87 @@ class GAETest(chex.TestCase):
     junk_values = np.where(mask, values, np.nan).astype(np.float32)
     np.testing.assert_allclose(adv.gae(rewards, junk_values, mask, gamma=gamma, lam=lam)[0], a)
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_truncated_sequence_with_bootstrap_value(self):
+    # gamma 0.9, lam 0.8 (gamma lam = 0.72), V after the last token = 3:
+    # delta = (1 + 0.9 - 0.5, 0 + 1.35 - 1, 2 + 2.7 - 1.5) = (1.4, 0.35, 3.2)
+    # A_2 = 3.2, A_1 = 0.35 + 0.72 * 3.2 = 2.654, A_0 = 1.4 + 0.72 * 2.654 = 3.31088
+    fn = self.variant(lambda r, v, m, b: adv.gae(r, v, m, gamma=0.9, lam=0.8, bootstrap_value=b))
+    a, ret = fn(jnp.array([[1.0, 0.0, 2.0]]), jnp.array([[0.5, 1.0, 1.5]]), jnp.ones((1, 3)),
+                jnp.array([3.0]))
+    np.testing.assert_allclose(a, [[3.31088, 2.654, 3.2]], rtol=1e-6)
+    np.testing.assert_allclose(ret, [[3.81088, 3.654, 4.7]], rtol=1e-6)
+    # bootstrap 0 is the default.
+    default = adv.gae(jnp.array([[1.0, 0.0, 2.0]]), jnp.array([[0.5, 1.0, 1.5]]), jnp.ones((1, 3)),
+                      gamma=0.9, lam=0.8)
+    zero = adv.gae(jnp.array([[1.0, 0.0, 2.0]]), jnp.array([[0.5, 1.0, 1.5]]), jnp.ones((1, 3)),
+                   gamma=0.9, lam=0.8, bootstrap_value=jnp.zeros(1))
+    np.testing.assert_array_equal(default[0], zero[0])
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_per_step_discounts_zero_ends_the_episode(self):
+    # V = 1, lam = 1, d = (0.5, 0, 0.5, 0.5): the episode ends after token 1.
+    # A_3 = 4 - 1 = 3; A_2 = 3 + 0.5 - 1 + 0.5 * 3 = 4; A_1 = 2 - 1 = 1; A_0 = 0.5 + 0.5 * 1 = 1
+    fn = self.variant(lambda r, v, m, d: adv.gae(r, v, m, discounts=d))
+    rewards, values = jnp.array([[1.0, 2.0, 3.0, 4.0]]), jnp.ones((1, 4))
+    a, _ = fn(rewards, values, jnp.ones((1, 4)), jnp.array([[0.5, 0.0, 0.5, 0.5]]))
+    np.testing.assert_allclose(a, [[1.0, 1.0, 4.0, 3.0]])
+    # The two episodes are independent: the first equals GAE on its tokens alone.
+    first, _ = adv.gae(rewards[:, :2], values[:, :2], jnp.ones((1, 2)), gamma=0.5)
+    np.testing.assert_allclose(a[:, :2], first)
+    # Constant discounts equal gamma.
+    np.testing.assert_array_equal(
+        adv.gae(rewards, values, jnp.ones((1, 4)), gamma=0.7, lam=0.9)[0],
+        adv.gae(rewards, values, jnp.ones((1, 4)), lam=0.9, discounts=jnp.full((1, 4), 0.7))[0])
+
+  def test_discounts_and_bootstrap_match_python_loop_and_ignore_padding(self):
+    n, t = 3, 7
+    rewards = _RNG.normal(size=(n, t)).astype(np.float32)
+    values = _RNG.normal(size=(n, t)).astype(np.float32)
+    discounts = _RNG.uniform(size=(n, t)).astype(np.float32)
+    discounts[0, 2] = 0.0
+    bootstrap = _RNG.normal(size=n).astype(np.float32)
+    mask = np.ones((n, t), bool)
+    mask[0, 5:] = False
+    mask[1, 2] = False  # a hole in the middle
+    mask[2, :] = False
+    lam = 0.8
+    expected = np.zeros((n, t))
+    for row in range(n):
+      advantage, next_value = 0.0, float(bootstrap[row])
+      for step in reversed(range(t)):
+        if not mask[row, step]:
+          continue
+        d = float(discounts[row, step])
+        delta = rewards[row, step] + d * next_value - values[row, step]
+        advantage = delta + d * lam * advantage
+        expected[row, step], next_value = advantage, values[row, step]
+    a, r = adv.gae(rewards, values, mask, lam=lam, discounts=discounts, bootstrap_value=bootstrap)
+    np.testing.assert_allclose(a, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r, (expected + values) * mask, rtol=1e-5, atol=1e-6)
+    # Junk (NaN) in the padding of every input changes nothing, value or gradient.
+    junk = lambda x: np.where(mask, x, np.nan).astype(np.float32)
+    a_junk, _ = adv.gae(junk(rewards), junk(values), mask, lam=lam, discounts=junk(discounts),
+                        bootstrap_value=bootstrap)
+    np.testing.assert_array_equal(a_junk, a)
+    grad = jax.grad(lambda v: jnp.sum(adv.gae(
+        rewards, v, mask, lam=lam, discounts=junk(discounts), bootstrap_value=bootstrap)[0]))
+    self.assertTrue(np.all(np.isfinite(grad(jnp.asarray(junk(values))))))
+    # Extra padded tokens at the end change nothing either.
+    pad = lambda x, fill: np.concatenate([x, np.full((n, 2), fill, x.dtype)], 1)
+    a_pad, _ = adv.gae(pad(rewards, np.nan), pad(values, np.nan), pad(mask, False), lam=lam,
+                       discounts=pad(discounts, np.nan), bootstrap_value=bootstrap)
+    np.testing.assert_array_equal(a_pad[:, :t], a)
+
   def test_errors(self):
     with pytest.raises(ValueError, match="`values` must have the same shape as `rewards`"):
       adv.gae(jnp.ones((2, 3)), jnp.ones((2, 4)), jnp.ones((2, 3)))
     with pytest.raises(ValueError, match=r"`lam` must be a Python float in \[0, 1\]"):
       adv.gae(jnp.ones((2, 3)), jnp.ones((2, 3)), jnp.ones((2, 3)), lam=-0.1)
+    with pytest.raises(ValueError, match="`discounts` must have the same shape as `rewards`"):
+      adv.gae(jnp.ones((2, 3)), jnp.ones((2, 3)), jnp.ones((2, 3)), discounts=jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"`bootstrap_value` must have shape \[B\] = \(2,\)"):
+      adv.gae(jnp.ones((2, 3)), jnp.ones((2, 3)), jnp.ones((2, 3)), bootstrap_value=jnp.ones(3))
 
 
 class BNPOTest(chex.TestCase):

@@ -8,14 +8,18 @@ from jax import test_util as jtu
 import numpy as np
 import pytest
 
+from rmjax.losses.kl import adaptive_kl_controller
 from rmjax.losses.kl import adaptive_kl_init
 from rmjax.losses.kl import adaptive_kl_update
 from rmjax.losses.kl import AdaptiveKLState
 from rmjax.losses.kl import categorical_kl
+from rmjax.losses.kl import fixed_kl_controller
 from rmjax.losses.kl import fixed_kl_init
 from rmjax.losses.kl import fixed_kl_update
 from rmjax.losses.kl import kl_in_reward
 from rmjax.losses.kl import kl_penalty
+from rmjax.losses.kl import KLControllerState
+from rmjax.losses.stateful import StatefulTransform
 
 _RNG = np.random.default_rng(0)
 LOGP = np.log(_RNG.uniform(0.05, 1.0, size=(3, 5))).astype(np.float32)
@@ -235,3 +239,53 @@ class KLControllerTest(chex.TestCase):
       adaptive_kl_init(-0.1, 1.0, 100)
     with pytest.raises(ValueError, match="`beta` must be a finite number >= 0"):
       fixed_kl_init(float("nan"))
+
+
+class KLControllerFactoryTest(chex.TestCase):
+
+  def test_adaptive_factory_equals_the_pure_functions_step_by_step(self):
+    controller = adaptive_kl_controller(0.2, target=6.0, horizon=10_000)
+    self.assertIsInstance(controller, StatefulTransform)
+    state = controller.init()
+    self.assertIsInstance(state, KLControllerState)
+    self.assertEqual(KLControllerState._fields, ("beta",))  # hyper-parameters are closed over
+    pure = adaptive_kl_init(0.2, target=6.0, horizon=10_000)
+    for observed in (1.0, 6.0, 7.0, 30.0, 5.5):
+      beta, state = controller.update(state, observed, 256)
+      # The output is the coefficient before the update (the one for this batch).
+      self.assertEqual(float(beta), float(pure.beta))
+      pure = adaptive_kl_update(pure, observed, 256)
+      self.assertEqual(float(state.beta), float(pure.beta))
+
+  def test_adaptive_hand_value(self):
+    controller = adaptive_kl_controller(0.1, target=6.0, horizon=10_000)
+    beta, state = controller.update(controller.init(), 12.0, 512)
+    np.testing.assert_allclose(float(beta), 0.1, rtol=1e-7)
+    # Error clipped to +0.2: 0.1 (1 + 0.2 * 512 / 10000) = 0.101024.
+    np.testing.assert_allclose(float(state.beta), 0.101024, rtol=1e-6)
+
+  def test_update_under_jit_and_in_a_scan(self):
+    controller = adaptive_kl_controller(0.1, 1.0, 100)
+    beta, state = jax.jit(controller.update)(controller.init(), 10.0, 10)
+    np.testing.assert_allclose([float(beta), float(state.beta)], [0.1, 0.102], rtol=1e-6)
+
+    def body(s, kl):
+      beta, s = controller.update(s, kl, 10)
+      return s, beta
+
+    final, betas = jax.lax.scan(body, controller.init(), jnp.array([10.0, 10.0, 0.0]))
+    np.testing.assert_allclose(betas, [0.1, 0.1 * 1.02, 0.1 * 1.02 ** 2], rtol=1e-6)
+    np.testing.assert_allclose(final.beta, 0.1 * 1.02 ** 2 * 0.98, rtol=1e-6)
+
+  def test_fixed_factory(self):
+    controller = fixed_kl_controller(0.05)
+    state = controller.init()
+    beta, new_state = jax.jit(controller.update)(state, 100.0, 10)
+    np.testing.assert_allclose([float(beta), float(new_state.beta)], [0.05, 0.05], rtol=1e-7)
+    self.assertEqual(float(state.beta), float(fixed_kl_init(0.05).beta))
+
+  def test_factory_errors(self):
+    with pytest.raises(ValueError, match="`target` must be a finite number > 0; got 0"):
+      adaptive_kl_controller(0.1, 0, 100)
+    with pytest.raises(ValueError, match="`beta` must be a finite number >= 0"):
+      fixed_kl_controller(-1.0)

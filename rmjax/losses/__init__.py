@@ -1,10 +1,21 @@
 """Pure reward-model losses: arrays in, arrays out.
 
 Reward-model losses, advantage estimators, policy-gradient and KL losses, token
-log-probabilities (plain and chunked), direct-preference losses. Imports only jax, jax.numpy and chex, so that other projects
-can use the losses without the training stack. Every loss takes an optional validity `mask`, and
-reduces with `reduce_loss` (`reduction` in {"mean", "sum", "none"}; "mean" is
-over valid examples only).
+log-probabilities (plain and chunked), direct-preference losses. Imports only
+jax, jax.numpy and chex, so that other projects can use the losses without the
+training stack. Every loss takes an optional validity `mask`, and reduces with
+`reduce_loss` (`reduction` in {"mean", "sum", "none"}; "mean" is over valid
+examples only).
+
+No private jit: as in optax and rlax, nothing in `rmjax.losses` is jitted
+inside; the caller jits (a train step, an evaluation function, or a jitted
+function around the loss in a notebook loop). A public function checks its
+Python arguments eagerly (option names, hyperparameters, concrete labels) and
+then runs plain jnp code, possibly through private helpers; under the caller's
+`jit` that code is traced once per shape, and called eagerly it runs op by op.
+The body of a `lax.scan` / `lax.fori_loop` is a module-level function, not a
+closure made afresh at each call, so that eager calls reuse the compiled loop.
+`benchmarks/loss_eager_call.py` measures the eager cost of this choice.
 """
 
 from rmjax.losses._reduction import reduce_loss
@@ -27,6 +38,7 @@ from rmjax.losses.advantages import reinforce_plus_plus_baseline_advantages
 from rmjax.losses.advantages import remax_advantages
 from rmjax.losses.advantages import rloo_advantages
 from rmjax.losses.advantages import SCALE_REWARDS
+from rmjax.losses.advantages import SINGLE_SAMPLE
 from rmjax.losses.bradley_terry import bradley_terry_loss
 from rmjax.losses.bradley_terry import l2_reward_penalty
 from rmjax.losses.bradley_terry import reward_centering_penalty
@@ -48,16 +60,19 @@ from rmjax.losses.direct_preference import selm_loss
 from rmjax.losses.direct_preference import simpo_loss
 from rmjax.losses.general_preference import general_preference_loss
 from rmjax.losses.general_preference import general_preference_score
+from rmjax.losses.kl import adaptive_kl_controller
 from rmjax.losses.kl import adaptive_kl_init
 from rmjax.losses.kl import adaptive_kl_update
 from rmjax.losses.kl import AdaptiveKLState
 from rmjax.losses.kl import categorical_kl
 from rmjax.losses.kl import ESTIMATORS
+from rmjax.losses.kl import fixed_kl_controller
 from rmjax.losses.kl import fixed_kl_init
 from rmjax.losses.kl import fixed_kl_update
 from rmjax.losses.kl import FixedKLState
 from rmjax.losses.kl import kl_in_reward
 from rmjax.losses.kl import kl_penalty
+from rmjax.losses.kl import KLControllerState
 from rmjax.losses.listwise import all_pairs_bradley_terry_loss
 from rmjax.losses.listwise import lipo_lambda_weights
 from rmjax.losses.listwise import pairwise_preference_matrix
@@ -112,7 +127,9 @@ __all__ = (
     "PAL_INIT_LOG_TEMPERATURE",
     "SCALE_REWARDS",
     "SCALES",
+    "SINGLE_SAMPLE",
     "STABLE_REINFORCE_LOG_RATIO_BOUNDS",
+    "adaptive_kl_controller",
     "adaptive_kl_init",
     "adaptive_kl_update",
     "AdaptiveKLState",
@@ -135,6 +152,7 @@ __all__ = (
     "dr_grpo_advantages",
     "dynamic_sampling_mask",
     "entropy_from_logits",
+    "fixed_kl_controller",
     "fixed_kl_init",
     "fixed_kl_update",
     "FixedKLState",
@@ -156,6 +174,7 @@ __all__ = (
     "joint_preference_regression_loss",
     "kl_in_reward",
     "kl_penalty",
+    "KLControllerState",
     "kto_loss",
     "l2_reward_penalty",
     "lipo_lambda_loss",

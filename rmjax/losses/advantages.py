@@ -29,6 +29,9 @@ from rmjax.losses import kl as kl_lib
 from rmjax.losses import normalization
 
 SCALE_REWARDS = ("group", "batch", "none")
+# What a group with a single valid sample gets (`rloo_advantages`, `opo_advantages`): "zero"
+# advantage (the sample is its own baseline), or its "raw_reward" (baseline 0, as verl).
+SINGLE_SAMPLE = ("zero", "raw_reward")
 
 
 def _grouped(rewards, mask, name="rewards"):
@@ -36,6 +39,11 @@ def _grouped(rewards, mask, name="rewards"):
   grouped_inputs = normalization._grouped_inputs  # pylint: disable=protected-access
   rewards, valid = grouped_inputs(rewards, mask, name)
   return jnp.where(valid, rewards.astype(_reduction.compute_dtype(rewards)), 0), valid
+
+
+def _check_single_sample(single_sample):
+  if not isinstance(single_sample, str) or single_sample not in SINGLE_SAMPLE:
+    raise ValueError(f"`single_sample` must be one of {SINGLE_SAMPLE}; got {single_sample!r}.")
 
 
 def _token_mask(mask, n, source):
@@ -173,7 +181,6 @@ def grpo_advantages(
   return _scale_by_batch_std(centred, raw, valid, ddof, eps)
 
 
-@jax.jit
 def _scale_by_batch_std(centred, raw, valid, ddof, eps):
   axes = tuple(range(raw.ndim))
   moments = normalization.masked_moments
@@ -208,21 +215,29 @@ def dr_grpo_advantages(rewards: chex.Array, *, mask: Optional[chex.Array] = None
   return normalization.group_normalize(rewards, mask=mask, scale="none")
 
 
-def rloo_advantages(rewards: chex.Array, *, mask: Optional[chex.Array] = None) -> jnp.ndarray:
+def rloo_advantages(
+    rewards: chex.Array,
+    *,
+    mask: Optional[chex.Array] = None,
+    single_sample: str = "zero",
+) -> jnp.ndarray:
   """REINFORCE leave-one-out: A_bi = r_bi - mean_{j != i} r_bj = n_b / (n_b - 1) (r_bi - mean_b).
 
-  n_b is the number of valid samples of group b; a group with fewer than 2 valid samples has no
-  leave-one-out baseline and gets 0.
+  n_b is the number of valid samples of group b. A group with a single valid sample has no other
+  sample to form a baseline from: with single_sample="zero" (default) its advantage is 0 (no
+  learning signal from a prompt sampled once, as GRPO's group normalisation gives); with
+  "raw_reward" it is r_bi, i.e. baseline 0 (verl's `compute_rloo_outcome_advantage`).
 
   Args:
     rewards: [B, G] rewards.
     mask: optional [B, G] validity mask.
+    single_sample: "zero" (default) or "raw_reward": the advantage of a one-sample group.
 
   Returns:
     [B, G] float32 advantages.
 
   Raises:
-    ValueError: `rewards` not [B, G] or with G = 0; bad `mask`.
+    ValueError: `rewards` not [B, G] or with G = 0; bad `mask` or `single_sample`.
     TypeError: non-real `rewards`.
 
   References:
@@ -233,18 +248,23 @@ def rloo_advantages(rewards: chex.Array, *, mask: Optional[chex.Array] = None) -
   >>> from rmjax.losses.advantages import rloo_advantages
   >>> rloo_advantages(jnp.array([[1.0, 0.0, 0.0, 0.0]])).tolist()  # 1 - 0, 0 - 1/3
   [[1.0, -0.333...]]
+  >>> rloo_advantages(jnp.array([[2.0]]), single_sample="raw_reward").tolist()  # baseline 0
+  [[2.0]]
   """
+  _check_single_sample(single_sample)
   rewards, valid = _grouped(rewards, mask)
-  return _rloo(rewards, valid)
+  return _rloo(rewards, valid, single_sample)
 
 
-@jax.jit
-def _rloo(rewards, valid):
+def _rloo(rewards, valid, single_sample):
   count = jnp.sum(valid, axis=-1, keepdims=True, dtype=rewards.dtype)
   total = jnp.sum(rewards, axis=-1, keepdims=True)
   others = jnp.maximum(count - 1, 1)
+  # With one valid sample, total - rewards = 0: the baseline is 0 and the advantage r.
   advantages = rewards - (total - rewards) / others
-  return jnp.where(valid & (count >= 2), advantages, 0)
+  if single_sample == "zero":
+    return jnp.where(valid & (count >= 2), advantages, 0)
+  return jnp.where(valid, advantages, 0)
 
 
 def reinforce_plus_plus_advantages(
@@ -315,18 +335,19 @@ def _check_discount(x, name):
   return float(x)
 
 
-@jax.jit
 def _discounted_returns(rewards, valid, gamma):
   """G_t = r_t + gamma G_{t'} with t' the next valid token; masked positions pass G through."""
-
-  def step(carry, inputs):
-    reward, is_valid = inputs
-    ret = jnp.where(is_valid, reward + gamma * carry, carry)
-    return ret, jnp.where(is_valid, ret, 0)
-
-  init = jnp.zeros(rewards.shape[0], rewards.dtype)
-  _, returns = jax.lax.scan(step, init, (rewards.T, valid.T), reverse=True)
+  init = (jnp.zeros(rewards.shape[0], rewards.dtype), jnp.asarray(gamma, rewards.dtype))
+  _, returns = jax.lax.scan(_discounted_return_step, init, (rewards.T, valid.T), reverse=True)
   return returns.T
+
+
+def _discounted_return_step(carry, inputs):
+  """One reverse step of `_discounted_returns` (module-level: eager calls reuse the scan)."""
+  following, gamma = carry
+  reward, is_valid = inputs
+  ret = jnp.where(is_valid, reward + gamma * following, following)
+  return (ret, gamma), jnp.where(is_valid, ret, 0)
 
 
 def reinforce_plus_plus_baseline_advantages(
@@ -416,24 +437,29 @@ def opo_advantages(
     lengths: chex.Array,
     *,
     mask: Optional[chex.Array] = None,
+    single_sample: str = "zero",
 ) -> jnp.ndarray:
   """OPO: the length-weighted group mean reward as the baseline.
 
     b_b = sum_j l_bj r_bj / sum_j l_bj   (valid j),       A_bi = r_bi - b_b
 
   the baseline that minimises the variance of the token-summed gradient under the assumption that
-  it grows with length. A group whose valid lengths sum to 0 gets baseline 0.
+  it grows with length. A group whose valid lengths sum to 0 gets baseline 0. A group with a
+  single valid sample is its own baseline by this formula, so with single_sample="zero"
+  (default) its advantage is 0 (as `rloo_advantages`); with "raw_reward" its baseline is 0 and
+  its advantage r_bi (verl's `compute_opo_outcome_advantage`).
 
   Args:
     rewards: [B, G] rewards.
     lengths: [B, G] response lengths in tokens (>= 0).
     mask: optional [B, G] validity mask.
+    single_sample: "zero" (default) or "raw_reward": the advantage of a one-sample group.
 
   Returns:
     [B, G] float32 advantages.
 
   Raises:
-    ValueError: mismatched shapes.
+    ValueError: mismatched shapes, bad `single_sample`.
     TypeError: non-real inputs.
 
   References:
@@ -443,17 +469,21 @@ def opo_advantages(
   >>> from rmjax.losses.advantages import opo_advantages
   >>> opo_advantages(jnp.array([[1.0, 0.0]]), jnp.array([[1, 3]])).tolist()  # b = 1 / 4
   [[0.75, -0.25]]
+  >>> opo_advantages(jnp.array([[2.0]]), jnp.array([[5]]), single_sample="raw_reward").tolist()
+  [[2.0]]
   """
+  _check_single_sample(single_sample)
   rewards, valid = _grouped(rewards, mask)
   lengths = _reduction.same_shape_input(lengths, "lengths", rewards, "rewards", valid,
                                         rewards.dtype)
-  return _opo(rewards, lengths, valid)
+  return _opo(rewards, lengths, valid, single_sample)
 
 
-@jax.jit
-def _opo(rewards, lengths, valid):
+def _opo(rewards, lengths, valid, single_sample):
   total_length = jnp.sum(lengths, axis=-1, keepdims=True)
   nonzero = total_length > 0
+  if single_sample == "raw_reward":
+    nonzero &= jnp.sum(valid, axis=-1, keepdims=True) >= 2
   baseline = jnp.where(
       nonzero, jnp.sum(lengths * rewards, axis=-1, keepdims=True)
       / jnp.where(nonzero, total_length, 1), 0)
@@ -467,15 +497,20 @@ def gae(
     *,
     gamma: float = 1.0,
     lam: float = 1.0,
+    discounts: Optional[chex.Array] = None,
+    bootstrap_value: Optional[chex.Array] = None,
 ) -> Tuple[jnp.ndarray, jnp.ndarray]:
   """Generalised advantage estimation over token sequences (a reverse `lax.scan`).
 
-    delta_t = r_t + gamma V_{t'} - V_t,      A_t = delta_t + gamma lam A_{t'},      R_t = A_t + V_t
+    delta_t = r_t + d_t V_{t'} - V_t,      A_t = delta_t + d_t lam A_{t'},      R_t = A_t + V_t
 
-  where t' is the next *valid* token after t (masked positions are skipped, as in verl, and get 0)
-  and V and A after the last valid token are 0 (the episode ends with the response). The
-  advantages are not whitened: apply `batch_whiten(advantages, mask=mask)` for PPO's usual
-  normalisation.
+  where t' is the next *valid* token after t (masked positions are skipped, as in verl, and get
+  0) and d_t is the discount of step t: `gamma` for every step by default, or `discounts[:, t]`
+  (as rlax's `truncated_generalized_advantage_estimation`, whose `discount_t` is per step; a 0
+  ends the episode at t). After the last valid token A = 0 and V = `bootstrap_value`: 0 by
+  default (the episode ends with the response), or the critic's value of the state after a
+  truncated sequence. The advantages are not whitened: apply `batch_whiten(advantages,
+  mask=mask)` for PPO's usual normalisation.
 
   With gamma = lam = 1 and V = 0, A_t = R_t = sum_{s >= t} r_s (the reward-to-go).
 
@@ -483,8 +518,12 @@ def gae(
     rewards: [N, T] per-token rewards (e.g. `kl_in_reward(...)`).
     values: [N, T] value estimates V_t of the critic.
     mask: [N, T] response mask.
-    gamma: Python float discount in [0, 1] (default 1).
+    gamma: Python float discount in [0, 1] (default 1); unused when `discounts` is given.
     lam: Python float GAE lambda in [0, 1] (default 1).
+    discounts: optional [N, T] per-step discounts d_t in [0, 1] (not checked: they may be traced);
+      default None: d_t = gamma.
+    bootstrap_value: optional [N] value of the state after each row's last valid token (e.g.
+      V of the next state of a truncated sequence); default None: 0.
 
   Returns:
     (advantages, returns): [N, T] float32 arrays, 0 at masked tokens.
@@ -503,27 +542,44 @@ def gae(
   ...                gamma=1.0, lam=0.5)
   >>> adv.tolist(), ret.tolist()  # delta = (0, 0.5); A_0 = 0 + 0.5 * 0.5
   ([[0.25, 0.5]], [[0.75, 1.0]])
+  >>> adv, _ = gae(jnp.array([[1.0]]), jnp.array([[0.5]]), jnp.ones((1, 1)),
+  ...              bootstrap_value=jnp.array([2.0]))
+  >>> adv.tolist()  # truncated: delta = 1 + 2 - 0.5
+  [[2.5]]
   """
   (rewards,), valid, dtype = _reduction.sanitized_inputs([("rewards", rewards)], mask, "[N, T]")
   values_arr = _reduction.same_shape_input(values, "values", rewards, "rewards", valid, dtype)
   gamma = _check_discount(gamma, "gamma")
   lam = _check_discount(lam, "lam")
-  return _gae(rewards, values_arr, valid, gamma, lam)
+  if discounts is None:
+    discounts = jnp.full(rewards.shape, gamma, dtype)
+  else:
+    discounts = _reduction.same_shape_input(discounts, "discounts", rewards, "rewards", valid,
+                                            dtype)
+  if bootstrap_value is None:
+    bootstrap_value = jnp.zeros(rewards.shape[0], dtype)
+  else:
+    bootstrap_value = _reduction.batch_vector(bootstrap_value, "bootstrap_value",
+                                              rewards.shape[0], "rewards").astype(dtype)
+  return _gae(rewards, values_arr, valid, discounts, lam, bootstrap_value)
 
 
-@jax.jit
-def _gae(rewards, values, valid, gamma, lam):
+def _gae_step(carry, inputs):
+  """One reverse step of `gae`; module-level, so eager calls reuse the compiled scan."""
+  next_value, next_advantage = carry
+  reward, value, is_valid, discount, decay = inputs
+  delta = reward + discount * next_value - value
+  advantage = delta + decay * next_advantage
+  carry = (jnp.where(is_valid, value, next_value), jnp.where(is_valid, advantage, next_advantage))
+  return carry, jnp.where(is_valid, advantage, 0)
 
-  def step(carry, inputs):
-    next_value, next_advantage = carry
-    reward, value, is_valid = inputs
-    delta = reward + gamma * next_value - value
-    advantage = delta + gamma * lam * next_advantage
-    carry = (jnp.where(is_valid, value, next_value), jnp.where(is_valid, advantage, next_advantage))
-    return carry, jnp.where(is_valid, advantage, 0)
 
-  zeros = jnp.zeros(rewards.shape[0], rewards.dtype)
-  _, advantages = jax.lax.scan(step, (zeros, zeros), (rewards.T, values.T, valid.T), reverse=True)
+def _gae(rewards, values, valid, discounts, lam, bootstrap_value):
+  decays = discounts * jnp.asarray(lam, discounts.dtype)
+  init = (bootstrap_value, jnp.zeros_like(bootstrap_value))
+  _, advantages = jax.lax.scan(_gae_step, init,
+                               (rewards.T, values.T, valid.T, discounts.T, decays.T),
+                               reverse=True)
   advantages = advantages.T
   return advantages, jnp.where(valid, advantages + values, 0)
 
@@ -562,7 +618,6 @@ def bnpo_beta_parameters(
   return _bnpo_beta_parameters(p, valid)
 
 
-@jax.jit
 def _bnpo_beta_parameters(p, valid):
   moments = normalization.masked_moments
   mean, std, count, _ = moments(p, valid, axis=0, ddof=1)
@@ -657,7 +712,6 @@ def _check_reward_range(reward_range):
   return lo, hi
 
 
-@jax.jit
 def _bnpo(rewards, valid, lo, hi, alpha, beta, max_weight):
   s = jnp.where(valid, (rewards - lo) / (hi - lo), 0)
   count = jnp.sum(valid, axis=-1, dtype=s.dtype)
@@ -781,7 +835,6 @@ def pairwise_win_rates(
   return _win_rates(judgements, valid)
 
 
-@jax.jit
 def _win_rates(judgements, valid):
   dtype = _reduction.compute_dtype(judgements)
   num = judgements.shape[1]

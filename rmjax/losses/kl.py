@@ -12,14 +12,17 @@ and log u = ref_logp - logp (so u = pi_ref / pi), the per-token estimators of KL
 full logits at hand, `categorical_kl` gives the exact per-token KL instead.
 
 `kl_in_reward` turns a per-token KL into per-token rewards (the PPO-RLHF recipe), and the adaptive
-controller of Ziegler et al. (2019) adjusts the KL coefficient beta towards a target KL; both
-controllers follow the optax shape: `*_init(...) -> state`, `*_update(state, ...) -> state`.
+controller of Ziegler et al. (2019) adjusts the KL coefficient beta towards a target KL. The
+controllers come as factories in the optax shape (`rmjax.losses.StatefulTransform`):
+`adaptive_kl_controller(init_beta, target, horizon)` and `fixed_kl_controller(beta)` close over
+their hyper-parameters and return `(init, update)`, with `init() -> state` and
+`update(state, observed_kl, n_steps) -> (beta, new_state)`; the pure functions they are built on
+(`adaptive_kl_init`/`adaptive_kl_update`, `fixed_kl_init`/`fixed_kl_update`) stay public.
 
 All functions compute in float32 (bfloat16 inputs are upcast), and every masked entry is replaced
 by 0 before anything is computed (NaN/inf padding changes neither values nor gradients).
 """
 
-import functools
 from typing import NamedTuple, Optional
 
 import chex
@@ -27,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from rmjax.losses import _reduction
+from rmjax.losses import stateful
 
 ESTIMATORS = ("k1", "k2", "k3", "abs")
 
@@ -101,7 +105,6 @@ def kl_penalty(
   return _kl_penalty(logp, ref_logp, valid, clamp, estimator=estimator)
 
 
-@functools.partial(jax.jit, static_argnames=("estimator",))
 def _kl_penalty(logp, ref_logp, valid, clamp, *, estimator):
   log_u = ref_logp - logp
   if estimator == "k1":
@@ -161,7 +164,6 @@ def categorical_kl(
   return _categorical_kl(logits, ref_logits, valid)
 
 
-@jax.jit
 def _categorical_kl(logits, ref_logits, valid):
   dtype = _reduction.compute_dtype(logits, ref_logits)
   logits = jnp.where(valid[..., None], logits.astype(dtype), 0)
@@ -232,7 +234,6 @@ def kl_in_reward(
   return _kl_in_reward(scores, kl, valid, beta)
 
 
-@jax.jit
 def _kl_in_reward(scores, kl, valid, beta):
   dtype = _reduction.compute_dtype(scores, kl)
   kl = jnp.where(valid, kl.astype(dtype), 0)
@@ -282,7 +283,6 @@ def adaptive_kl_init(init_beta: float, target: float, horizon: float) -> Adaptiv
   return AdaptiveKLState(as_f32(init_beta), as_f32(target), as_f32(horizon))
 
 
-@jax.jit
 def adaptive_kl_update(state: AdaptiveKLState, observed_kl: chex.Numeric,
                        n_steps: chex.Numeric) -> AdaptiveKLState:
   """One step of the adaptive KL controller (a proportional controller on log beta).
@@ -349,3 +349,92 @@ def fixed_kl_update(state: FixedKLState, observed_kl: chex.Numeric,
   """
   del observed_kl, n_steps
   return state
+
+
+class KLControllerState(NamedTuple):
+  """State of a KL controller built by a factory: only what changes, the coefficient."""
+  beta: jnp.ndarray  # [] the coefficient for the next batch
+
+
+def adaptive_kl_controller(init_beta: float, target: float,
+                           horizon: float) -> stateful.StatefulTransform:
+  """The adaptive KL controller of Ziegler et al. (2019) as an optax-shaped `(init, update)` pair.
+
+    update(state, observed_kl, n_steps) -> (beta, new_state)
+    e = clip(observed_kl / target - 1, -0.2, 0.2),     new beta = beta (1 + e n_steps / horizon)
+
+  The output `beta` is the coefficient *before* the update: the one to use for the batch whose KL
+  is `observed_kl` (e.g. in `kl_in_reward`), the new one being kept for the next batch. This is
+  the PPO-RLHF convention (Ziegler et al.; TRL's `AdaptiveKLController`): a batch's rewards use
+  the current coefficient, and the controller is updated with that batch's KL afterwards, so a
+  batch never sees a coefficient adjusted by its own KL. The hyper-parameters are closed over;
+  the state (`KLControllerState`) holds only beta. Values equal `adaptive_kl_update` step by
+  step.
+
+  Args:
+    init_beta: initial coefficient beta_0 >= 0 (Python number).
+    target: target KL > 0 (e.g. 6.0 nats per sequence in Ziegler et al.), the same statistic as
+      the `observed_kl` given to `update`.
+    horizon: horizon H > 0 in samples (e.g. 10000).
+
+  Returns:
+    `StatefulTransform(init, update)`: `init() -> KLControllerState`, and
+    `update(state, observed_kl: scalar, n_steps: scalar) -> (beta: float32 [], new_state)`
+    (pure, jit-able).
+
+  Raises:
+    ValueError: out-of-range hyper-parameters (checked when the controller is built).
+
+  References:
+    Ziegler et al. (2019), "Fine-Tuning Language Models from Human Preferences",
+    arXiv:1909.08593, Sec. 2.2.
+
+  >>> from rmjax.losses.kl import adaptive_kl_controller
+  >>> controller = adaptive_kl_controller(0.1, target=6.0, horizon=10000)
+  >>> beta, state = controller.update(controller.init(), 12.0, 512)
+  >>> round(float(beta), 6), round(float(state.beta), 6)  # used now; next (error clipped to 0.2)
+  (0.1, 0.101024)
+  """
+  settings = adaptive_kl_init(init_beta, target, horizon)
+
+  def init() -> KLControllerState:
+    return KLControllerState(settings.beta)
+
+  def update(state: KLControllerState, observed_kl: chex.Numeric, n_steps: chex.Numeric):
+    new = adaptive_kl_update(settings._replace(beta=state.beta), observed_kl, n_steps)
+    return state.beta, KLControllerState(new.beta)
+
+  return stateful.StatefulTransform(init, update)
+
+
+def fixed_kl_controller(beta: float) -> stateful.StatefulTransform:
+  """A constant KL coefficient, in the shape of `adaptive_kl_controller` (so the two swap).
+
+    update(state, observed_kl, n_steps) -> (beta, state)
+
+  Args:
+    beta: the KL coefficient, a Python number >= 0.
+
+  Returns:
+    `StatefulTransform(init, update)`: `init() -> KLControllerState`, and `update` returns beta
+    and the state unchanged (`observed_kl` and `n_steps` are ignored).
+
+  Raises:
+    ValueError: a negative or non-finite `beta`.
+
+  >>> from rmjax.losses.kl import fixed_kl_controller
+  >>> controller = fixed_kl_controller(0.05)
+  >>> beta, state = controller.update(controller.init(), 100.0, 512)
+  >>> round(float(beta), 6), round(float(state.beta), 6)
+  (0.05, 0.05)
+  """
+  beta = fixed_kl_init(beta).beta
+
+  def init() -> KLControllerState:
+    return KLControllerState(beta)
+
+  def update(state: KLControllerState, observed_kl: chex.Numeric, n_steps: chex.Numeric):
+    del observed_kl, n_steps
+    return state.beta, state
+
+  return stateful.StatefulTransform(init, update)

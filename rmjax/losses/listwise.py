@@ -22,13 +22,11 @@ for Plackett-Luce, the kernels' own sum / |P| for the all-pairs loss, whose
 [N, N] per-pair matrix only the reference ever builds.
 
 Each public function checks what only Python can check (string options, a
-concrete `ranking`) and hands the rest to a jitted implementation: eager calls
-then cost one compilation per shape instead of one per primitive, and under an
-outer `jit` the inner one is simply inlined. Shape and dtype errors are raised
-while tracing, so they name the argument either way.
+concrete `ranking`) and hands the rest to a private helper; nothing is jitted
+inside (see `rmjax.losses`: callers jit). Shape and dtype errors name the
+argument, eagerly or while tracing.
 """
 
-import functools
 from typing import Optional
 
 import chex
@@ -156,7 +154,6 @@ def plackett_luce_loss(
                              _as_array_or_none(weights), reduction=reduction)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction",))
 def _plackett_luce_loss(scores, ranking, mask, weights, reduction):
   """The computation of `plackett_luce_loss`, with the remaining checks."""
   valid = _reduction.validity_mask(mask, scores.shape, "mask")
@@ -258,7 +255,6 @@ def pairwise_preference_matrix(
       _as_array_or_none(mask))
 
 
-@jax.jit
 def _pairwise_preference_matrix(labels, group_ids, mask):
   items, _, _ = _all_pairs_inputs(None, labels, group_ids, mask)
   return pair_rules.preferred_pairs(pair_rules.as_rows(items),
@@ -326,7 +322,6 @@ def lipo_lambda_weights(
       _as_array_or_none(mask))
 
 
-@jax.jit
 def _lipo_lambda_weights(scores, labels, group_ids, mask):
   items, _, _ = _all_pairs_inputs(scores, labels, group_ids, mask,
                                   "lipo_lambda")
@@ -464,8 +459,6 @@ def all_pairs_bradley_terry_loss(
       implementation=implementation, block_size=block_size)
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "weighting", "margin_rule", "reduction", "implementation", "block_size"))
 def _all_pairs_bradley_terry_loss(scores, labels, group_ids, mask,
                                   pair_weights, margin, weighting, margin_rule,
                                   reduction, implementation, block_size):

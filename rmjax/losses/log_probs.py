@@ -115,7 +115,6 @@ def token_log_probs(
   return _token_log_probs(logits, targets, valid)
 
 
-@jax.jit
 def _token_log_probs(logits, targets, valid):
   x = jnp.where(valid[..., None], logits.astype(jnp.float32), 0)
   target_logit = jnp.take_along_axis(x, targets[..., None], axis=-1)[..., 0]
@@ -190,7 +189,7 @@ def chunked_token_log_probs(
   chunk_size = _reduction.check_positive_int(chunk_size, "chunk_size")
   logits, targets, valid = _logit_inputs(logits, targets, mask)
   chunk_size = min(chunk_size, logits.shape[2])
-  return _chunked_jit(logits, targets, valid, chunk_size=chunk_size)
+  return _chunked(logits, targets, valid, chunk_size)
 
 
 def _chunk_bounds(vocab_size: int, chunk_size: int):
@@ -307,7 +306,6 @@ def _chunked_bwd(chunk_size, residuals, g):
 
 
 _chunked.defvjp(_chunked_fwd, _chunked_bwd)
-_chunked_jit = jax.jit(_chunked, static_argnames=("chunk_size",))
 
 
 def sequence_log_probs(

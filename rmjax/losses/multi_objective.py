@@ -95,23 +95,26 @@ def min_norm_weights(
   g = jax.lax.stop_gradient(gradients.astype(dtype))
   gram = g @ g.T  # [T, T]
 
-  def step(_, lam):
-    gram_lam = gram @ lam
-    toward = jnp.argmin(gram_lam)
-    away = jnp.argmax(jnp.where(lam > 0, gram_lam, -jnp.inf))
-    curvature = (gram[toward, toward] - 2.0 * gram[toward, away]
-                 + gram[away, away])
-    safe = jnp.where(curvature > 0, curvature, 1.0)
-    gamma = jnp.where(
-        curvature > 0,
-        jnp.clip((gram_lam[away] - gram_lam[toward]) / safe, 0.0, lam[away]),
-        0.0)
-    one_hot = lambda t: jax.nn.one_hot(t, num_tasks, dtype=dtype)
-    return lam + gamma * (one_hot(toward) - one_hot(away))
-
   lam0 = jnp.full((num_tasks,), 1.0 / num_tasks, dtype)
-  lam = jax.lax.fori_loop(0, num_iterations, step, lam0)
+  lam, _ = jax.lax.fori_loop(0, num_iterations, _pairwise_frank_wolfe_step, (lam0, gram))
   return jax.lax.stop_gradient(lam)
+
+
+def _pairwise_frank_wolfe_step(_, carry):
+  """One step of `min_norm_weights` (module-level: eager calls reuse the compiled loop)."""
+  lam, gram = carry
+  gram_lam = gram @ lam
+  toward = jnp.argmin(gram_lam)
+  away = jnp.argmax(jnp.where(lam > 0, gram_lam, -jnp.inf))
+  curvature = (gram[toward, toward] - 2.0 * gram[toward, away]
+               + gram[away, away])
+  safe = jnp.where(curvature > 0, curvature, 1.0)
+  gamma = jnp.where(
+      curvature > 0,
+      jnp.clip((gram_lam[away] - gram_lam[toward]) / safe, 0.0, lam[away]),
+      0.0)
+  one_hot = lambda t: jax.nn.one_hot(t, lam.shape[0], dtype=lam.dtype)
+  return lam + gamma * (one_hot(toward) - one_hot(away)), gram
 
 
 def weighted_task_loss(

@@ -25,7 +25,6 @@ Conventions shared by every function here:
   * computation is in float32 (bfloat16 inputs are upcast) and the output is float32.
 """
 
-import functools
 from typing import Optional
 
 import chex
@@ -188,7 +187,6 @@ def batch_whiten(
   return _batch_whiten(values, valid, ddof, eps, shift_only=shift_only)
 
 
-@functools.partial(jax.jit, static_argnames=("shift_only",))
 def _batch_whiten(values, valid, ddof, eps, *, shift_only):
   dtype = _reduction.compute_dtype(values)
   x = jnp.where(valid, values.astype(dtype), 0)
@@ -276,7 +274,6 @@ def _grouped_inputs(values, mask, name: str = "values"):
   return values, valid
 
 
-@functools.partial(jax.jit, static_argnames=("scale", "single"))
 def _group_normalize(values, valid, ddof, eps, *, scale, single):
   """Group normalisation along the last axis of `values` ([..., G]).
 
@@ -363,7 +360,6 @@ def normalize_then_sum(
   return _normalize_then_sum(rewards, weights, valid, ddof, eps)
 
 
-@jax.jit
 def _normalize_then_sum(rewards, weights, valid, ddof, eps):
   dtype = _reduction.compute_dtype(rewards, weights)
   per_reward = jnp.moveaxis(rewards, -1, 0)  # [K, B, G]

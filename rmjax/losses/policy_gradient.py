@@ -24,7 +24,6 @@ computed from log-ratios clamped to [-20, 20] (verl's guard; GSPO's sequence rat
 as in verl), so no value or gradient overflows for |log rho| up to 50 and beyond.
 """
 
-import functools
 import math
 from typing import Dict, Optional, Tuple
 
@@ -114,7 +113,6 @@ def aggregate_token_losses(
   return _aggregate(losses, valid, _default_norm(norm_constant, losses), mode=mode)
 
 
-@functools.partial(jax.jit, static_argnames=("mode",))
 def _aggregate(losses, valid, norm_constant, *, mode):
   """`losses` already 0 where not `valid`."""
   dtype = losses.dtype
@@ -259,7 +257,6 @@ def _default_norm(norm_constant, logp):
   return float(logp.shape[-1]) if norm_constant is None else norm_constant
 
 
-@functools.partial(jax.jit, static_argnames=("agg",))
 def _ppo(logp, old_logp, advantages, valid, eps_low, eps_high, dual_clip, log_ratio_bounds,
          norm_constant, *, agg):
   log_ratio = logp - old_logp
@@ -385,7 +382,6 @@ def gspo_loss(
                _default_norm(norm_constant, logp), agg=agg)
 
 
-@functools.partial(jax.jit, static_argnames=("agg",))
 def _gspo(logp, old_logp, advantages, valid, eps_low, eps_high, norm_constant, *, agg):
   log_ratio = logp - old_logp
   lengths = jnp.sum(valid, axis=-1, keepdims=True, dtype=logp.dtype)
@@ -453,7 +449,6 @@ def cispo_loss(
                 _default_norm(norm_constant, logp), agg=agg)
 
 
-@functools.partial(jax.jit, static_argnames=("agg",))
 def _cispo(logp, old_logp, advantages, valid, eps_low, eps_high, norm_constant, *, agg):
   log_ratio = logp - old_logp
   ratio = _ratio(log_ratio)
@@ -602,7 +597,6 @@ def entropy_from_logits(logits: chex.Array, *, mask: Optional[chex.Array] = None
   return _entropy(logits, valid)
 
 
-@jax.jit
 def _entropy(logits, valid):
   dtype = _reduction.compute_dtype(logits)
   logits = jnp.where(valid[..., None], logits.astype(dtype), 0)

@@ -8,12 +8,10 @@ loss on preference pairs.
 
 Conventions as in the rest of `rmjax.losses`: float32 computation (bfloat16
 is upcast), masked entries replaced by 0 before computing, reduction through
-`reduce_loss`. The computations are jitted internally (one compilation per
-shape in eager use; inlined under an outer `jit`); shape and dtype errors are
-raised while tracing and name the argument either way.
+`reduce_loss`. Nothing is jitted inside (callers jit, see `rmjax.losses`);
+shape and dtype errors name the argument, eagerly or while tracing.
 """
 
-import functools
 import numbers
 from typing import Optional, Sequence
 
@@ -103,7 +101,6 @@ def _as_array_or_none(x):
   return None if x is None else jnp.asarray(x)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction",))
 def _attribute_regression_loss(predictions, targets, attribute_mask, weights,
                                mask, reduction):
   """The computation of `attribute_regression_loss`, with its checks."""
@@ -175,7 +172,6 @@ def helpsteer2_attribute_score(
                                      jnp.asarray(weights))
 
 
-@jax.jit
 def _helpsteer2_attribute_score(attributes, weights):
   attributes = _reduction.as_real_array(attributes, "attributes")
   _reduction.check_rank(attributes, 2, "attributes", "[B, A]")
@@ -274,7 +270,6 @@ def joint_preference_regression_loss(
       _as_array_or_none(mask), _as_array_or_none(regression_mask))
 
 
-@jax.jit
 def _joint_preference_regression_loss(chosen_rewards, rejected_rewards,
                                       predictions, targets, bt_weight,
                                       attribute_mask, margin, mask,
