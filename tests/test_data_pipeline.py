@@ -155,6 +155,13 @@ def test_dataset_validation():
     PreferenceDataset(dict(good, user_ids=np.array([0, -1, 2], np.int32)), name="toy")
   with pytest.raises(ValueError, match=r"user_ids must be int32 \[3\]"):
     PreferenceDataset(dict(good, user_ids=ids[:2]), name="toy")
+  lengths = np.array([1, 2, 1], np.int32)
+  np.testing.assert_array_equal(
+      PreferenceDataset(dict(good, prompt_lengths=lengths), name="toy").gather([1])[
+          "prompt_lengths"], [2])
+  too_long = good["chosen_mask"].sum(1).astype(np.int32)
+  with pytest.raises(ValueError, match=r"toy: prompt_lengths\[0\]=\d+ must be in \[1, \d+\)"):
+    PreferenceDataset(dict(good, prompt_lengths=too_long), name="toy")
 
 
 # load_preference_data: synthetic -----------------------------------------------------------

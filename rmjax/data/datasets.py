@@ -205,6 +205,8 @@ _OPTIONAL_PAIR_ARRAYS = {
     "rejected_attribute_mask": np.bool_,
     # The annotator of each pair (pluralistic models learn one row per user).
     "user_ids": np.int32,
+    # Tokens of [BOS] + prompt at the start of both sequences (heads that read the prompt).
+    "prompt_lengths": np.int32,
 }
 
 
@@ -226,7 +228,8 @@ class PreferenceDataset(_IndexedArrays):
         optional ``preference_prob``, ``strength_mean``, ``strength_std`` (float32 [N]),
         ``chosen_attributes``, ``rejected_attributes`` (float32 [N, A]) with their
         ``*_attribute_mask`` (bool [N, A]), ``user_ids`` (int32 [N] >= 0, the annotator of
-        each pair).
+        each pair), ``prompt_lengths`` (int32 [N], the [BOS] + prompt tokens both sequences
+        start with, 1 <= length < each sequence's real length).
       name: label for messages.
     """
     self.name = name
@@ -261,6 +264,13 @@ class PreferenceDataset(_IndexedArrays):
                        f"{row}")
     for side in ("chosen", "rejected"):
       _check_right_padded(name, side, arrays[f"{side}_mask"], arrays[f"{side}_tokens"])
+    if "prompt_lengths" in arrays:
+      real = np.minimum(arrays["chosen_mask"].sum(1), arrays["rejected_mask"].sum(1))
+      bad = (arrays["prompt_lengths"] < 1) | (arrays["prompt_lengths"] >= real)
+      if bad.any():
+        row = int(np.argmax(bad))
+        raise ValueError(f"{name}: prompt_lengths[{row}]={arrays['prompt_lengths'][row]} must "
+                         f"be in [1, {real[row]}) (BOS + prompt, inside both sequences)")
     self._arrays = arrays
     self._num_examples = int(n)
     self._init_index()
@@ -343,6 +353,13 @@ class EpisodeDataset(_IndexedArrays):
     arrays["user_group"] = _check_array(name, "user_group", arrays["user_group"], (n,), np.int32)
     for side in ("chosen", "rejected"):
       _check_right_padded(name, side, arrays[f"{side}_mask"], arrays[f"{side}_tokens"])
+    if "prompt_lengths" in arrays:
+      real = np.minimum(arrays["chosen_mask"].sum(1), arrays["rejected_mask"].sum(1))
+      bad = (arrays["prompt_lengths"] < 1) | (arrays["prompt_lengths"] >= real)
+      if bad.any():
+        row = int(np.argmax(bad))
+        raise ValueError(f"{name}: prompt_lengths[{row}]={arrays['prompt_lengths'][row]} must "
+                         f"be in [1, {real[row]}) (BOS + prompt, inside both sequences)")
     self._arrays = arrays
     self._num_examples = int(n)
     self.context_pairs = context_pairs

@@ -8,7 +8,10 @@ Each user u mixes K learnable prototypes with weights softmax(theta_u) (a row of
 
 (`rmjax.losses.pal_a_user_point`, `pal_a_score`, `pal_b_user_vector`, `pal_b_score`; heads
 `ideal_point` and `prompt_conditioned_ideal_point`.) config.pal.variant picks "a" or "b";
-config.head holds the head's arguments, num_users the size of its user table.
+config.head holds the head's arguments, num_users the size of its user table. PAL-B's g_k
+read the prompt's hidden state (the last prompt token; the backbone is causal), so both
+sides of a pair get the same user vector: read from a response instead, u would tell the
+model which side is the labelled one.
 
 Data: `head.num_users` users from `pal.num_user_groups` groups with opposed tastes
 (`rmjax.data.synthetic.user_group_worlds`); each user labels num_train / U training pairs and
@@ -22,7 +25,6 @@ References:
   Preferences", arXiv:2406.08469.
 """
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -61,7 +63,8 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
 
 
 def _build_model(family: Family, config: ml_collections.ConfigDict) -> Model:
-  """The single model, its unbatched outputs repeated per row so that every output splits
+  """The single model, reading the prompt's hidden state (its last token, from the pairs'
+  `prompt_lengths`), its unbatched outputs repeated per row so that every output splits
   along the batch (chosen and rejected halves, the mesh's batch axes)."""
   model = single_model(family, config)
 
@@ -69,7 +72,9 @@ def _build_model(family: Family, config: ml_collections.ConfigDict) -> Model:
     apply = model.make_apply(graphdef)
 
     def batched(params, batch):
-      out = apply(params, batch)
+      positions = jnp.arange(batch["tokens"].shape[1])[None, :]
+      out = apply(params, {**batch,
+                           "prompt_mask": positions < batch["prompt_lengths"][:, None]})
       rows = batch["tokens"].shape[0]
       return {k: jnp.broadcast_to(v, (rows,) + v.shape) if k in _UNBATCHED else v
               for k, v in out.items()}
@@ -83,7 +88,7 @@ def _score(config: ml_collections.ConfigDict, chosen, rejected, mask=None):
   if config.pal.variant == "a":
     point = losses.pal_a_user_point(chosen["prototypes"][0], chosen["user_logits"], mask=mask)
     return losses.pal_a_score(chosen["features"], rejected["features"], point, mask=mask)
-  # Without a prompt mask the K maps read the chosen side's last token (see the head).
+  # g_k read the prompt's hidden state, the same for both sides: either side's will do.
   vector = losses.pal_b_user_vector(chosen["user_prototype_features"], chosen["user_logits"],
                                     mask=mask)
   return losses.pal_b_score(chosen["features"], rejected["features"], vector,
@@ -110,6 +115,11 @@ def _split(episodes: synthetic.SyntheticEpisodes, part: slice, name: str,
   arrays["margin"] = np.zeros(prob.size, np.float32)
   arrays["preference_prob"] = prob.reshape(-1)
   arrays["user_ids"] = np.repeat(np.arange(prob.shape[0], dtype=np.int32), prob.shape[1])
+  # [BOS] + the kept prompt tokens (the prompt keeps its last max_prompt_len tokens).
+  tokenizer = rm_data.ByteTokenizer()
+  arrays["prompt_lengths"] = np.array(
+      [1 + min(len(tokenizer.encode(p)), config.data.max_prompt_len)
+       for p in flat(episodes.prompt)], np.int32)
   info = dict(num_pairs=int(prob.size),
               bayes_optimal_accuracy=float(np.mean(np.maximum(prob, 1 - prob))),
               group_blind_bayes_accuracy=float(np.mean(episodes.group_blind_prob[:, part])),
@@ -153,5 +163,5 @@ FAMILY = Family(
     pair_logits=_pair_logits,
     build_model=_build_model,
     load_data=_load_data,
-    side_fields=("user_ids",),
+    side_fields=("user_ids", "prompt_lengths"),
 )
