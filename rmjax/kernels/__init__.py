@@ -12,6 +12,7 @@ modules are imported when a Pallas implementation is first used.
   all_pairs_loss_sharded    the same over a mesh axis with shard_map
 """
 
+from rmjax.kernels import all_pairs
 from rmjax.kernels.all_pairs import all_pairs_loss
 from rmjax.kernels.all_pairs import all_pairs_loss_sharded
 from rmjax.kernels.all_pairs import candidates
@@ -21,13 +22,5 @@ from rmjax.kernels.all_pairs import num_preferred_pairs
 from rmjax.kernels.all_pairs import PairItems
 from rmjax.kernels.all_pairs import PairRule
 
-__all__ = (
-    "IMPLEMENTATIONS",
-    "PairItems",
-    "PairRule",
-    "all_pairs_loss",
-    "all_pairs_loss_sharded",
-    "candidates",
-    "lipo_lambda_factors",
-    "num_preferred_pairs",
-)
+# The one kernel family's public names are this package's: one list to keep.
+__all__ = all_pairs.__all__

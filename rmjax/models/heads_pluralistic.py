@@ -87,6 +87,15 @@ def _check_user_ids_batch(user_ids, features: jax.Array) -> None:
     )
 
 
+def _with_user_logits(out: dict[str, jax.Array], head, user_ids, features: jax.Array
+                      ) -> dict[str, jax.Array]:
+  """A PAL head's outputs `out`, plus 'user_logits' [B, K] when `user_ids` are given."""
+  if user_ids is not None:
+    _check_user_ids_batch(user_ids, features)
+    out["user_logits"] = head.user_logits(user_ids)
+  return out
+
+
 class IdealPointHead(nnx.Module):
   """PAL-A ideal-point head: item features, K prototypes and a per-user mixing table.
 
@@ -166,10 +175,7 @@ class IdealPointHead(nnx.Module):
     check_features(features, self.d_model)
     out = {"features": self.projection(features),
            "prototypes": self.prototypes[...].astype(jnp.float32)}
-    if user_ids is not None:
-      _check_user_ids_batch(user_ids, features)
-      out["user_logits"] = self.user_logits(user_ids)
-    return out
+    return _with_user_logits(out, self, user_ids, features)
 
 
 class PromptConditionedIdealPointHead(nnx.Module):
@@ -319,10 +325,7 @@ class PromptConditionedIdealPointHead(nnx.Module):
         f, g = jax.nn.gelu(f, approximate=False), jax.nn.gelu(g, approximate=False)
     out = {"features": f, "user_prototype_features": g,
            "log_temperature": self.log_temperature[...].astype(jnp.float32)}
-    if user_ids is not None:
-      _check_user_ids_batch(user_ids, features)
-      out["user_logits"] = self.user_logits(user_ids)
-    return out
+    return _with_user_logits(out, self, user_ids, features)
 
 
 class LatentConditionedHead(nnx.Module):

@@ -35,6 +35,23 @@ from rmjax.models.transformer import _param
 GPM_SCALE_GATES = ("softmax", "scaled_softmax")
 
 
+def _affine_params(rngs: nnx.Rngs, d_model: int, width: int, param_dtype
+                   ) -> tuple[nnx.Param, nnx.Param]:
+  """`ScalarHead`'s params: kernel [D, width] ('embed', None) ~ N(0, 1 / (D + 1)), bias zeros."""
+  param_dtype = jnp.dtype(param_dtype)
+  kernel = _param(rngs, _head_init(d_model), (d_model, width), ("embed", None), param_dtype)
+  bias = _param(rngs, nnx.initializers.zeros, (width,), (None,), param_dtype)
+  return kernel, bias
+
+
+def _affine(features: jax.Array, d_model: int, kernel: nnx.Param, bias: nnx.Param
+            ) -> jax.Array:
+  """features: [B, D] -> features @ kernel + bias, float32."""
+  check_features(features, d_model)
+  return (features.astype(jnp.float32) @ kernel[...].astype(jnp.float32)
+          + bias[...].astype(jnp.float32))
+
+
 class ScalarHead(nnx.Module):
   """Linear reward head: rewards = features @ kernel + bias.
 
@@ -57,26 +74,15 @@ class ScalarHead(nnx.Module):
 
   def __init__(self, d_model: int, num_outputs: int = 1, *, param_dtype=jnp.float32,
                rngs: nnx.Rngs):
-    for name, value in (("d_model", d_model), ("num_outputs", num_outputs)):
-      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"ScalarHead: {name} must be a positive int, got {value!r}.")
+    _check_positive_int("ScalarHead", "d_model", d_model)
+    _check_positive_int("ScalarHead", "num_outputs", num_outputs)
     self.d_model = d_model
     self.num_outputs = num_outputs
-    param_dtype = jnp.dtype(param_dtype)
-    kernel_init = nnx.with_partitioning(
-        nnx.initializers.normal(stddev=1.0 / math.sqrt(d_model + 1)), ("embed", None),
-        eager_sharding=False,
-    )
-    bias_init = nnx.with_partitioning(nnx.initializers.zeros, (None,),
-                                      eager_sharding=False)
-    self.kernel = nnx.Param(kernel_init(rngs.params(), (d_model, num_outputs), param_dtype))
-    self.bias = nnx.Param(bias_init(rngs.params(), (num_outputs,), param_dtype))
+    self.kernel, self.bias = _affine_params(rngs, d_model, num_outputs, param_dtype)
 
   def __call__(self, features: jax.Array) -> jax.Array:
     """features: [B, D] -> [B, num_outputs] float32."""
-    check_features(features, self.d_model)
-    kernel = self.kernel[...].astype(jnp.float32)
-    return features.astype(jnp.float32) @ kernel + self.bias[...].astype(jnp.float32)
+    return _affine(features, self.d_model, self.kernel, self.bias)
 
 
 class MultiAttributeHead(nnx.Module):
@@ -112,16 +118,11 @@ class MultiAttributeHead(nnx.Module):
     _check_positive_int("MultiAttributeHead", "num_attributes", num_attributes)
     self.d_model = d_model
     self.num_attributes = num_attributes
-    param_dtype = jnp.dtype(param_dtype)
-    self.kernel = _param(rngs, _head_init(d_model), (d_model, num_attributes),
-                         ("embed", None), param_dtype)
-    self.bias = _param(rngs, nnx.initializers.zeros, (num_attributes,), (None,), param_dtype)
+    self.kernel, self.bias = _affine_params(rngs, d_model, num_attributes, param_dtype)
 
   def __call__(self, features: jax.Array) -> jax.Array:
     """features: [B, D] -> predictions [B, num_attributes] float32."""
-    check_features(features, self.d_model)
-    kernel = self.kernel[...].astype(jnp.float32)
-    return features.astype(jnp.float32) @ kernel + self.bias[...].astype(jnp.float32)
+    return _affine(features, self.d_model, self.kernel, self.bias)
 
 
 class GeneralPreferenceHead(nnx.Module):

@@ -52,6 +52,7 @@ from rmjax.models.transformer import (
     LOGICAL_AXES,
     Transformer,
     TransformerConfig,
+    check_token_mask,
     check_tokens_and_mask,
 )
 
@@ -145,17 +146,6 @@ def _head_kwargs(head: Any, head_config: Any, num_outputs: Any) -> tuple[dict, d
           f"{sorted(encoder_accepted)} (latent_dim is the head's)."
       )
   return kwargs, encoder_kwargs
-
-
-def _check_prompt_mask(prompt_mask: Any, tokens: jax.Array) -> jax.Array:
-  if getattr(prompt_mask, "shape", None) != tokens.shape:
-    raise ValueError(
-        f"prompt_mask must have the shape of tokens {tuple(tokens.shape)}, got "
-        f"{getattr(prompt_mask, 'shape', None)}."
-    )
-  if not (jnp.issubdtype(prompt_mask.dtype, jnp.integer) or prompt_mask.dtype == jnp.bool_):
-    raise TypeError(f"prompt_mask must be bool or integer, got {prompt_mask.dtype}.")
-  return prompt_mask.astype(jnp.bool_)
 
 
 class RewardModel(nnx.Module):
@@ -278,7 +268,7 @@ class RewardModel(nnx.Module):
     for name in getattr(self.head, "call_inputs", ()):
       if name == "prompt_features":
         inputs[name] = (None if prompt_mask is None else gather_last_token(
-            hidden, _check_prompt_mask(prompt_mask, tokens)))
+            hidden, check_token_mask(prompt_mask, tokens, "prompt_mask")))
       elif name == "user_ids":
         inputs[name] = user_ids
       elif name == "latent":

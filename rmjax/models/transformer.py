@@ -221,18 +221,36 @@ def check_tokens_and_mask(tokens: jax.Array, mask: jax.Array, max_len: int | Non
     )
   if not jnp.issubdtype(tokens.dtype, jnp.integer):
     raise TypeError(f"tokens must have an integer dtype, got {tokens.dtype}.")
-  if getattr(mask, "shape", None) != tokens.shape:
-    raise ValueError(
-        f"mask must have the shape of tokens {tuple(tokens.shape)}, got "
-        f"{getattr(mask, 'shape', None)}."
-    )
-  if not (jnp.issubdtype(mask.dtype, jnp.integer) or mask.dtype == jnp.bool_):
-    raise TypeError(f"mask must be bool or integer, got {mask.dtype}.")
+  mask = check_token_mask(mask, tokens)
   if max_len is not None and tokens.shape[1] > max_len:
     raise ValueError(
         f"tokens has length L={tokens.shape[1]}, longer than the config's "
         f"max_len={max_len}."
     )
+  return mask
+
+
+def check_token_mask(mask: Any, tokens: jax.Array, name: str = "mask") -> jax.Array:
+  """Checks a per-token mask (`mask`, `prompt_mask`) against `tokens`; returns it as bool.
+
+  Args:
+    mask: [B, L] bool or integer, the shape of `tokens`.
+    tokens: the [B, L] token ids it belongs to.
+    name: the argument's name, for the error messages.
+
+  Returns:
+    [B, L] bool.
+
+  Raises:
+    ValueError (wrong shape) / TypeError (wrong dtype) naming the argument.
+  """
+  if getattr(mask, "shape", None) != tokens.shape:
+    raise ValueError(
+        f"{name} must have the shape of tokens {tuple(tokens.shape)}, got "
+        f"{getattr(mask, 'shape', None)}."
+    )
+  if not (jnp.issubdtype(mask.dtype, jnp.integer) or mask.dtype == jnp.bool_):
+    raise TypeError(f"{name} must be bool or integer, got {mask.dtype}.")
   return mask.astype(jnp.bool_)
 
 

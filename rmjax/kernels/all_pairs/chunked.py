@@ -97,12 +97,10 @@ def pair_sums(
   block_size = DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
   if block_size < 1:
     raise ValueError(f"`block_size` must be >= 1; got {block_size}.")
-  zero = jnp.zeros((), dtype)
   if num_rows == 0 or num_cols == 0:
-    if not with_grad:
-      return zero, None, None
-    return (zero, jnp.zeros(num_rows, dtype),
-            None if same_items else jnp.zeros(num_cols, dtype))
+    return rules.empty_sums(num_rows, num_cols, same_items=same_items,
+                            with_grad=with_grad, dtype=dtype)
+  zero = jnp.zeros((), dtype)
 
   row_block = min(block_size, rules.round_up(num_rows, 8))
   col_block = min(block_size, rules.round_up(num_cols, 8))
@@ -155,7 +153,8 @@ def pair_sums(
 
   def body(k, carry):
     i, j = tile_i[k], tile_j[k]
-    overlap = (row_low[i] <= col_high[j]) & (col_low[j] <= row_high[i])
+    overlap = rules.ranges_overlap(row_low[i], row_high[i], col_low[j],
+                                   col_high[j])
     branch = overlap.astype(jnp.int32)
     if not with_grad:
       return carry + lax.switch(branch, branches, i, j)

@@ -52,35 +52,14 @@ def check_supported(num_items: int, dtype, block_size: Optional[int],
     raise NotImplementedError(f"Pallas Triton is not available: {e}") from e
 
 
-def _fields(items: rules.PairItems):
-  names, values = [], []
-  for name, value in zip(items._fields, items):
-    if value is None:
-      continue
-    if value.dtype == jnp.bool_:
-      value = value.astype(jnp.int32)
-    names.append(name)
-    values.append(value)
-  return tuple(names), values
-
-
-def _kernel(*refs, rule, names, has_margin, with_loss, with_slope,
-            program_is_winner, block, loop_block, num_loop_blocks):
+def _kernel(own_low_ref, own_high_ref, other_low_ref, other_high_ref, *refs,
+            rule, names, has_margin, with_loss, with_slope, program_is_winner,
+            block, loop_block, num_loop_blocks):
   """One program: its block against every block of the other side."""
   from jax.experimental import pallas as pl  # pylint: disable=g-import-not-at-top
 
-  num_fields = len(names)
-  position = 0
-  margin = None
-  if has_margin:
-    margin = refs[0][0]
-    position = 1
-  own_low_ref, own_high_ref, other_low_ref, other_high_ref = (
-      refs[position:position + 4])
-  position += 4
-  own_refs = refs[position:position + num_fields]
-  other_refs = refs[position + num_fields:position + 2 * num_fields]
-  out_refs = refs[position + 2 * num_fields:]
+  margin, own_refs, other_refs, out_refs = rules.split_kernel_refs(
+      refs, len(names), has_margin)
   program = pl.program_id(0)
   own_low, own_high = own_low_ref[program], own_high_ref[program]
   own = {name: ref[...] for name, ref in zip(names, own_refs)}
@@ -106,8 +85,8 @@ def _kernel(*refs, rule, names, has_margin, with_loss, with_slope,
     return loss_sum, slope_sum
 
   def body(k, carry):
-    overlap = ((own_low <= other_high_ref[k])
-               & (other_low_ref[k] <= own_high))
+    overlap = rules.ranges_overlap(own_low, own_high, other_low_ref[k],
+                                   other_high_ref[k])
     return lax.cond(overlap, functools.partial(tile, k), lambda c: c, carry)
 
   zeros = jnp.zeros((block,), jnp.float32)
@@ -125,15 +104,15 @@ def _pass(rule, own, other, margin, *, program_is_winner, with_loss,
   from jax.experimental import pallas as pl  # pylint: disable=g-import-not-at-top
   from jax.experimental.pallas import triton as plgpu  # pylint: disable=g-import-not-at-top
 
-  names, own_values = _fields(own)
-  _, other_values = _fields(other)
+  names, own_values = rules.kernel_fields(own)
+  _, other_values = rules.kernel_fields(other)
   own_len, other_len = own.scores.shape[0], other.scores.shape[0]
   own_low, own_high = rules.block_group_ranges(own, block)
   other_low, other_high = rules.block_group_ranges(other, loop_block)
   has_margin = rule.margin_rule is not None
-  inputs = ([jnp.reshape(margin, (1,)).astype(jnp.float32)]
-            if has_margin else [])
-  inputs += [own_low, own_high, other_low, other_high]
+  inputs = [own_low, own_high, other_low, other_high]
+  if has_margin:
+    inputs.append(jnp.reshape(margin, (1,)).astype(jnp.float32))
   full = lambda x: pl.BlockSpec(x.shape, lambda i: (0,) * x.ndim)
   in_specs = [full(x) for x in inputs]
   in_specs += [pl.BlockSpec((block,), lambda i: (i,)) for _ in own_values]
@@ -200,15 +179,11 @@ def pair_sums(
   >>> float(total), grad
   (1.3862..., Array([-1. ,  0.5,  0.5], dtype=float32))
   """
-  check_supported(max(rows.scores.shape[0], cols.scores.shape[0]), dtype,
-                  block_size, interpret)
   num_rows, num_cols = rows.scores.shape[0], cols.scores.shape[0]
-  zero = jnp.zeros((), jnp.float32)
+  check_supported(max(num_rows, num_cols), dtype, block_size, interpret)
   if num_rows == 0 or num_cols == 0:
-    if not with_grad:
-      return zero, None, None
-    return (zero, jnp.zeros(num_rows, jnp.float32),
-            None if same_items else jnp.zeros(num_cols, jnp.float32))
+    return rules.empty_sums(num_rows, num_cols, same_items=same_items,
+                            with_grad=with_grad, dtype=jnp.float32)
   loop_block = LOOP_BLOCK if block_size is None else block_size
   block = max(loop_block // 2, 1)
   # Both sides are padded to multiples of the loop block (itself a multiple of

@@ -104,33 +104,13 @@ def check_supported(num_items: int, dtype, block_size: Optional[int],
     raise NotImplementedError(f"Pallas TPU is not available: {e}") from e
 
 
-def _fields(items: rules.PairItems):
-  """Names of the present fields and their values as 32-bit arrays."""
-  names, values = [], []
-  for name, value in zip(items._fields, items):
-    if value is None:
-      continue
-    if value.dtype == jnp.bool_:
-      value = value.astype(jnp.int32)
-    names.append(name)
-    values.append(value)
-  return tuple(names), values
-
-
 def _kernel(row_low, row_high, col_low, col_high, *refs, rule, names,
             has_margin, with_grad, block_rows, block_cols):
   """One (row block, column block) tile; see the module docstring."""
   from jax.experimental import pallas as pl  # pylint: disable=g-import-not-at-top
 
-  num_fields = len(names)
-  position = 0
-  margin = None
-  if has_margin:
-    margin = refs[0][0]
-    position = 1
-  row_refs = refs[position:position + num_fields]
-  col_refs = refs[position + num_fields:position + 2 * num_fields]
-  out_refs = refs[position + 2 * num_fields:]
+  margin, row_refs, col_refs, out_refs = rules.split_kernel_refs(
+      refs, len(names), has_margin)
   loss_ref = out_refs[0]
   i, j = pl.program_id(0), pl.program_id(1)
 
@@ -145,7 +125,8 @@ def _kernel(row_low, row_high, col_low, col_high, *refs, rule, names,
     def _init_cols():
       out_refs[2][...] = jnp.zeros(out_refs[2].shape, jnp.float32)
 
-  overlap = (row_low[i] <= col_high[j]) & (col_low[j] <= row_high[i])
+  overlap = rules.ranges_overlap(row_low[i], row_high[i], col_low[j],
+                                 col_high[j])
 
   @pl.when(overlap)
   def _tile():
@@ -212,15 +193,11 @@ def pair_sums(
   from jax.experimental import pallas as pl  # pylint: disable=g-import-not-at-top
   from jax.experimental.pallas import tpu as pltpu  # pylint: disable=g-import-not-at-top
 
-  check_supported(max(rows.scores.shape[0], cols.scores.shape[0]), dtype,
-                  block_size, interpret)
   num_rows, num_cols = rows.scores.shape[0], cols.scores.shape[0]
-  zero = jnp.zeros((), jnp.float32)
+  check_supported(max(num_rows, num_cols), dtype, block_size, interpret)
   if num_rows == 0 or num_cols == 0:
-    if not with_grad:
-      return zero, None, None
-    return (zero, jnp.zeros(num_rows, jnp.float32),
-            None if same_items else jnp.zeros(num_cols, jnp.float32))
+    return rules.empty_sums(num_rows, num_cols, same_items=same_items,
+                            with_grad=with_grad, dtype=jnp.float32)
 
   shapes = block_shapes(num_rows, num_cols, block_size)
   (block_rows, _), (rows_pad, _) = shapes["row_vectors"]
@@ -229,8 +206,8 @@ def pair_sums(
   cols_p = rules.pad_items(cols, cols_pad)
   row_low, row_high = rules.block_group_ranges(rows_p, block_rows)
   col_low, col_high = rules.block_group_ranges(cols_p, block_cols)
-  names, row_values = _fields(rows_p)
-  col_names, col_values = _fields(cols_p)
+  names, row_values = rules.kernel_fields(rows_p)
+  col_names, col_values = rules.kernel_fields(cols_p)
   if names != col_names:
     raise ValueError(f"rows and cols need the same fields: {names} vs "
                      f"{col_names}")

@@ -37,6 +37,11 @@ the label gap (m per grade of difference).
 Softplus and sigmoid share one exponential, e = exp(-|z|):
 softplus(-z) = max(-z, 0) + log1p(e) and sigmoid(-z) = (e if z >= 0 else 1)
 / (1 + e), both exact in float32 for |z| up to 1e4 and beyond.
+
+The tiling helpers the tiled implementations share are here too: padding
+(`pad_items`), the per-block group ranges and their overlap test that skip
+tiles, the all-zero result of an empty side (`empty_sums`), and the operand
+layout of the Pallas kernels (`kernel_fields`, `split_kernel_refs`).
 """
 
 from typing import NamedTuple, Optional
@@ -565,6 +570,62 @@ def block_group_ranges(items: PairItems,
   low = jnp.min(jnp.where(valid, groups, big), axis=1)
   high = jnp.max(jnp.where(valid, groups, small), axis=1)
   return low, high
+
+
+def ranges_overlap(low_a, high_a, low_b, high_b):
+  """Whether two blocks' group ranges (`block_group_ranges`) overlap.
+
+  A tile of a row block and a column block can hold a pair only then; every
+  tiled implementation skips the other tiles.
+  """
+  return (low_a <= high_b) & (low_b <= high_a)
+
+
+def empty_sums(num_rows: int, num_cols: int, *, same_items: bool,
+               with_grad: bool, dtype):
+  """The `pair_sums` result when a side has no items: all zeros.
+
+  (total, grad_rows [N_r] or None, grad_cols [N_c] or None), with the
+  contract of `chunked.pair_sums` (no `grad_cols` when `same_items`).
+  """
+  zero = jnp.zeros((), dtype)
+  if not with_grad:
+    return zero, None, None
+  return (zero, jnp.zeros(num_rows, dtype),
+          None if same_items else jnp.zeros(num_cols, dtype))
+
+
+def kernel_fields(items: PairItems) -> tuple[tuple[str, ...], list[jax.Array]]:
+  """Names of the present fields and their values as 32-bit arrays.
+
+  The operands of the Pallas kernels: absent (None) fields are dropped, and
+  bool fields become int32.
+  """
+  names, values = [], []
+  for name, value in zip(items._fields, items):
+    if value is None:
+      continue
+    if value.dtype == jnp.bool_:
+      value = value.astype(jnp.int32)
+    names.append(name)
+    values.append(value)
+  return tuple(names), values
+
+
+def split_kernel_refs(refs, num_fields: int, has_margin: bool):
+  """(margin, row refs, column refs, output refs) of a Pallas kernel's refs.
+
+  The operand order the Pallas kernels share, after their group-range refs:
+  the margin ([1], only with `has_margin`; read here), the `num_fields`
+  field refs of the program's own side, those of the other side, then the
+  outputs.
+  """
+  margin = None
+  if has_margin:
+    margin = refs[0][0]
+    refs = refs[1:]
+  return (margin, refs[:num_fields], refs[num_fields:2 * num_fields],
+          refs[2 * num_fields:])
 
 
 def round_up(n: int, multiple: int) -> int:
