@@ -54,12 +54,18 @@ def place_batch(dataset, indices: np.ndarray, sharding, fields: Sequence[str],
   return parallel.global_batch(sharding, select_fields(local, fields), len(indices))
 
 
-def real_tokens_per_example(dataset, mask_fields: Sequence[str]) -> np.ndarray:
-  """int64 [N] real (unpadded) tokens of each example, summed over its token masks, so that
-  every process can count the tokens of a global batch from its indices alone."""
+def token_counts(dataset, mask_fields: Sequence[str], batch_size: int
+                 ) -> tuple[int, int, np.ndarray]:
+  """(seq_len, padded tokens of a global batch, int64 [N] real tokens of each example).
+
+  Counted over the example's token masks (`mask_fields`, [N, ..., L] each), so that every
+  process can count the real tokens of a global batch from its indices alone.
+  """
   arrays = dataset.arrays
-  counts = np.zeros(dataset.num_examples, np.int64)
-  for k in mask_fields:
-    if k in arrays:
-      counts += arrays[k].reshape(dataset.num_examples, -1).sum(axis=1, dtype=np.int64)
-  return counts
+  masks = [arrays[k] for k in mask_fields if k in arrays]
+  seq_len = masks[0].shape[-1] if masks else 0
+  tokens_per_step = sum(int(np.prod(m.shape[1:])) for m in masks) * batch_size
+  real = np.zeros(dataset.num_examples, np.int64)
+  for m in masks:
+    real += m.reshape(dataset.num_examples, -1).sum(axis=1, dtype=np.int64)
+  return seq_len, tokens_per_step, real

@@ -25,7 +25,6 @@ from typing import Any
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
-import numpy as np
 
 from rmjax import parallel
 from rmjax.train import batching
@@ -133,11 +132,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                f"{program.num_params:,}", dict(mesh.shape), jax.process_count())
 
   # The steps.
-  train_arrays = data.train.arrays
-  masks = [train_arrays[k] for k in task.token_mask_fields if k in train_arrays]
-  seq_len = masks[0].shape[-1] if masks else 0
-  tokens_per_step = sum(int(np.prod(m.shape[1:])) for m in masks) * batch_size
-  real_tokens = batching.real_tokens_per_example(data.train, task.token_mask_fields)
+  seq_len, tokens_per_step, real_tokens = batching.token_counts(
+      data.train, task.token_mask_fields, batch_size)
   meter = progress.TrainMeter(tokens_per_step=tokens_per_step, total=num_steps,
                               initial=start_step,
                               show=config.train.progress_bar and primary)
