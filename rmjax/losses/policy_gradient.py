@@ -376,8 +376,7 @@ def gspo_loss(
   norm_constant = _check_aggregation(agg, norm_constant)
   eps_low, eps_high = _check_eps_pair(eps_low, eps_high)
   logp, old_logp, advantages, valid = _policy_inputs(logp, old_logp, advantages, mask)
-  return _gspo(logp, old_logp, advantages, valid, eps_low, eps_high,
-               norm_constant, agg=agg)
+  return _gspo(logp, old_logp, advantages, valid, eps_low, eps_high, norm_constant, agg=agg)
 
 
 def _gspo(logp, old_logp, advantages, valid, eps_low, eps_high, norm_constant, *, agg):
@@ -443,8 +442,7 @@ def cispo_loss(
   if eps_low is not None:
     eps_low, _ = _check_eps_pair(eps_low, eps_high)
   logp, old_logp, advantages, valid = _policy_inputs(logp, old_logp, advantages, mask)
-  return _cispo(logp, old_logp, advantages, valid, eps_low, eps_high,
-                norm_constant, agg=agg)
+  return _cispo(logp, old_logp, advantages, valid, eps_low, eps_high, norm_constant, agg=agg)
 
 
 def _cispo(logp, old_logp, advantages, valid, eps_low, eps_high, norm_constant, *, agg):
