@@ -153,6 +153,14 @@ def sanitized_inputs(named_arrays: Sequence[Tuple[str, chex.Array]], mask,
   return arrays, valid, dtype
 
 
+def sanitized_rows(x: jnp.ndarray, valid: jnp.ndarray, dtype) -> jnp.ndarray:
+  """Upcasts `x` [B, ...] to `dtype` and replaces the rows where the [B] mask
+  `valid` is False by 0 (the rows of `sanitized_inputs`, for arrays with
+  trailing dimensions)."""
+  valid = valid.reshape(valid.shape + (1,) * (x.ndim - 1))
+  return jnp.where(valid, x.astype(dtype), 0)
+
+
 def pair_inputs(chosen_rewards, rejected_rewards, mask):
   """Checks, upcasts and sanitises a pair of reward vectors.
 

@@ -182,6 +182,16 @@ def scaled_bradley_terry_loss(
       per_pair, weights=weights, mask=valid, reduction=reduction)
 
 
+def _pair_penalty(penalty, chosen_rewards, rejected_rewards, mask, reduction):
+  """`reduce_loss` of `penalty(chosen, rejected)` over the valid pairs: the
+  body of the reward penalties."""
+  _reduction.check_reduction(reduction)
+  chosen, rejected, valid, _ = _reduction.pair_inputs(
+      chosen_rewards, rejected_rewards, mask)
+  return _reduction.reduce_loss(penalty(chosen, rejected), mask=valid,
+                                reduction=reduction)
+
+
 def reward_centering_penalty(
     chosen_rewards: chex.Array,
     rejected_rewards: chex.Array,
@@ -218,11 +228,8 @@ def reward_centering_penalty(
   ...                                jnp.array([2.0, -2.0])))  # (9 + 0) / 2
   4.5
   """
-  _reduction.check_reduction(reduction)
-  chosen, rejected, valid, _ = _reduction.pair_inputs(
-      chosen_rewards, rejected_rewards, mask)
-  return _reduction.reduce_loss(
-      jnp.square(chosen + rejected), mask=valid, reduction=reduction)
+  return _pair_penalty(lambda c, r: jnp.square(c + r), chosen_rewards,
+                       rejected_rewards, mask, reduction)
 
 
 def l2_reward_penalty(
@@ -259,9 +266,5 @@ def l2_reward_penalty(
   ...                         jnp.array([2.0, -2.0])))  # (5 + 8) / 2
   6.5
   """
-  _reduction.check_reduction(reduction)
-  chosen, rejected, valid, _ = _reduction.pair_inputs(
-      chosen_rewards, rejected_rewards, mask)
-  return _reduction.reduce_loss(
-      jnp.square(chosen) + jnp.square(rejected), mask=valid,
-      reduction=reduction)
+  return _pair_penalty(lambda c, r: jnp.square(c) + jnp.square(r),
+                       chosen_rewards, rejected_rewards, mask, reduction)

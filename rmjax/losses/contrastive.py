@@ -100,8 +100,8 @@ def info_nce_loss(
   batch = anchors.shape[0]
   valid = _reduction.validity_mask(mask, (batch,), "mask")
   dtype = _reduction.compute_dtype(anchors, positives)
-  anchors = jnp.where(valid[:, None], anchors.astype(dtype), 0)
-  positives = jnp.where(valid[:, None], positives.astype(dtype), 0)
+  anchors = _reduction.sanitized_rows(anchors, valid, dtype)
+  positives = _reduction.sanitized_rows(positives, valid, dtype)
 
   a = _reduction.safe_l2_normalize(anchors)
   p = _reduction.safe_l2_normalize(positives)

@@ -205,11 +205,10 @@ def general_preference_loss(
                                       "chosen_embedding")
 
   # Sanitise invalid rows before any computation (see `pair_inputs`).
-  rows = valid[:, None]
-  chosen = jnp.where(rows, chosen.astype(dtype), 0)
-  rejected = jnp.where(rows, rejected.astype(dtype), 0)
+  chosen = _reduction.sanitized_rows(chosen, valid, dtype)
+  rejected = _reduction.sanitized_rows(rejected, valid, dtype)
   if block_scales is not None:
-    block_scales = jnp.where(rows, block_scales.astype(dtype), 0)
+    block_scales = _reduction.sanitized_rows(block_scales, valid, dtype)
   margin = jnp.where(valid, margin.astype(dtype), 0)
   if normalize:
     chosen = _reduction.safe_l2_normalize(chosen)

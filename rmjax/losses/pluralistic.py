@@ -56,12 +56,6 @@ def _check_heads(x, name: str, expected: str = "[B, K]") -> jnp.ndarray:
   return x
 
 
-def _rows(x: jnp.ndarray, valid: jnp.ndarray, dtype) -> jnp.ndarray:
-  """Upcasts `x` [B, ...] and replaces its invalid rows by 0."""
-  valid = valid.reshape(valid.shape + (1,) * (x.ndim - 1))
-  return jnp.where(valid, x.astype(dtype), 0)
-
-
 def _mixture_inputs(chosen_rewards, rejected_rewards, mixture_logits):
   chosen = _check_heads(chosen_rewards, "chosen_rewards")
   rejected = _reduction.as_real_array(rejected_rewards, "rejected_rewards")
@@ -138,7 +132,7 @@ def mixture_bradley_terry_loss(
     weights = _reduction.batch_vector(weights, "weights", batch,
                                       "chosen_rewards")
   dtype = _reduction.compute_dtype(chosen, rejected, logits)
-  chosen, rejected, logits = (_rows(x, valid, dtype)
+  chosen, rejected, logits = (_reduction.sanitized_rows(x, valid, dtype)
                               for x in (chosen, rejected, logits))
   per_pair = -jax.nn.logsumexp(
       _joint_log_likelihood(chosen, rejected, logits), axis=-1)
@@ -305,7 +299,7 @@ def maxmin_assign_users(
         f"`pair_log_likelihoods`); got shape {tuple(user_ids.shape)}.")
   valid = _reduction.validity_mask(mask, (batch,), "mask")
   dtype = _reduction.compute_dtype(log_lik)
-  log_lik = _rows(log_lik, valid, dtype)
+  log_lik = _reduction.sanitized_rows(log_lik, valid, dtype)
   totals = jax.ops.segment_sum(log_lik, user_ids, num_segments=num_users)
   counts = jax.ops.segment_sum(valid.astype(jnp.int32), user_ids,
                                num_segments=num_users)
@@ -371,7 +365,7 @@ def pal_a_user_point(
                                 "prototypes")
   valid = _reduction.validity_mask(mask, (batch,), "mask")
   dtype = _reduction.compute_dtype(prototypes, user_logits)
-  mix = jax.nn.softmax(_rows(user_logits, valid, dtype), axis=-1)
+  mix = jax.nn.softmax(_reduction.sanitized_rows(user_logits, valid, dtype), axis=-1)
   points = mix @ prototypes.astype(dtype)
   return jnp.where(valid[:, None], points, 0)
 
@@ -410,8 +404,8 @@ def pal_b_user_vector(
                                 "prompt_features_per_prototype")
   valid = _reduction.validity_mask(mask, (batch,), "mask")
   dtype = _reduction.compute_dtype(g, user_logits)
-  mix = jax.nn.softmax(_rows(user_logits, valid, dtype), axis=-1)
-  return jnp.einsum("bk,bkd->bd", mix, _rows(g, valid, dtype))
+  mix = jax.nn.softmax(_reduction.sanitized_rows(user_logits, valid, dtype), axis=-1)
+  return jnp.einsum("bk,bkd->bd", mix, _reduction.sanitized_rows(g, valid, dtype))
 
 
 def _pal_inputs(chosen_features, rejected_features, user, user_name, mask):
@@ -423,8 +417,8 @@ def _pal_inputs(chosen_features, rejected_features, user, user_name, mask):
   _reduction.check_same_shape(user, user_name, chosen, "chosen_features")
   valid = _reduction.validity_mask(mask, (chosen.shape[0],), "mask")
   dtype = _reduction.compute_dtype(chosen, rejected, user)
-  return (_rows(chosen, valid, dtype), _rows(rejected, valid, dtype),
-          _rows(user, valid, dtype), valid)
+  return (_reduction.sanitized_rows(chosen, valid, dtype), _reduction.sanitized_rows(rejected, valid, dtype),
+          _reduction.sanitized_rows(user, valid, dtype), valid)
 
 
 def pal_a_score(
@@ -534,7 +528,8 @@ def _gaussian_inputs(mean, log_var):
   _reduction.check_rank(mean, 2, "mean", "[B, Z]")
   log_var = _reduction.as_real_array(log_var, "log_var")
   _reduction.check_same_shape(log_var, "log_var", mean, "mean")
-  return mean, log_var
+  dtype = _reduction.compute_dtype(mean, log_var)
+  return mean.astype(dtype), log_var.astype(dtype)
 
 
 def _kl_to_standard_normal(mean, log_var):
@@ -571,9 +566,7 @@ def gaussian_kl_to_standard_normal(
   ...                                jnp.zeros((1, 2)))  # 0.5 * mu^2
   Array([0.5], dtype=float32)
   """
-  mean, log_var = _gaussian_inputs(mean, log_var)
-  dtype = _reduction.compute_dtype(mean, log_var)
-  return _kl_to_standard_normal(mean.astype(dtype), log_var.astype(dtype))
+  return _kl_to_standard_normal(*_gaussian_inputs(mean, log_var))
 
 
 def reparameterize(
@@ -609,10 +602,9 @@ def reparameterize(
          [1., 1., 1.]], dtype=float32)
   """
   mean, log_var = _gaussian_inputs(mean, log_var)
-  dtype = _reduction.compute_dtype(mean, log_var)
-  std = jnp.exp(0.5 * jnp.minimum(log_var.astype(dtype), VPL_MAX_LOG_VAR))
-  eps = jax.random.normal(key, mean.shape, dtype)
-  return mean.astype(dtype) + std * eps
+  std = jnp.exp(0.5 * jnp.minimum(log_var, VPL_MAX_LOG_VAR))
+  eps = jax.random.normal(key, mean.shape, mean.dtype)
+  return mean + std * eps
 
 
 def vpl_loss(
@@ -676,8 +668,8 @@ def vpl_loss(
         f"`mean` must have shape [B, Z] with B = {batch} (B from "
         f"`chosen_rewards`); got shape {tuple(mean.shape)}.")
   dtype = _reduction.compute_dtype(chosen, mean, log_var)
-  kl = _kl_to_standard_normal(_rows(mean, valid, dtype),
-                              _rows(log_var, valid, dtype))
+  kl = _kl_to_standard_normal(_reduction.sanitized_rows(mean, valid, dtype),
+                              _reduction.sanitized_rows(log_var, valid, dtype))
   bt = bradley_terry_loss(chosen, rejected, mask=valid, reduction="none")
   return _reduction.reduce_loss(bt + beta * kl, mask=valid,
                                 reduction=reduction)

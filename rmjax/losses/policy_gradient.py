@@ -110,15 +110,17 @@ def aggregate_token_losses(
   """
   norm_constant = _check_aggregation(mode, norm_constant, "mode")
   (losses,), valid, _ = _reduction.sanitized_inputs([("losses", losses)], mask, "[N, T]")
-  return _aggregate(losses, valid, _default_norm(norm_constant, losses), mode=mode)
+  return _aggregate(losses, valid, norm_constant, mode=mode)
 
 
 def _aggregate(losses, valid, norm_constant, *, mode):
-  """`losses` already 0 where not `valid`."""
+  """`losses` already 0 where not `valid`; `norm_constant` None means T."""
   dtype = losses.dtype
   if mode == "token-mean":
     return jnp.sum(losses) / jnp.maximum(jnp.sum(valid, dtype=dtype), 1)
   if mode == "seq-mean-token-sum-norm":
+    if norm_constant is None:
+      norm_constant = float(losses.shape[-1])
     return jnp.sum(losses) / norm_constant
   lengths = jnp.sum(valid, axis=-1, dtype=dtype)
   per_sequence = jnp.sum(losses, axis=-1)
@@ -250,11 +252,7 @@ def ppo_clip_loss(
   dual_clip = _check_dual_clip(dual_clip)
   logp, old_logp, advantages, valid = _policy_inputs(logp, old_logp, advantages, mask)
   return _ppo(logp, old_logp, advantages, valid, eps_low, eps_high, dual_clip, None,
-              _default_norm(norm_constant, logp), agg=agg)
-
-
-def _default_norm(norm_constant, logp):
-  return float(logp.shape[-1]) if norm_constant is None else norm_constant
+              norm_constant, agg=agg)
 
 
 def _ppo(logp, old_logp, advantages, valid, eps_low, eps_high, dual_clip, log_ratio_bounds,
@@ -325,7 +323,7 @@ def stable_reinforce_loss(
     raise ValueError(f"`log_ratio_bounds` must satisfy lo < 0 < hi; got {log_ratio_bounds!r}.")
   logp, old_logp, advantages, valid = _policy_inputs(logp, old_logp, advantages, mask)
   return _ppo(logp, old_logp, advantages, valid, eps_low, eps_high, None, (lo, hi),
-              _default_norm(norm_constant, logp), agg=agg)
+              norm_constant, agg=agg)
 
 
 def gspo_loss(
@@ -378,8 +376,7 @@ def gspo_loss(
   norm_constant = _check_aggregation(agg, norm_constant)
   eps_low, eps_high = _check_eps_pair(eps_low, eps_high)
   logp, old_logp, advantages, valid = _policy_inputs(logp, old_logp, advantages, mask)
-  return _gspo(logp, old_logp, advantages, valid, eps_low, eps_high,
-               _default_norm(norm_constant, logp), agg=agg)
+  return _gspo(logp, old_logp, advantages, valid, eps_low, eps_high, norm_constant, agg=agg)
 
 
 def _gspo(logp, old_logp, advantages, valid, eps_low, eps_high, norm_constant, *, agg):
@@ -445,8 +442,7 @@ def cispo_loss(
   if eps_low is not None:
     eps_low, _ = _check_eps_pair(eps_low, eps_high)
   logp, old_logp, advantages, valid = _policy_inputs(logp, old_logp, advantages, mask)
-  return _cispo(logp, old_logp, advantages, valid, eps_low, eps_high,
-                _default_norm(norm_constant, logp), agg=agg)
+  return _cispo(logp, old_logp, advantages, valid, eps_low, eps_high, norm_constant, agg=agg)
 
 
 def _cispo(logp, old_logp, advantages, valid, eps_low, eps_high, norm_constant, *, agg):
@@ -504,7 +500,7 @@ def vanilla_policy_gradient_loss(
   norm_constant = _check_aggregation(agg, norm_constant)
   logp, _, advantages, valid = _policy_inputs(logp, None, advantages, mask)
   losses = jnp.where(valid, -advantages * logp, 0)
-  return _aggregate(losses, valid, _default_norm(norm_constant, logp), mode=agg), {}
+  return _aggregate(losses, valid, norm_constant, mode=agg), {}
 
 
 def clipped_value_loss(
@@ -560,7 +556,7 @@ def clipped_value_loss(
   clipped_error = jnp.square(clipped - returns)
   losses = jnp.where(valid, 0.5 * jnp.maximum(unclipped_error, clipped_error), 0)
   metrics = {"value_clip_fraction": _masked_token_mean(clipped_error > unclipped_error, valid)}
-  return _aggregate(losses, valid, _default_norm(norm_constant, values), mode=agg), metrics
+  return _aggregate(losses, valid, norm_constant, mode=agg), metrics
 
 
 def entropy_from_logits(logits: chex.Array, *, mask: Optional[chex.Array] = None) -> jnp.ndarray:

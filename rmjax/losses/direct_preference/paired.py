@@ -25,14 +25,22 @@ def _margin_loss(policy_chosen_logps, policy_rejected_logps,
   """Reduces `per_pair(h, beta, *static_args)` of the log-ratio margins h.
 
   The shared body of the losses that depend on a pair only through
-  h = (pi_w - ref_w) - (pi_l - ref_l) (rDPO, IPO, hinge).
+  h = (pi_w - ref_w) - (pi_l - ref_l) (rDPO, IPO, hinge): checks `beta` and
+  `reduction` (after the caller's own hyperparameters), then the arrays.
   """
-  chosen, rejected, valid = _shared.log_ratios(
-      policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-      reference_rejected_logps, mask)
-  per_pair_loss = per_pair(chosen - rejected, beta, *static_args)
-  return _reduction.reduce_loss(per_pair_loss, weights=weights, mask=valid,
-                                reduction=reduction)
+  beta = _reduction.scalar_hyperparameter(beta, "beta")
+  _reduction.check_reduction(reduction)
+  (policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+   reference_rejected_logps, weights, mask) = _shared.as_arrays(
+       policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+       reference_rejected_logps, weights, mask)
+  return _shared.reduce_pairs(
+      _shared.named_pair_logps(policy_chosen_logps, policy_rejected_logps,
+                               reference_chosen_logps,
+                               reference_rejected_logps),
+      weights, mask, reduction,
+      lambda pc, pr, rc, rr: per_pair((pc - rc) - (pr - rr), beta,
+                                      *static_args))
 
 
 def _check_real_number(x, name: str) -> float:
@@ -215,13 +223,10 @@ def robust_dpo_loss(
   -0.1231...
   """
   e = _reduction.check_probability(label_smoothing, "label_smoothing")
-  beta = _reduction.scalar_hyperparameter(beta, "beta")
-  _reduction.check_reduction(reduction)
   return _margin_loss(
-      *_shared.as_arrays(policy_chosen_logps, policy_rejected_logps,
-               reference_chosen_logps, reference_rejected_logps, weights,
-               mask), beta, per_pair=_robust_dpo_per_pair, static_args=(e,),
-      reduction=reduction)
+      policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+      reference_rejected_logps, weights, mask, beta,
+      per_pair=_robust_dpo_per_pair, static_args=(e,), reduction=reduction)
 
 
 def _robust_dpo_per_pair(h, beta, e):
@@ -280,12 +285,10 @@ def ipo_loss(
   >>> float(ipo_loss(z, z, z, z))  # (0 - 5)^2
   25.0
   """
-  beta = _reduction.scalar_hyperparameter(beta, "beta")
-  _reduction.check_reduction(reduction)
   return _margin_loss(
-      *_shared.as_arrays(policy_chosen_logps, policy_rejected_logps,
-               reference_chosen_logps, reference_rejected_logps, weights,
-               mask), beta, per_pair=_ipo_per_pair, reduction=reduction)
+      policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+      reference_rejected_logps, weights, mask, beta, per_pair=_ipo_per_pair,
+      reduction=reduction)
 
 
 def _ipo_per_pair(h, beta):
@@ -347,12 +350,10 @@ def hinge_loss(
   >>> float(hinge_loss(jnp.array([-1.0]), jnp.array([-6.0]), z, z))  # h = 5
   0.5
   """
-  beta = _reduction.scalar_hyperparameter(beta, "beta")
-  _reduction.check_reduction(reduction)
   return _margin_loss(
-      *_shared.as_arrays(policy_chosen_logps, policy_rejected_logps,
-               reference_chosen_logps, reference_rejected_logps, weights,
-               mask), beta, per_pair=_hinge_per_pair, reduction=reduction)
+      policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+      reference_rejected_logps, weights, mask, beta, per_pair=_hinge_per_pair,
+      reduction=reduction)
 
 
 def _hinge_per_pair(h, beta):
@@ -420,12 +421,10 @@ def simpo_loss(
 
 def _simpo_loss(policy_chosen_logps, policy_rejected_logps, weights, mask,
                 beta, gamma, reduction):
-  (chosen, rejected), valid, _ = _reduction.sanitized_inputs(
-      [("policy_chosen_logps", policy_chosen_logps),
-       ("policy_rejected_logps", policy_rejected_logps)], mask, "[B]")
-  per_pair = jax.nn.softplus(gamma - beta * (chosen - rejected))
-  return _reduction.reduce_loss(per_pair, weights=weights, mask=valid,
-                                reduction=reduction)
+  return _shared.reduce_pairs(
+      _shared.named_pair_logps(policy_chosen_logps, policy_rejected_logps),
+      weights, mask, reduction,
+      lambda chosen, rejected: jax.nn.softplus(gamma - beta * (chosen - rejected)))
 
 
 def _log_odds(mean_logp: jnp.ndarray) -> jnp.ndarray:
@@ -502,13 +501,11 @@ def orpo_loss(
 
 def _orpo_loss(policy_chosen_logps, policy_rejected_logps, weights, mask, lam,
                reduction):
-  (chosen, rejected), valid, _ = _reduction.sanitized_inputs(
-      [("policy_chosen_logps", policy_chosen_logps),
-       ("policy_rejected_logps", policy_rejected_logps)], mask, "[B]")
-  log_odds_ratio = _log_odds(chosen) - _log_odds(rejected)
-  per_pair = -chosen - lam * jax.nn.log_sigmoid(log_odds_ratio)
-  return _reduction.reduce_loss(per_pair, weights=weights, mask=valid,
-                                reduction=reduction)
+  return _shared.reduce_pairs(
+      _shared.named_pair_logps(policy_chosen_logps, policy_rejected_logps),
+      weights, mask, reduction,
+      lambda chosen, rejected: -chosen - lam * jax.nn.log_sigmoid(
+          _log_odds(chosen) - _log_odds(rejected)))
 
 
 def selm_loss(
@@ -586,17 +583,15 @@ def _selm_loss(policy_chosen_logps, policy_rejected_logps,
                reference_chosen_logps, reference_rejected_logps,
                policy_sampled_logps, reference_sampled_logps, weights, mask,
                beta, alpha, reduction):
-  (pc, pr, rc, rr, ps, rs), valid, _ = _reduction.sanitized_inputs(
-      [("policy_chosen_logps", policy_chosen_logps),
-       ("policy_rejected_logps", policy_rejected_logps),
-       ("reference_chosen_logps", reference_chosen_logps),
-       ("reference_rejected_logps", reference_rejected_logps),
-       ("policy_sampled_logps", policy_sampled_logps),
-       ("reference_sampled_logps", reference_sampled_logps)], mask, "[B]")
-  h = (pc - rc) - (pr - rr)
-  per_pair = jax.nn.softplus(-beta * h) + alpha * beta * (ps - rs)
-  return _reduction.reduce_loss(per_pair, weights=weights, mask=valid,
-                                reduction=reduction)
+  def per_pair(pc, pr, rc, rr, ps, rs):
+    h = (pc - rc) - (pr - rr)
+    return jax.nn.softplus(-beta * h) + alpha * beta * (ps - rs)
+  return _shared.reduce_pairs(
+      _shared.named_pair_logps(policy_chosen_logps, policy_rejected_logps,
+                               reference_chosen_logps, reference_rejected_logps)
+      + [("policy_sampled_logps", policy_sampled_logps),
+         ("reference_sampled_logps", reference_sampled_logps)],
+      weights, mask, reduction, per_pair)
 
 
 def dno_loss(
@@ -669,14 +664,13 @@ def dno_loss(
 def _dno_loss(policy_logps_1, policy_logps_2, reference_logps_1,
               reference_logps_2, rewards_1, rewards_2, weights, mask, beta,
               reduction):
-  (p1, p2, r1, r2, g1, g2), valid, _ = _reduction.sanitized_inputs(
-      [("policy_logps_1", policy_logps_1),
-       ("policy_logps_2", policy_logps_2),
+  def per_pair(p1, p2, r1, r2, g1, g2):
+    target = jax.nn.sigmoid(g1 - g2)
+    z = beta * ((p1 - r1) - (p2 - r2))
+    return target * jax.nn.softplus(-z) + (1.0 - target) * jax.nn.softplus(z)
+  return _shared.reduce_pairs(
+      [("policy_logps_1", policy_logps_1), ("policy_logps_2", policy_logps_2),
        ("reference_logps_1", reference_logps_1),
        ("reference_logps_2", reference_logps_2),
-       ("rewards_1", rewards_1), ("rewards_2", rewards_2)], mask, "[B]")
-  target = jax.nn.sigmoid(g1 - g2)
-  z = beta * ((p1 - r1) - (p2 - r2))
-  per_pair = target * jax.nn.softplus(-z) + (1.0 - target) * jax.nn.softplus(z)
-  return _reduction.reduce_loss(per_pair, weights=weights, mask=valid,
-                                reduction=reduction)
+       ("rewards_1", rewards_1), ("rewards_2", rewards_2)],
+      weights, mask, reduction, per_pair)
