@@ -8,7 +8,7 @@ member gets exactly its own gradient; the logged loss is their mean) and the pai
 the members' mean.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import jax
