@@ -43,11 +43,16 @@ class Checkpointer:
     if save_interval_steps < 1:
       raise ValueError(f"train.checkpoint_every: expected >= 1, got {save_interval_steps}")
     self.directory = os.path.abspath(directory)
+    # Orbax's default policy also saves the first step of a fresh run (InitialSavePolicy);
+    # a run here saves at multiples of the interval, at a preemption, and when forced.
+    policy = ocp.checkpoint_managers.AnySavePolicy([
+        ocp.checkpoint_managers.FixedIntervalPolicy(save_interval_steps),
+        ocp.checkpoint_managers.PreemptionCheckpointingPolicy()])
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
-            save_interval_steps=save_interval_steps))
+            save_decision_policy=policy))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
