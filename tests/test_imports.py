@@ -75,22 +75,27 @@ def test_no_import_cycle_between_modules():
 _IMPORT_EACH = """
 import importlib, os, sys, traceback
 # The heavy dependencies once, in the parent; each module then in a fresh child with no
-# rmjax module loaded (a fork: no new interpreter per module).
+# rmjax module loaded (a fork: no new interpreter per module), one child per core at a time.
 import chex, flax, grain, jax, ml_collections, numpy, optax, orbax.checkpoint
 import tensorflow_datasets
-failures = []
-for name in sys.argv[1:]:
-  pid = os.fork()
-  if pid == 0:
-    try:
-      importlib.import_module(name)
-    except BaseException:
-      traceback.print_exc()
-      os._exit(1)
-    os._exit(0)
-  _, status = os.waitpid(pid, 0)
+failures, running = [], {}
+names = list(sys.argv[1:])
+while names or running:
+  while names and len(running) < (os.cpu_count() or 1):
+    name = names.pop()
+    pid = os.fork()
+    if pid == 0:
+      try:
+        importlib.import_module(name)
+      except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+      os._exit(0)
+    running[pid] = name
+  pid, status = os.wait()
   if status:
-    failures.append(name)
+    failures.append(running[pid])
+  del running[pid]
 print("failed:", failures)
 sys.exit(1 if failures else 0)
 """

@@ -387,13 +387,13 @@ class ProTest(chex.TestCase):
     s = jnp.array([[-1.3, -0.2, -2.5, -0.9]])
     r = jnp.array([[0.5, 2.0, -1.0, 1.0]])
     fn = dp.pro_loss
-    value, grad = jax.value_and_grad(lambda x: fn(x, r))(s)
+    value, grad = jax.jit(jax.value_and_grad(lambda x: fn(x, r)))(s)
     perm = jnp.array([2, 0, 3, 1])
     np.testing.assert_allclose(fn(s[:, perm], r[:, perm]), value, rtol=1e-6)
     s_pad = jnp.concatenate([s, jnp.array([[jnp.nan, 0.0]])], 1)
     r_pad = jnp.concatenate([r, jnp.array([[9.0, jnp.inf]])], 1)
     mask = jnp.array([[1, 1, 1, 1, 0, 0]])
-    v_pad, g_pad = jax.value_and_grad(lambda x: fn(x, r_pad, mask=mask))(
+    v_pad, g_pad = jax.jit(jax.value_and_grad(lambda x: fn(x, r_pad, mask=mask)))(
         s_pad)
     np.testing.assert_allclose(v_pad, value, rtol=1e-6)
     np.testing.assert_allclose(g_pad[:, :4], grad, rtol=1e-5)

@@ -98,9 +98,9 @@ class TokenLogProbsTest(chex.TestCase):
   def test_bfloat16_logits(self):
     logits = jnp.asarray(LOGITS, jnp.bfloat16)
 
-    def vg(fn):
-      return jax.value_and_grad(
-          lambda x: jnp.sum(COTANGENT * fn(x, TARGETS, mask=MASK)))(logits)
+    def vg(fn):  # Jitted by the caller, as the package's convention says.
+      return jax.jit(jax.value_and_grad(
+          lambda x: jnp.sum(COTANGENT * fn(x, TARGETS, mask=MASK))))(logits)
 
     value, grad = vg(_chunked(8))
     plain_value, plain_grad = vg(token_log_probs)
@@ -129,6 +129,7 @@ class TokenLogProbsTest(chex.TestCase):
     mask = np.concatenate([MASK, np.zeros((B, 3), bool)], axis=1)
     cot = np.concatenate([COTANGENT, np.ones((B, 3), np.float32)], axis=1)
 
+    @jax.jit  # Jitted by the caller, as the package's convention says.
     def vg(logits, targets, mask, cot):
       return jax.value_and_grad(
           lambda x: jnp.sum(cot * fn(x, targets, mask=mask)))(logits)

@@ -485,6 +485,7 @@ def test_pair_logit_is_antisymmetric_under_a_swap_of_the_two_sides(family):
   name, _, variant = family.partition(":")
   config = _tiny(_family_config(name))
   config.data.max_len = 24
+  config.data.synthetic.update(num_train=64, num_eval=16)
   if variant:
     config.pal.variant = variant
   task = rm_task.make_task(config)
@@ -505,7 +506,7 @@ def test_pal_smoke_trains_on_pairs_from_known_users(tmp_path, variant):
   from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   config = _family_config("pal")
   config.pal.variant = variant
-  config.train.update(tensorboard=False, checkpoint_every=40)
+  config.train.update(num_steps=20, eval_every=20, checkpoint_every=20, tensorboard=False)
   report = rm_task.train_and_evaluate(config, str(tmp_path))
   final, data = report["final_eval"], report["data"]
   # 16 users x 8 held-out pairs, from the users the model trained on (32 pairs each); the
