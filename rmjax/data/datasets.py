@@ -353,13 +353,6 @@ class EpisodeDataset(_IndexedArrays):
     arrays["user_group"] = _check_array(name, "user_group", arrays["user_group"], (n,), np.int32)
     for side in ("chosen", "rejected"):
       _check_right_padded(name, side, arrays[f"{side}_mask"], arrays[f"{side}_tokens"])
-    if "prompt_lengths" in arrays:
-      real = np.minimum(arrays["chosen_mask"].sum(1), arrays["rejected_mask"].sum(1))
-      bad = (arrays["prompt_lengths"] < 1) | (arrays["prompt_lengths"] >= real)
-      if bad.any():
-        row = int(np.argmax(bad))
-        raise ValueError(f"{name}: prompt_lengths[{row}]={arrays['prompt_lengths'][row]} must "
-                         f"be in [1, {real[row]}) (BOS + prompt, inside both sequences)")
     self._arrays = arrays
     self._num_examples = int(n)
     self.context_pairs = context_pairs
