@@ -206,7 +206,7 @@ class RewardModel(nnx.Module):
 
     Args:
       tokens: [B, L] integer token ids.
-      mask: [B, L] bool or int, nonzero at real tokens (a prefix of each row).
+      mask: [B, L] bool or int, nonzero at real tokens (right or left padding).
 
     Returns:
       [B, d_model] float32.
@@ -233,12 +233,12 @@ class RewardModel(nnx.Module):
   def __call__(self, tokens: jax.Array, mask: jax.Array, *,
                prompt_mask: jax.Array | None = None, latent: jax.Array | None = None,
                user_ids: jax.Array | None = None) -> Any:
-    """Scores right-padded sequences.
+    """Scores padded sequences (right or left padding).
 
     Args:
       tokens: [B, L] integer token ids.
-      mask: [B, L] bool or int, nonzero at real tokens (a prefix of each row, at least
-        one real token).
+      mask: [B, L] bool or int, nonzero at real tokens (a contiguous run of each row:
+        right or left padding; at least one real token).
       prompt_mask: optional [B, L] bool or int, nonzero at the prompt's tokens (a
         prefix of each row, inside `mask`). Read by the heads that condition on the
         prompt ("general_preference", "mixture", "prompt_conditioned_ideal_point") from
