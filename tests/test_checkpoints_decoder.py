@@ -387,3 +387,12 @@ def test_scalar_head_without_bias():
   assert sorted(nnx.to_pure_dict(nnx.state(head, nnx.Param))) == ["kernel"]
   features = jnp.arange(8.0).reshape(2, 4)
   np.testing.assert_allclose(head(features), features @ head.kernel[...], atol=1e-6)
+
+
+def test_non_embedding_params_counts_the_new_features(reward_models):
+  for name in ARCHS:
+    config, _, params, _ = reward_models[name]
+    counted = models.count_params(params) - models.count_params(
+        params["backbone"]["embedding"])
+    # The imported head has no bias; the formula counts ScalarHead's default one.
+    assert models.non_embedding_params(config) == counted + 1
