@@ -24,7 +24,7 @@ from rmjax import checkpoints  # noqa: E402
 from rmjax.checkpoints import CheckpointError  # noqa: E402
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "hf_decoder"
-ARCHS = ("llama3", "smollm2", "qwen2", "qwen3")
+ARCHS = ("llama3", "smollm2", "qwen2", "qwen3", "gemma2")
 TOLERANCE = 1e-4
 
 
@@ -103,7 +103,7 @@ def test_rewards_match_transformers_with_right_and_left_padding(reward_models, n
 
 
 def test_fixture_configs_become_the_expected_backbones(decoders):
-  llama3, smollm2, qwen2, qwen3 = (decoders[n][0] for n in ARCHS)
+  llama3, smollm2, qwen2, qwen3, gemma2 = (decoders[n][0] for n in ARCHS)
   assert llama3.rope_scaling_dict == {
       "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
       "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
@@ -111,7 +111,14 @@ def test_fixture_configs_become_the_expected_backbones(decoders):
   assert (smollm2.rope_scaling, smollm2.lm_head, smollm2.rope_base) == (None, "tied", 1e5)
   assert qwen2.qkv_bias and not qwen2.qk_norm and qwen2.lm_head == "tied"
   assert qwen3.qk_norm and qwen3.explicit_head_dim == 32 and qwen3.head_dim == 32
+  assert (gemma2.norm_plus_one, gemma2.post_norms, gemma2.scale_embeddings,
+          gemma2.mlp_activation, gemma2.head_dim) == (True, True, True, "gelu_tanh", 32)
+  assert (gemma2.query_pre_attn_scalar, gemma2.attn_logit_softcap,
+          gemma2.final_logit_softcap) == (24.0, 5.0, 10.0)
+  assert (gemma2.sliding_window, gemma2.sliding_window_layers) == (64, (0,))
   for config in (llama3, smollm2, qwen2, qwen3):
+    assert not (config.post_norms or config.norm_plus_one or config.sliding_window)
+  for config in (llama3, smollm2, qwen2, qwen3, gemma2):
     assert (config.d_model, config.num_heads, config.kv_heads, config.mlp_dim,
             config.vocab_size, config.max_len) == (64, 4, 2, 128, 300, 512)
 
@@ -153,7 +160,8 @@ def test_import_export_import_is_the_identity(reward_models, tmp_path):
                                           base_hf_config=hf_config,
                                           tokenizer_files=[tokenizer])
     exported = json.loads((out / "config.json").read_text())
-    family = {"llama3": "Llama", "smollm2": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3"}
+    family = {"llama3": "Llama", "smollm2": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3",
+              "gemma2": "Gemma2"}
     assert exported["architectures"] == [f"{family[name]}ForSequenceClassification"]
     assert (exported["num_labels"], exported["pad_token_id"]) == (1, 0)
     assert (out / "tokenizer.json").read_text() == '{"version": "1.0"}'
@@ -220,6 +228,22 @@ def _copy_fixture(tmp_path, name="smollm2"):
   out = tmp_path / name
   shutil.copytree(FIXTURES / name, out)
   return out
+
+
+def test_gemma2_sliding_window_and_soft_caps_matter(decoders):
+  # Switching either off moves the logits well beyond the golden tolerance, so the
+  # golden match above really tests them.
+  config, model, logits_fn = decoders["gemma2"]
+  golden = _golden("gemma2")
+  tokens, mask = golden["tokens"], golden["mask_right"]
+  reference = np.asarray(logits_fn(tokens, mask))
+  state = nnx.state(model, nnx.Param)
+  for change in ({"sliding_window_layers": (), "sliding_window": None},
+                 {"attn_logit_softcap": None}, {"final_logit_softcap": None}):
+    other = nnx.merge(nnx.graphdef(nnx.eval_shape(lambda c=dataclasses.replace(
+        config, **change): models.Transformer(c, rngs=nnx.Rngs(0)))), state)
+    logits = np.asarray(jax.jit(lambda t, m: other.logits(t, m))(tokens, mask))
+    assert np.abs(logits - reference).max() > 100 * TOLERANCE, change
 
 
 def test_sharded_checkpoint_reads_like_the_single_file(tmp_path):

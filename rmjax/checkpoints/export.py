@@ -7,7 +7,8 @@ load_pretrained_reward_model(path)`; import -> export -> import is the identity.
 
 Layout: `config.json` (architectures [<Family>ForSequenceClassification], model_type,
 the sizes, rms_norm_eps, rope parameters in both the transformers 4 (`rope_theta`,
-`rope_scaling`) and 5 (`rope_parameters`) spellings, num_labels, pad_token_id),
+`rope_scaling`) and 5 (`rope_parameters`) spellings, num_labels, pad_token_id; Gemma-2's
+soft-caps, query_pre_attn_scalar, sliding window and layer_types),
 `model.safetensors` (the tensor names and [out, in] layouts of
 `rmjax.checkpoints.hf_decoder`'s table; `score.weight` [num_labels, D] without bias, as
 HF's score layer), and copies of the tokenizer files given.
@@ -30,7 +31,8 @@ from rmjax.models.transformer import TransformerConfig
 
 _ARCHITECTURES = {"llama": "LlamaForSequenceClassification",
                   "qwen2": "Qwen2ForSequenceClassification",
-                  "qwen3": "Qwen3ForSequenceClassification"}
+                  "qwen3": "Qwen3ForSequenceClassification",
+                  "gemma2": "Gemma2ForSequenceClassification"}
 
 _SAVE_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -38,9 +40,22 @@ _SAVE_DTYPES = ("float32", "bfloat16", "float16")
 def hf_model_type(config: TransformerConfig) -> str:
   """The HF model_type that has the backbone's features.
 
-  qk_norm -> "qwen3"; qkv_bias -> "qwen2"; otherwise "llama" (Llama applies no q/k norm
-  and no q/k/v bias). Both at once exist in no supported family: CheckpointError.
+  Gemma-2's features (post_norms, norm_plus_one, scale_embeddings, mlp_activation
+  "gelu_tanh", all together) -> "gemma2"; qk_norm -> "qwen3"; qkv_bias -> "qwen2";
+  otherwise "llama" (Llama applies no q/k norm and no q/k/v bias). Any other mix exists
+  in no supported family: CheckpointError.
   """
+  gemma = (config.post_norms, config.norm_plus_one, config.scale_embeddings,
+           config.mlp_activation == "gelu_tanh")
+  if any(gemma) or config.query_pre_attn_scalar is not None or any(
+      v is not None for v in (config.attn_logit_softcap, config.final_logit_softcap,
+                              config.sliding_window)):
+    if not all(gemma) or config.qk_norm or config.qkv_bias or config.rope_scaling:
+      raise CheckpointError(
+          "config mixes Gemma-2 features (post_norms, norm_plus_one, scale_embeddings, "
+          "gelu_tanh, soft-caps, sliding window) with others; no supported HF family "
+          "(llama, qwen2, qwen3, gemma2) has this mix.")
+    return "gemma2"
   if config.qk_norm and config.qkv_bias:
     raise CheckpointError(
         "config has both qk_norm and qkv_bias; no supported HF family (llama, qwen2, "
@@ -50,6 +65,11 @@ def hf_model_type(config: TransformerConfig) -> str:
   if config.qkv_bias:
     return "qwen2"
   return "llama"
+
+
+def _int_if_integral(value: float) -> int | float:
+  """transformers' strict config fields want an int where the value is one (24, not 24.0)."""
+  return int(value) if float(value).is_integer() else float(value)
 
 
 def hf_config_from_decoder(config: TransformerConfig, *, num_labels: int,
@@ -62,7 +82,7 @@ def hf_config_from_decoder(config: TransformerConfig, *, num_labels: int,
     config: the backbone's `TransformerConfig`.
     num_labels: outputs of the score layer.
     pad_token_id: the pad id HF uses to find the last real token of each row.
-    model_type: "llama", "qwen2" or "qwen3"; None picks `hf_model_type(config)`.
+    model_type: "llama", "qwen2", "qwen3" or "gemma2"; None picks `hf_model_type(config)`.
     base: optional source config.json whose other keys (bos/eos ids, ...) are kept;
       the keys written here override it.
     torch_dtype: the dtype name recorded in the config.
@@ -74,7 +94,7 @@ def hf_config_from_decoder(config: TransformerConfig, *, num_labels: int,
   if model_type not in _ARCHITECTURES:
     raise CheckpointError(f"model_type must be one of {sorted(_ARCHITECTURES)}, got "
                           f"{model_type!r}.")
-  if hf_model_type(config) not in ("llama", model_type):
+  if hf_model_type(config) != model_type:
     raise CheckpointError(
         f"model_type {model_type!r} cannot express this backbone (it needs "
         f"{hf_model_type(config)!r}: qkv_bias={config.qkv_bias}, qk_norm={config.qk_norm}).")
@@ -113,6 +133,18 @@ def hf_config_from_decoder(config: TransformerConfig, *, num_labels: int,
   )
   if model_type in ("qwen2", "qwen3"):
     out["use_sliding_window"] = False
+  if model_type == "gemma2":
+    out.pop("hidden_act", None)
+    out.update(
+        hidden_activation="gelu_pytorch_tanh",
+        query_pre_attn_scalar=_int_if_integral(config.query_pre_attn_scalar
+                                               or config.head_dim),
+        attn_logit_softcapping=config.attn_logit_softcap,
+        final_logit_softcapping=config.final_logit_softcap,
+        sliding_window=config.sliding_window,
+        layer_types=["sliding_attention" if i in config.sliding_window_layers
+                     else "full_attention" for i in range(config.num_layers)],
+    )
   if model_type == "llama":
     out.setdefault("pretraining_tp", 1)
   return out
@@ -187,7 +219,7 @@ def export_reward_model(
     params: the reward model's pure params (scalar head; bias absent or zero).
     pad_token_id: pad id for HF's last-token pooling; None takes base_hf_config's (an
       error if neither has one: HF could not score padded batches).
-    model_type: "llama", "qwen2" or "qwen3"; None picks it from the backbone.
+    model_type: "llama", "qwen2", "qwen3" or "gemma2"; None picks it from the backbone.
     base_hf_config: the source checkpoint's config.json, whose other keys are kept.
     tokenizer_files: files copied into the directory (tokenizer.json,
       tokenizer_config.json, special_tokens_map.json, ...).

@@ -2,8 +2,10 @@
 
 Supported `model_type`s: "llama" (Llama 2/3.x with its `rope_scaling`, SmolLM2, tied or
 untied embeddings), "qwen2" (Qwen2/2.5: q/k/v biases), "qwen3" (q/k RMSNorm, explicit
-head_dim). All use grouped-query attention, SwiGLU MLPs, RMSNorm and rotate-half RoPE,
-the layout of `rmjax.models.Transformer`.
+head_dim), "gemma2" ((1 + w) RMSNorms before and after attention and MLP, sqrt(D)
+embedding scale, GeGLU (gelu tanh), query_pre_attn_scalar, attention and final logit
+soft-capping, sliding-window layers). All use grouped-query attention, gated MLPs,
+RMSNorm and rotate-half RoPE, the layout of `rmjax.models.Transformer`.
 
 Tensor names and layouts (HF stores a linear layer's weight as [out, in]; H query heads,
 KV key/value heads, K head dim, D hidden, F MLP width, V vocab):
@@ -18,6 +20,9 @@ KV key/value heads, K head dim, D hidden, F MLP width, V vocab):
   model.layers.{i}.self_attn.{q,k}_norm.weight [K]         attention.*_norm     [K]
   model.layers.{i}.self_attn.o_proj.weight    [D, H*K]     attention.out        [H, K, D]
   model.layers.{i}.post_attention_layernorm.weight [D]     mlp_norm.scale       [D]
+    (gemma2: post_attention_layernorm -> attention_post_norm.scale,
+     pre_feedforward_layernorm -> mlp_norm.scale,
+     post_feedforward_layernorm -> mlp_post_norm.scale)
   model.layers.{i}.mlp.gate_proj.weight       [F, D]       mlp.gate             [D, F]
   model.layers.{i}.mlp.up_proj.weight         [F, D]       mlp.up               [D, F]
   model.layers.{i}.mlp.down_proj.weight       [D, F]       mlp.down             [F, D]
@@ -57,15 +62,19 @@ from rmjax.models.reward_model import (
 )
 from rmjax.models.transformer import Transformer, TransformerConfig
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "gemma2")
 
 # Rope types of HF configs and what they become in `TransformerConfig.rope_scaling`.
 _PLAIN_ROPE_TYPES = ("default", None)
 _SCALED_ROPE_TYPES = ("llama3", "linear")
 
 # HF config defaults that differ between model types (transformers 5 config classes).
-_DEFAULT_TIE = {"llama": False, "qwen2": False, "qwen3": False}
-_DEFAULT_ROPE_THETA = {"llama": 10000.0, "qwen2": 10000.0, "qwen3": 10000.0}
+_DEFAULT_TIE = {"llama": False, "qwen2": False, "qwen3": False, "gemma2": True}
+_DEFAULT_ROPE_THETA = {"llama": 10000.0, "qwen2": 10000.0, "qwen3": 10000.0,
+                       "gemma2": 10000.0}
+
+# HF activation names -> `TransformerConfig.mlp_activation`.
+_ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh"}
 
 # Buffers that old checkpoints saved and that carry no parameters (derived from config).
 _DERIVED_SUFFIXES = (".rotary_emb.inv_freq",)
@@ -152,12 +161,14 @@ def decoder_config_from_hf(hf_config: Mapping[str, Any], *, lm_head: str | None 
     raise CheckpointError(
         f"HF config: unknown or unsupported model_type {model_type!r}; supported: "
         f"{list(SUPPORTED_MODEL_TYPES)}.")
-  act = hf_config.get("hidden_act", "silu")
-  if act != "silu":
-    raise CheckpointError(f"HF config: hidden_act {act!r} is not supported (only 'silu').")
+  act = (hf_config.get("hidden_activation") or hf_config.get("hidden_act")
+         or ("gelu_pytorch_tanh" if model_type == "gemma2" else "silu"))
+  if act not in _ACTIVATIONS:
+    raise CheckpointError(f"HF config: hidden_act {act!r} is not supported (supported: "
+                          f"{sorted(_ACTIVATIONS)}).")
   if hf_config.get("mlp_bias"):
     raise CheckpointError("HF config: mlp_bias=true is not supported.")
-  if model_type in ("llama", "qwen3") and hf_config.get("attention_bias"):
+  if model_type in ("llama", "qwen3", "gemma2") and hf_config.get("attention_bias"):
     raise CheckpointError(
         f"HF config: attention_bias=true ({model_type}: biases on q/k/v and o) is not "
         "supported; only Qwen2's q/k/v biases are.")
@@ -172,6 +183,30 @@ def decoder_config_from_hf(hf_config: Mapping[str, Any], *, lm_head: str | None 
   kv = hf_config.get("num_key_value_heads")
   kv = None if kv is None or int(kv) == num_heads else int(kv)
   rope_base, rope_scaling = _rope_from_hf(hf_config)
+  gemma = {}
+  if model_type == "gemma2":
+    num_layers = int(_get(hf_config, "num_hidden_layers"))
+    layer_types = hf_config.get("layer_types") or [
+        "sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(num_layers)]
+    unknown = sorted(set(layer_types) - {"sliding_attention", "full_attention"})
+    if unknown or len(layer_types) != num_layers:
+      raise CheckpointError(
+          f"HF config: layer_types must list 'sliding_attention' / 'full_attention' for "
+          f"each of the {num_layers} layers, got {layer_types!r}.")
+    if hf_config.get("use_bidirectional_attention"):
+      raise CheckpointError("HF config: use_bidirectional_attention is not supported.")
+    sliding = [i for i, kind in enumerate(layer_types) if kind == "sliding_attention"]
+    window = hf_config.get("sliding_window", 4096) if sliding else None
+    if sliding and window is None:
+      sliding = []
+    gemma = dict(
+        norm_plus_one=True, post_norms=True, scale_embeddings=True,
+        query_pre_attn_scalar=float(hf_config.get("query_pre_attn_scalar", 256)),
+        attn_logit_softcap=hf_config.get("attn_logit_softcapping", 50.0),
+        final_logit_softcap=hf_config.get("final_logit_softcapping", 30.0),
+        sliding_window=None if window is None else int(window),
+        sliding_window_layers=tuple(sliding),
+    )
   if lm_head is None:
     lm_head = ("tied" if hf_config.get("tie_word_embeddings", _DEFAULT_TIE[model_type])
                else "untied")
@@ -194,6 +229,8 @@ def decoder_config_from_hf(hf_config: Mapping[str, Any], *, lm_head: str | None 
         qk_norm=model_type == "qwen3",
         rope_scaling=rope_scaling,
         lm_head=lm_head,
+        mlp_activation=_ACTIVATIONS[act],
+        **gemma,
     )
   except (TypeError, ValueError) as error:
     raise CheckpointError(f"HF config ({model_type}) gives an invalid TransformerConfig: "
@@ -299,8 +336,16 @@ def tensor_layouts(config: TransformerConfig, *, num_score_outputs: int | None =
           "key_norm", "scale")
     add(pre + "self_attn.o_proj.weight", _heads_out(h, k, d), "layers", i, "attention",
         "out")
-    add(pre + "post_attention_layernorm.weight", _vector(d), "layers", i, "mlp_norm",
-        "scale")
+    if config.post_norms:  # Gemma-2's names
+      add(pre + "post_attention_layernorm.weight", _vector(d), "layers", i,
+          "attention_post_norm", "scale")
+      add(pre + "pre_feedforward_layernorm.weight", _vector(d), "layers", i, "mlp_norm",
+          "scale")
+      add(pre + "post_feedforward_layernorm.weight", _vector(d), "layers", i,
+          "mlp_post_norm", "scale")
+    else:
+      add(pre + "post_attention_layernorm.weight", _vector(d), "layers", i, "mlp_norm",
+          "scale")
     add(pre + "mlp.gate_proj.weight", _linear(f, d), "layers", i, "mlp", "gate")
     add(pre + "mlp.up_proj.weight", _linear(f, d), "layers", i, "mlp", "up")
     add(pre + "mlp.down_proj.weight", _linear(d, f), "layers", i, "mlp", "down")

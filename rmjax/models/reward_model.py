@@ -590,7 +590,8 @@ def non_embedding_params(config: TransformerConfig, *, num_outputs: int = 1) -> 
   """Parameters outside the token embedding (and an untied LM head), from the config alone.
 
   Per layer: attention D * K * (2 H + 2 KV) (q, out; k, v), plus (H + 2 KV) * K with
-  q/k/v biases and 2 K with q/k norms; gated MLP 3 * D * F; two norms 2 * D; plus the
+  q/k/v biases and 2 K with q/k norms; gated MLP 3 * D * F; two norms 2 * D (four with
+  Gemma-2's post_norms); plus the
   final norm D and the head D * num_outputs + num_outputs. With the defaults (KV = H,
   H * K = D) the attention term is 4 * D^2.
   """
@@ -602,7 +603,7 @@ def non_embedding_params(config: TransformerConfig, *, num_outputs: int = 1) -> 
     attention += (h + 2 * kv) * k
   if config.qk_norm:
     attention += 2 * k
-  per_layer = attention + 3 * d * f + 2 * d
+  per_layer = attention + 3 * d * f + (4 if config.post_norms else 2) * d
   return config.num_layers * per_layer + d + d * num_outputs + num_outputs
 
 

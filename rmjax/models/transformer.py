@@ -62,6 +62,9 @@ ROPE_SCALING_KEYS: Mapping[str, tuple[str, ...]] = {
 # Values of `TransformerConfig.lm_head`.
 LM_HEAD_KINDS = ("tied", "untied", "none")
 
+# Gate activations of the MLP (`TransformerConfig.mlp_activation`).
+MLP_ACTIVATIONS = ("silu", "gelu_tanh")
+
 
 def _normalise_rope_scaling(value: Any) -> tuple[tuple[str, Any], ...] | None:
   """Checks a rope_scaling mapping; returns it as sorted (key, value) pairs (hashable)."""
@@ -163,6 +166,22 @@ class TransformerConfig:
       kernel `lm_head` [D, V], logical axes ('embed', 'vocab')) or "none" (no LM
       logits, e.g. a reward backbone loaded from an untied sequence-classification
       checkpoint).
+    norm_plus_one: RMSNorms scale by (1 + w), w initialised to 0 (Gemma; default False:
+      scale by w, initialised to 1).
+    post_norms: Gemma-2's extra RMSNorms on the attention and MLP outputs before the
+      residual add (`attention_post_norm`, `mlp_post_norm`; default False).
+    scale_embeddings: multiply the token embeddings by sqrt(d_model) (Gemma; default
+      False).
+    mlp_activation: gate activation of the MLP, "silu" (default, SwiGLU) or "gelu_tanh"
+      (GeGLU with the tanh approximation, Gemma).
+    query_pre_attn_scalar: attention logits scaled by query_pre_attn_scalar ** -0.5
+      instead of head_dim ** -0.5 (Gemma-2; default None).
+    attn_logit_softcap: attention logits -> c * tanh(logits / c) before masking
+      (Gemma-2; default None: off).
+    final_logit_softcap: LM logits -> c * tanh(logits / c) (Gemma-2; default None).
+    sliding_window: keys further back than sliding_window - 1 positions are masked in
+      the layers listed in `sliding_window_layers` (Gemma-2; default None).
+    sliding_window_layers: indices of the layers with a sliding window (default ()).
   """
 
   vocab_size: int = 259
@@ -181,6 +200,15 @@ class TransformerConfig:
   qk_norm: bool = False
   rope_scaling: Any = None
   lm_head: str = "tied"
+  norm_plus_one: bool = False
+  post_norms: bool = False
+  scale_embeddings: bool = False
+  mlp_activation: str = "silu"
+  query_pre_attn_scalar: float | None = None
+  attn_logit_softcap: float | None = None
+  final_logit_softcap: float | None = None
+  sliding_window: int | None = None
+  sliding_window_layers: Any = ()
 
   def __post_init__(self):
     for name in ("vocab_size", "max_len", "d_model", "num_layers", "num_heads"):
@@ -196,7 +224,7 @@ class TransformerConfig:
         raise ValueError(
             f"TransformerConfig.{name} must be one of {_FLOAT_DTYPES}, got {value!r}."
         )
-    for name in ("qkv_bias", "qk_norm"):
+    for name in ("qkv_bias", "qk_norm", "norm_plus_one", "post_norms", "scale_embeddings"):
       if not isinstance(getattr(self, name), bool):
         raise TypeError(
             f"TransformerConfig.{name} must be a bool, got {getattr(self, name)!r}.")
@@ -206,6 +234,27 @@ class TransformerConfig:
           f"{self.lm_head!r}."
       )
     object.__setattr__(self, "rope_scaling", _normalise_rope_scaling(self.rope_scaling))
+    if self.mlp_activation not in MLP_ACTIVATIONS:
+      raise ValueError(
+          f"TransformerConfig.mlp_activation must be one of {MLP_ACTIVATIONS}, got "
+          f"{self.mlp_activation!r}.")
+    for name in ("query_pre_attn_scalar", "attn_logit_softcap", "final_logit_softcap"):
+      if getattr(self, name) is not None:
+        _check_positive_float(name, getattr(self, name))
+    if self.sliding_window is not None:
+      _check_positive_int("sliding_window", self.sliding_window)
+    layers = self.sliding_window_layers
+    if (isinstance(layers, (str, bytes)) or not isinstance(layers, (tuple, list))
+        or any(isinstance(i, bool) or not isinstance(i, int)
+               or not 0 <= i < self.num_layers for i in layers)):
+      raise ValueError(
+          "TransformerConfig.sliding_window_layers must be a sequence of layer indices in "
+          f"[0, {self.num_layers}), got {layers!r}.")
+    object.__setattr__(self, "sliding_window_layers", tuple(sorted(set(layers))))
+    if self.sliding_window_layers and self.sliding_window is None:
+      raise ValueError(
+          "TransformerConfig.sliding_window_layers needs sliding_window, got "
+          f"sliding_window=None and sliding_window_layers={self.sliding_window_layers}.")
     if self.explicit_head_dim is None and self.d_model % self.num_heads:
       raise ValueError(
           f"TransformerConfig.d_model must be divisible by num_heads, got "
@@ -295,6 +344,7 @@ class TransformerConfig:
     """The fields as a plain dict (`from_dict(c.to_dict()) == c`); rope_scaling as a dict."""
     values = dataclasses.asdict(self)
     values["rope_scaling"] = self.rope_scaling_dict
+    values["sliding_window_layers"] = list(self.sliding_window_layers)
     return values
 
 
@@ -502,28 +552,35 @@ def positions_from_mask(mask: jax.Array) -> jax.Array:
 class RMSNorm(nnx.Module):
   """Root-mean-square layer norm (Zhang & Sennrich 2019): x / rms(x) * scale.
 
+  With plus_one (Gemma): x / rms(x) * (1 + scale).
+
   Statistics are computed in float32 whatever the compute dtype.
 
   Args:
     num_features: D, the size of the normalised last axis.
     eps: added to the mean square (default 1e-6).
     dtype: output dtype (default float32).
+    plus_one: scale by (1 + scale), scale initialised to zeros (Gemma); default False.
     param_dtype: dtype of `scale` (default float32), initialised to ones.
     rngs: `nnx.Rngs` with a `params` stream.
   """
 
   def __init__(self, num_features: int, *, eps: float = 1e-6, dtype=jnp.float32,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+               param_dtype=jnp.float32, plus_one: bool = False, rngs: nnx.Rngs):
     self.eps = eps
     self.dtype = jnp.dtype(dtype)
-    self.scale = _param(rngs, nnx.initializers.ones, (num_features,), (None,),
-                        jnp.dtype(param_dtype))
+    self.plus_one = plus_one
+    init = nnx.initializers.zeros if plus_one else nnx.initializers.ones
+    self.scale = _param(rngs, init, (num_features,), (None,), jnp.dtype(param_dtype))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [..., D] -> [..., D] in `dtype`."""
     x32 = x.astype(jnp.float32)
     inv_rms = jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
-    return (x32 * inv_rms * self.scale[...].astype(jnp.float32)).astype(self.dtype)
+    scale = self.scale[...].astype(jnp.float32)
+    if self.plus_one:
+      scale = 1.0 + scale
+    return (x32 * inv_rms * scale).astype(self.dtype)
 
 
 class CausalSelfAttention(nnx.Module):
@@ -535,7 +592,8 @@ class CausalSelfAttention(nnx.Module):
   so that the residual stream keeps unit scale at init (Radford et al. 2019). Query
   head h reads key/value head h // (H / KV) (Ainslie et al. 2023). Optional (off by
   default): biases `query_bias` [H, K], `key_bias` / `value_bias` [KV, K] (`qkv_bias`,
-  Qwen2) and RMSNorms `query_norm` / `key_norm` over K before RoPE (`qk_norm`, Qwen3).
+  Qwen2) and RMSNorms `query_norm` / `key_norm` over K before RoPE (`qk_norm`, Qwen3);
+  Gemma-2's query_pre_attn_scalar, logit soft-capping and sliding window.
   Logits (scaled by 1 / sqrt(K)) and softmax are float32; masked logits get a large
   finite negative value, so no row is ever NaN. RoPE positions count from each row's
   first real token (`positions_from_mask`), so right and left padding give the same
@@ -544,13 +602,17 @@ class CausalSelfAttention(nnx.Module):
 
   Args:
     config: the `TransformerConfig`.
+    sliding_window: optional W: query t sees keys t - W + 1 .. t only (Gemma-2's local
+      layers; default None).
     rngs: `nnx.Rngs` with a `params` stream.
   """
 
-  def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: TransformerConfig, *, sliding_window: int | None = None,
+               rngs: nnx.Rngs):
     d, h, kv, k = config.d_model, config.num_heads, config.kv_heads, config.head_dim
     pdt = config.parameter_dtype
     self.config = config
+    self.sliding_window = sliding_window
     in_init = _fan_in_init(in_axis=0, out_axis=(1, 2))
     self.query = _param(rngs, in_init, (d, h, k), ("embed", "heads", "kv"), pdt)
     self.key = _param(rngs, in_init, (d, kv, k), ("embed", "heads", "kv"), pdt)
@@ -564,7 +626,7 @@ class CausalSelfAttention(nnx.Module):
       self.value_bias = _param(rngs, zeros, (kv, k), ("heads", "kv"), pdt)
     if config.qk_norm:
       norm_kwargs = dict(eps=config.norm_eps, dtype=config.compute_dtype,
-                         param_dtype=pdt, rngs=rngs)
+                         param_dtype=pdt, plus_one=config.norm_plus_one, rngs=rngs)
       self.query_norm = RMSNorm(k, **norm_kwargs)
       self.key_norm = RMSNorm(k, **norm_kwargs)
 
@@ -602,9 +664,14 @@ class CausalSelfAttention(nnx.Module):
       k = jnp.repeat(k, groups, axis=2)
       v = jnp.repeat(v, groups, axis=2)
     logits = jnp.einsum("bqhk,bshk->bhqs", q, k, preferred_element_type=jnp.float32)
-    logits = logits * (1.0 / math.sqrt(cfg.head_dim))
+    scalar = cfg.head_dim if cfg.query_pre_attn_scalar is None else cfg.query_pre_attn_scalar
+    logits = logits * (1.0 / math.sqrt(scalar))
+    if cfg.attn_logit_softcap is not None:
+      logits = cfg.attn_logit_softcap * jnp.tanh(logits / cfg.attn_logit_softcap)
     index = jnp.arange(seq_len)
     causal = index[:, None] >= index[None, :]  # [L(query), L(key)]
+    if self.sliding_window is not None:
+      causal = causal & (index[None, :] > index[:, None] - self.sliding_window)
     allowed = causal[None, None, :, :] & mask[:, None, None, :]  # [B, 1, L, L]
     logits = jnp.where(allowed, logits, _MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(dt)
@@ -614,6 +681,9 @@ class CausalSelfAttention(nnx.Module):
 
 class GatedMLP(nnx.Module):
   """SwiGLU feed-forward layer (Shazeer 2020): down(silu(gate(x)) * up(x)).
+
+  With `config.mlp_activation == "gelu_tanh"`: GeGLU, gelu (tanh approximation) in place
+  of silu (Gemma).
 
   Kernels: gate and up [D, F] ('embed', 'mlp'); down [F, D] ('mlp', 'embed'), the
   latter scaled like the attention output (variance / (2 * num_layers)). No biases.
@@ -636,7 +706,11 @@ class GatedMLP(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [B, L, D] -> [B, L, D], in the compute dtype."""
     dt = self.config.compute_dtype
-    gate = jax.nn.silu(x @ self.gate[...].astype(dt))
+    pre = x @ self.gate[...].astype(dt)
+    if self.config.mlp_activation == "silu":
+      gate = jax.nn.silu(pre)
+    else:  # "gelu_tanh": HF's gelu_pytorch_tanh
+      gate = jax.nn.gelu(pre, approximate=True)
     return (gate * (x @ self.up[...].astype(dt))) @ self.down[...].astype(dt)
 
 
@@ -644,23 +718,36 @@ class TransformerBlock(nnx.Module):
   """Pre-norm block (Xiong et al. 2020): h = x + attn(norm(x)); out = h + mlp(norm(h)).
 
   Norms are `RMSNorm` (Zhang & Sennrich 2019), attention is `CausalSelfAttention` with
-  RoPE (Su et al. 2021), the MLP is `GatedMLP` (SwiGLU, Shazeer 2020).
+  RoPE (Su et al. 2021), the MLP is `GatedMLP` (SwiGLU, Shazeer 2020). With
+  `config.post_norms` (Gemma-2): h = x + post_norm(attn(norm(x))), likewise the MLP.
 
   Args:
     config: the `TransformerConfig`.
+    layer_index: the block's index (default 0); it has a sliding window when listed in
+      `config.sliding_window_layers`.
     rngs: `nnx.Rngs` with a `params` stream.
   """
 
-  def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: TransformerConfig, *, layer_index: int = 0, rngs: nnx.Rngs):
     norm_kwargs = dict(eps=config.norm_eps, dtype=config.compute_dtype,
-                       param_dtype=config.parameter_dtype, rngs=rngs)
+                       param_dtype=config.parameter_dtype, plus_one=config.norm_plus_one,
+                       rngs=rngs)
+    window = (config.sliding_window if layer_index in config.sliding_window_layers
+              else None)
     self.attention_norm = RMSNorm(config.d_model, **norm_kwargs)
-    self.attention = CausalSelfAttention(config, rngs=rngs)
+    self.attention = CausalSelfAttention(config, sliding_window=window, rngs=rngs)
     self.mlp_norm = RMSNorm(config.d_model, **norm_kwargs)
     self.mlp = GatedMLP(config, rngs=rngs)
+    self.post_norms = config.post_norms
+    if config.post_norms:
+      self.attention_post_norm = RMSNorm(config.d_model, **norm_kwargs)
+      self.mlp_post_norm = RMSNorm(config.d_model, **norm_kwargs)
 
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     """x: [B, L, D], mask: [B, L] bool -> [B, L, D]."""
+    if self.post_norms:  # Gemma-2: h = x + post(attn(pre(x))); same for the MLP
+      x = x + self.attention_post_norm(self.attention(self.attention_norm(x), mask))
+      return x + self.mlp_post_norm(self.mlp(self.mlp_norm(x)))
     x = x + self.attention(self.attention_norm(x), mask)
     return x + self.mlp(self.mlp_norm(x))
 
@@ -694,11 +781,12 @@ class Transformer(nnx.Module):
         ("vocab", "embed"), config.parameter_dtype,
     )
     self.layers = nnx.List(
-        [TransformerBlock(config, rngs=rngs) for _ in range(config.num_layers)]
+        [TransformerBlock(config, layer_index=i, rngs=rngs)
+         for i in range(config.num_layers)]
     )
     self.final_norm = RMSNorm(
         config.d_model, eps=config.norm_eps, dtype=config.compute_dtype,
-        param_dtype=config.parameter_dtype, rngs=rngs,
+        param_dtype=config.parameter_dtype, plus_one=config.norm_plus_one, rngs=rngs,
     )
     if config.lm_head == "untied":
       self.lm_head = _param(
@@ -721,7 +809,10 @@ class Transformer(nnx.Module):
     mask = check_tokens_and_mask(tokens, mask, self.config.max_len)
     dt = self.config.compute_dtype
     tokens = jnp.where(mask, tokens, 0)
-    x = jnp.take(self.embedding[...], tokens, axis=0, mode="fill").astype(dt)
+    x = jnp.take(self.embedding[...], tokens, axis=0, mode="fill")
+    if self.config.scale_embeddings:  # Gemma: sqrt(D), rounded to the parameter dtype
+      x = x * jnp.asarray(math.sqrt(self.config.d_model), x.dtype)
+    x = x.astype(dt)
     x = jnp.where(mask[..., None], x, jnp.zeros((), dt))
     for layer in self.layers:
       x = layer(x, mask)
@@ -731,7 +822,8 @@ class Transformer(nnx.Module):
     """Next-token logits of hidden states: hidden @ W, float32.
 
     W is embedding.T [D, V] (`config.lm_head == "tied"`) or the own kernel `lm_head`
-    [D, V] ("untied"); the product runs in the compute dtype and is returned in float32.
+    [D, V] ("untied"); the product runs in the compute dtype and is returned in float32,
+    soft-capped as c * tanh(logits / c) with `config.final_logit_softcap` (Gemma-2).
 
     Args:
       hidden: [..., D] hidden states (e.g. the output of `__call__`).
@@ -753,10 +845,14 @@ class Transformer(nnx.Module):
       )
     dt = cfg.compute_dtype
     if cfg.lm_head == "tied":
-      return jnp.einsum("...d,vd->...v", hidden.astype(dt), self.embedding[...].astype(dt),
-                        preferred_element_type=jnp.float32)
-    return jnp.einsum("...d,dv->...v", hidden.astype(dt), self.lm_head[...].astype(dt),
-                      preferred_element_type=jnp.float32)
+      logits = jnp.einsum("...d,vd->...v", hidden.astype(dt), self.embedding[...].astype(dt),
+                          preferred_element_type=jnp.float32)
+    else:
+      logits = jnp.einsum("...d,dv->...v", hidden.astype(dt), self.lm_head[...].astype(dt),
+                          preferred_element_type=jnp.float32)
+    if cfg.final_logit_softcap is not None:
+      logits = cfg.final_logit_softcap * jnp.tanh(logits / cfg.final_logit_softcap)
+    return logits
 
   def logits(self, tokens: jax.Array, mask: jax.Array) -> jax.Array:
     """Vocabulary logits of every position: `lm_logits(self(tokens, mask))`.
