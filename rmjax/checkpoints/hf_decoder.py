@@ -254,10 +254,6 @@ class TensorLayout:
   to_hf: Callable[[np.ndarray], np.ndarray]
 
 
-def _identity(shape):
-  return TensorLayout((), shape, lambda a: a, lambda a: a)
-
-
 def _linear(out_dim: int, in_dim: int):
   """HF [out, in] <-> rmjax [in, out]."""
   return lambda path: TensorLayout(path, (out_dim, in_dim), lambda a: a.T, lambda a: a.T)
