@@ -58,6 +58,8 @@ from rmjax.models.transformer import (
     TransformerBlock,
     TransformerConfig,
     apply_rope,
+    positions_from_mask,
+    rope_inverse_frequencies,
     check_tokens_and_mask,
 )
 
@@ -86,6 +88,8 @@ __all__ = [
     "abstract_param_state",
     "abstract_params",
     "apply_rope",
+    "positions_from_mask",
+    "rope_inverse_frequencies",
     "check_features",
     "check_tokens_and_mask",
     "count_params",

@@ -57,11 +57,14 @@ class ScalarHead(nnx.Module):
 
   The kernel [D, num_outputs] (logical axes ('embed', None)) is initialised
   N(0, 1 / (D + 1)) so that initial rewards have unit scale on unit-RMS features
-  (Stiennon et al. 2020); the bias [num_outputs] starts at zero.
+  (Stiennon et al. 2020); the bias [num_outputs] starts at zero. With use_bias=False
+  there is no bias parameter (the layout of Hugging Face's `score` layer in
+  `*ForSequenceClassification`).
 
   Args:
     d_model: D, the width of the pooled features.
     num_outputs: rewards per sequence (default 1; more for multi-attribute scores).
+    use_bias: whether the head has a bias (default True).
     param_dtype: parameter dtype (default float32).
     rngs: `nnx.Rngs` with a `params` stream.
 
@@ -72,17 +75,25 @@ class ScalarHead(nnx.Module):
 
   call_inputs = ()
 
-  def __init__(self, d_model: int, num_outputs: int = 1, *, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+  def __init__(self, d_model: int, num_outputs: int = 1, *, use_bias: bool = True,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
     _check_positive_int("ScalarHead", "d_model", d_model)
     _check_positive_int("ScalarHead", "num_outputs", num_outputs)
+    if not isinstance(use_bias, bool):
+      raise TypeError(f"ScalarHead: use_bias must be a bool, got {use_bias!r}.")
     self.d_model = d_model
     self.num_outputs = num_outputs
-    self.kernel, self.bias = _affine_params(rngs, d_model, num_outputs, param_dtype)
+    self.use_bias = use_bias
+    self.kernel, bias = _affine_params(rngs, d_model, num_outputs, param_dtype)
+    if use_bias:
+      self.bias = bias
 
   def __call__(self, features: jax.Array) -> jax.Array:
     """features: [B, D] -> [B, num_outputs] float32."""
-    return _affine(features, self.d_model, self.kernel, self.bias)
+    if self.use_bias:
+      return _affine(features, self.d_model, self.kernel, self.bias)
+    check_features(features, self.d_model)
+    return features.astype(jnp.float32) @ self.kernel[...].astype(jnp.float32)
 
 
 class MultiAttributeHead(nnx.Module):

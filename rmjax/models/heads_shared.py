@@ -17,7 +17,7 @@ pattern, so that one backbone serves every loss:
   without it), 'user_ids' ([B] annotators or None) and 'latent' ([B, Z], required).
 
 Pooling (which position's hidden state a sequence is scored by) is separate from the
-heads: `gather_last_token` reads the last real token of right-padded sequences.
+heads: `gather_last_token` reads the last real token of right- or left-padded sequences.
 """
 
 from __future__ import annotations
@@ -32,14 +32,17 @@ from rmjax.models.transformer import _param
 
 
 def gather_last_token(hidden: jax.Array, mask: jax.Array) -> jax.Array:
-  """Hidden state of the last real token of each right-padded sequence.
+  """Hidden state of the last real token of each sequence (right or left padding).
 
-  Reads index sum(mask) - 1 of each row. A row without any real token would read index
-  0 (it cannot raise under jit); the data layer guarantees at least one real token.
+  Reads index max{t : mask[b, t] != 0} of each row, so it is correct for right and left
+  padding, and when the pad id equals the eos id (it reads the mask, never the ids;
+  Hugging Face's `*ForSequenceClassification` picks the same token from the ids). A row
+  without any real token reads index 0 (it cannot raise under jit); the data layer
+  guarantees at least one real token.
 
   Args:
     hidden: [B, L, D] hidden states.
-    mask: [B, L] bool or int, nonzero at real tokens (a prefix of each row).
+    mask: [B, L] bool or int, nonzero at real tokens.
 
   Returns:
     [B, D] in hidden's dtype.
@@ -47,6 +50,8 @@ def gather_last_token(hidden: jax.Array, mask: jax.Array) -> jax.Array:
   >>> h = jnp.arange(6.0).reshape(1, 3, 2)
   >>> gather_last_token(h, jnp.array([[1, 1, 0]])).tolist()
   [[2.0, 3.0]]
+  >>> gather_last_token(h, jnp.array([[0, 1, 1]])).tolist()
+  [[4.0, 5.0]]
   """
   if getattr(hidden, "ndim", None) != 3:
     raise ValueError(
@@ -57,7 +62,8 @@ def gather_last_token(hidden: jax.Array, mask: jax.Array) -> jax.Array:
         f"mask must have shape [B, L] = {tuple(hidden.shape[:2])} (the leading axes of "
         f"hidden), got {getattr(mask, 'shape', None)}."
     )
-  last = jnp.maximum(jnp.sum(mask.astype(jnp.int32), axis=1) - 1, 0)  # [B]
+  index = jnp.arange(hidden.shape[1], dtype=jnp.int32)
+  last = jnp.max(jnp.where(mask.astype(jnp.bool_), index, 0), axis=1)  # [B]
   return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0, :]
 
 

@@ -206,7 +206,7 @@ class RewardModel(nnx.Module):
 
     Args:
       tokens: [B, L] integer token ids.
-      mask: [B, L] bool or int, nonzero at real tokens (a prefix of each row).
+      mask: [B, L] bool or int, nonzero at real tokens (right or left padding).
 
     Returns:
       [B, d_model] float32.
@@ -233,12 +233,12 @@ class RewardModel(nnx.Module):
   def __call__(self, tokens: jax.Array, mask: jax.Array, *,
                prompt_mask: jax.Array | None = None, latent: jax.Array | None = None,
                user_ids: jax.Array | None = None) -> Any:
-    """Scores right-padded sequences.
+    """Scores padded sequences (right or left padding).
 
     Args:
       tokens: [B, L] integer token ids.
-      mask: [B, L] bool or int, nonzero at real tokens (a prefix of each row, at least
-        one real token).
+      mask: [B, L] bool or int, nonzero at real tokens (a contiguous run of each row:
+        right or left padding; at least one real token).
       prompt_mask: optional [B, L] bool or int, nonzero at the prompt's tokens (a
         prefix of each row, inside `mask`). Read by the heads that condition on the
         prompt ("general_preference", "mixture", "prompt_conditioned_ideal_point") from
@@ -587,14 +587,23 @@ def count_params(params: Any) -> int:
 
 
 def non_embedding_params(config: TransformerConfig, *, num_outputs: int = 1) -> int:
-  """Parameters outside the token embedding, from the config alone.
+  """Parameters outside the token embedding (and an untied LM head), from the config alone.
 
-  Per layer: attention 4 * D^2 (q, k, v, out), gated MLP 3 * D * F, two norms 2 * D;
-  plus the final norm D and the head D * num_outputs + num_outputs.
+  Per layer: attention D * K * (2 H + 2 KV) (q, out; k, v), plus (H + 2 KV) * K with
+  q/k/v biases and 2 K with q/k norms; gated MLP 3 * D * F; two norms 2 * D (four with
+  Gemma-2's post_norms); plus the
+  final norm D and the head D * num_outputs + num_outputs. With the defaults (KV = H,
+  H * K = D) the attention term is 4 * D^2.
   """
   _check_config(config)
   d, f = config.d_model, config.mlp_dim
-  per_layer = 4 * d * d + 3 * d * f + 2 * d
+  h, kv, k = config.num_heads, config.kv_heads, config.head_dim
+  attention = d * k * (2 * h + 2 * kv)
+  if config.qkv_bias:
+    attention += (h + 2 * kv) * k
+  if config.qk_norm:
+    attention += 2 * k
+  per_layer = attention + 3 * d * f + (4 if config.post_norms else 2) * d
   return config.num_layers * per_layer + d + d * num_outputs + num_outputs
 
 
@@ -602,12 +611,12 @@ def flops_per_token(config: TransformerConfig, seq_len: int, *, num_outputs: int
                     ) -> float:
   """Approximate training FLOPs (forward + backward) per token.
 
-  flops = 6 * N + 12 * num_layers * d_model * seq_len
+  flops = 6 * N + 12 * num_layers * H * K * seq_len
 
   N is the non-embedding parameter count (`non_embedding_params`): each weight costs a
   multiply-add (2 FLOPs) forward and twice that backward. The second term counts the
-  attention score (Q K^T) and value (P V) matmuls, 2 * 2 * seq_len * d_model FLOPs per
-  token and layer forward, times 3 for training; the full L x L matrix is computed, so
+  attention score (Q K^T) and value (P V) matmuls, 2 * 2 * seq_len * H * K FLOPs per
+  token and layer forward (H * K = d_model by default), times 3 for training; the full L x L matrix is computed, so
   no factor 1/2 for causality. Kaplan et al. (2020), Sec. 2.1; Chowdhery et al. (2022)
   PaLM, Appendix B.
 
@@ -625,4 +634,5 @@ def flops_per_token(config: TransformerConfig, seq_len: int, *, num_outputs: int
   if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
     raise ValueError(f"seq_len must be a positive int, got {seq_len!r}.")
   n = non_embedding_params(config, num_outputs=num_outputs)
-  return float(6 * n + 12 * config.num_layers * config.d_model * seq_len)
+  width = config.num_heads * config.head_dim
+  return float(6 * n + 12 * config.num_layers * width * seq_len)

@@ -1,10 +1,18 @@
 """Decoder-only pre-norm transformer backbone (Flax NNX).
 
-The backbone maps right-padded token ids and their padding mask to hidden states:
+The backbone maps padded token ids (right or left padding) and their padding mask to
+hidden states, and optionally to next-token logits:
 
   tokens [B, L] -> embedding -> num_layers x block -> RMSNorm -> hidden [B, L, D]
+  hidden -> logits [B, L, V]   (`Transformer.lm_logits`: tied embedding or own kernel)
 
   block(x) = x + Attention(RMSNorm(x));  x = x + GatedMLP(RMSNorm(x))
+
+The defaults give rmjax's small from-scratch model; the optional fields of
+`TransformerConfig` cover the Llama family as Hugging Face checkpoints have it
+(`rmjax.checkpoints.hf_decoder`): grouped-query attention, an explicit head dimension,
+q/k/v biases (Qwen2), q/k RMSNorm (Qwen3), Llama-3 / linear RoPE scaling, tied or untied
+LM heads.
 
 Every parameter carries logical axis names (`nnx.with_partitioning`) drawn from
 `LOGICAL_AXES`; `rmjax.models.logical_partition_specs` maps them onto a device mesh. The
@@ -16,7 +24,11 @@ References:
   Xiong et al. (2020) On layer normalization in the transformer architecture (pre-norm);
   Zhang & Sennrich (2019) Root mean square layer normalization (RMSNorm);
   Su et al. (2021) RoFormer: rotary position embedding (RoPE);
-  Shazeer (2020) GLU variants improve transformer (gated MLP, SwiGLU).
+  Shazeer (2020) GLU variants improve transformer (gated MLP, SwiGLU);
+  Ainslie et al. (2023) GQA: training generalized multi-query transformer models;
+  Dubey et al. (2024) The Llama 3 herd of models (llama3 RoPE scaling);
+  Chen et al. (2023) Extending context window of LLMs via positional interpolation
+  (linear RoPE scaling).
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ from typing import Any
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Logical names of parameter axes. `None` (an axis that is never sharded) is also used.
 LOGICAL_AXES = ("vocab", "embed", "heads", "kv", "mlp")
@@ -38,6 +51,57 @@ LOGICAL_AXES = ("vocab", "embed", "heads", "kv", "mlp")
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 _FLOAT_DTYPES = ("float32", "bfloat16", "float16")
+
+# RoPE scaling types and the keys each needs (besides "rope_type").
+ROPE_SCALING_KEYS: Mapping[str, tuple[str, ...]] = {
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor",
+               "original_max_position_embeddings"),
+}
+
+# Values of `TransformerConfig.lm_head`.
+LM_HEAD_KINDS = ("tied", "untied", "none")
+
+# Gate activations of the MLP (`TransformerConfig.mlp_activation`).
+MLP_ACTIVATIONS = ("silu", "gelu_tanh")
+
+
+def _normalise_rope_scaling(value: Any) -> tuple[tuple[str, Any], ...] | None:
+  """Checks a rope_scaling mapping; returns it as sorted (key, value) pairs (hashable)."""
+  if value is None:
+    return None
+  if isinstance(value, Mapping):
+    items = dict(value)
+  elif isinstance(value, (tuple, list)) and all(
+      isinstance(item, (tuple, list)) and len(item) == 2 for item in value):
+    items = dict(value)
+  else:
+    raise TypeError(
+        "TransformerConfig.rope_scaling must be None or a mapping with 'rope_type' and "
+        f"its parameters, got {type(value).__name__}."
+    )
+  rope_type = items.get("rope_type")
+  if rope_type not in ROPE_SCALING_KEYS:
+    raise ValueError(
+        f"TransformerConfig.rope_scaling: unknown rope_type {rope_type!r}; supported: "
+        f"{sorted(ROPE_SCALING_KEYS)} (or rope_scaling=None for plain RoPE)."
+    )
+  needed = ROPE_SCALING_KEYS[rope_type]
+  missing = [key for key in needed if key not in items]
+  unknown = sorted(set(items) - set(needed) - {"rope_type"})
+  if missing or unknown:
+    raise ValueError(
+        f"TransformerConfig.rope_scaling of type {rope_type!r} needs exactly the keys "
+        f"{list(needed)}; missing {missing}, unknown {unknown}."
+    )
+  for key in needed:
+    _check_positive_float(f"rope_scaling[{key!r}]", items[key])
+  if rope_type == "llama3" and not items["high_freq_factor"] > items["low_freq_factor"]:
+    raise ValueError(
+        "TransformerConfig.rope_scaling (llama3): high_freq_factor must exceed "
+        f"low_freq_factor, got {items['high_freq_factor']} and {items['low_freq_factor']}."
+    )
+  return tuple(sorted(items.items()))
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -61,7 +125,9 @@ class TransformerConfig:
   """Hyper-parameters of the decoder-only transformer backbone.
 
   The defaults give a small byte-level model (about 0.43M parameters) that trains on a
-  laptop CPU.
+  laptop CPU. The fields after `param_dtype` are off by default (the parameter tree and
+  the outputs of a config that leaves them unset are those of rmjax's original model);
+  they describe pretrained Llama-family checkpoints (`rmjax.checkpoints.hf_decoder`).
 
   Attributes:
     vocab_size: number of token ids (default 259: the byte tokenizer, pad=0, bos=1,
@@ -70,8 +136,9 @@ class TransformerConfig:
       positions, so this only guards against inputs longer than the data layer makes.
     d_model: width of the residual stream (default 128).
     num_layers: number of transformer blocks (default 2).
-    num_heads: attention heads (default 4); `d_model` must be a multiple of it and the
-      head dimension `d_model // num_heads` must be even (RoPE rotates pairs).
+    num_heads: attention (query) heads (default 4). Without `explicit_head_dim`,
+      `d_model` must be a multiple of it; the head dimension `head_dim` must be even
+      (RoPE rotates pairs).
     d_ff: hidden width of the gated MLP. None (default) picks the multiple of 8 at or
       just above 8/3 * d_model, which keeps the gated MLP's parameter count equal to a
       4 * d_model ungated MLP (Shazeer 2020); see `mlp_dim`.
@@ -80,6 +147,41 @@ class TransformerConfig:
     dtype: compute dtype name, "float32" (default), "bfloat16" or "float16". Norm
       statistics, attention softmax and the reward head always run in float32.
     param_dtype: storage dtype of the parameters (default "float32").
+    num_kv_heads: key/value heads of grouped-query attention (Ainslie et al. 2023); None
+      (default) means num_heads (multi-head attention). num_heads must be a multiple of
+      it; query head h reads key/value head h // (num_heads // num_kv_heads).
+    explicit_head_dim: width K of one attention head when it is not d_model //
+      num_heads (Qwen3, Gemma); None (default) derives it. See `head_dim`.
+    qkv_bias: biases on the query/key/value projections (Qwen2; default False).
+    qk_norm: RMSNorm over the head dimension of queries and keys, before RoPE (Qwen3;
+      default False).
+    rope_scaling: None (default, plain RoPE) or a mapping with 'rope_type' and its
+      parameters: {'rope_type': 'linear', 'factor'} (positions divided by factor, Chen et
+      al. 2023) or {'rope_type': 'llama3', 'factor', 'low_freq_factor',
+      'high_freq_factor', 'original_max_position_embeddings'} (Llama 3.1, see
+      `rope_inverse_frequencies`). Stored as sorted (key, value) pairs so the config
+      stays hashable; `rope_scaling_dict` gives the mapping back.
+    lm_head: how `Transformer.lm_logits` maps hidden states to vocabulary logits:
+      "tied" (default: hidden @ embedding.T, no extra parameter), "untied" (an own
+      kernel `lm_head` [D, V], logical axes ('embed', 'vocab')) or "none" (no LM
+      logits, e.g. a reward backbone loaded from an untied sequence-classification
+      checkpoint).
+    norm_plus_one: RMSNorms scale by (1 + w), w initialised to 0 (Gemma; default False:
+      scale by w, initialised to 1).
+    post_norms: Gemma-2's extra RMSNorms on the attention and MLP outputs before the
+      residual add (`attention_post_norm`, `mlp_post_norm`; default False).
+    scale_embeddings: multiply the token embeddings by sqrt(d_model) (Gemma; default
+      False).
+    mlp_activation: gate activation of the MLP, "silu" (default, SwiGLU) or "gelu_tanh"
+      (GeGLU with the tanh approximation, Gemma).
+    query_pre_attn_scalar: attention logits scaled by query_pre_attn_scalar ** -0.5
+      instead of head_dim ** -0.5 (Gemma-2; default None).
+    attn_logit_softcap: attention logits -> c * tanh(logits / c) before masking
+      (Gemma-2; default None: off).
+    final_logit_softcap: LM logits -> c * tanh(logits / c) (Gemma-2; default None).
+    sliding_window: keys further back than sliding_window - 1 positions are masked in
+      the layers listed in `sliding_window_layers` (Gemma-2; default None).
+    sliding_window_layers: indices of the layers with a sliding window (default ()).
   """
 
   vocab_size: int = 259
@@ -92,12 +194,28 @@ class TransformerConfig:
   norm_eps: float = 1e-6
   dtype: str = "float32"
   param_dtype: str = "float32"
+  num_kv_heads: int | None = None
+  explicit_head_dim: int | None = None
+  qkv_bias: bool = False
+  qk_norm: bool = False
+  rope_scaling: Any = None
+  lm_head: str = "tied"
+  norm_plus_one: bool = False
+  post_norms: bool = False
+  scale_embeddings: bool = False
+  mlp_activation: str = "silu"
+  query_pre_attn_scalar: float | None = None
+  attn_logit_softcap: float | None = None
+  final_logit_softcap: float | None = None
+  sliding_window: int | None = None
+  sliding_window_layers: Any = ()
 
   def __post_init__(self):
     for name in ("vocab_size", "max_len", "d_model", "num_layers", "num_heads"):
       _check_positive_int(name, getattr(self, name))
-    if self.d_ff is not None:
-      _check_positive_int("d_ff", self.d_ff)
+    for name in ("d_ff", "num_kv_heads", "explicit_head_dim"):
+      if getattr(self, name) is not None:
+        _check_positive_int(name, getattr(self, name))
     _check_positive_float("rope_base", self.rope_base)
     _check_positive_float("norm_eps", self.norm_eps)
     for name in ("dtype", "param_dtype"):
@@ -106,21 +224,72 @@ class TransformerConfig:
         raise ValueError(
             f"TransformerConfig.{name} must be one of {_FLOAT_DTYPES}, got {value!r}."
         )
-    if self.d_model % self.num_heads:
+    for name in ("qkv_bias", "qk_norm", "norm_plus_one", "post_norms", "scale_embeddings"):
+      if not isinstance(getattr(self, name), bool):
+        raise TypeError(
+            f"TransformerConfig.{name} must be a bool, got {getattr(self, name)!r}.")
+    if self.lm_head not in LM_HEAD_KINDS:
+      raise ValueError(
+          f"TransformerConfig.lm_head must be one of {LM_HEAD_KINDS}, got "
+          f"{self.lm_head!r}."
+      )
+    object.__setattr__(self, "rope_scaling", _normalise_rope_scaling(self.rope_scaling))
+    if self.mlp_activation not in MLP_ACTIVATIONS:
+      raise ValueError(
+          f"TransformerConfig.mlp_activation must be one of {MLP_ACTIVATIONS}, got "
+          f"{self.mlp_activation!r}.")
+    for name in ("query_pre_attn_scalar", "attn_logit_softcap", "final_logit_softcap"):
+      if getattr(self, name) is not None:
+        _check_positive_float(name, getattr(self, name))
+    if self.sliding_window is not None:
+      _check_positive_int("sliding_window", self.sliding_window)
+    layers = self.sliding_window_layers
+    if (isinstance(layers, (str, bytes)) or not isinstance(layers, (tuple, list))
+        or any(isinstance(i, bool) or not isinstance(i, int)
+               or not 0 <= i < self.num_layers for i in layers)):
+      raise ValueError(
+          "TransformerConfig.sliding_window_layers must be a sequence of layer indices in "
+          f"[0, {self.num_layers}), got {layers!r}.")
+    object.__setattr__(self, "sliding_window_layers", tuple(sorted(set(layers))))
+    if self.sliding_window_layers and self.sliding_window is None:
+      raise ValueError(
+          "TransformerConfig.sliding_window_layers needs sliding_window, got "
+          f"sliding_window=None and sliding_window_layers={self.sliding_window_layers}.")
+    if self.explicit_head_dim is None and self.d_model % self.num_heads:
       raise ValueError(
           f"TransformerConfig.d_model must be divisible by num_heads, got "
-          f"d_model={self.d_model} and num_heads={self.num_heads}."
+          f"d_model={self.d_model} and num_heads={self.num_heads} (or set "
+          "explicit_head_dim)."
+      )
+    if self.num_heads % self.kv_heads:
+      raise ValueError(
+          f"TransformerConfig.num_heads must be a multiple of num_kv_heads, got "
+          f"num_heads={self.num_heads} and num_kv_heads={self.num_kv_heads}."
       )
     if self.head_dim % 2:
+      field = "num_heads" if self.explicit_head_dim is None else "explicit_head_dim"
       raise ValueError(
-          "TransformerConfig.num_heads must leave an even head dimension for RoPE, got "
-          f"d_model={self.d_model} / num_heads={self.num_heads} = {self.head_dim}."
+          f"TransformerConfig.{field} must leave an even head dimension for RoPE, got "
+          f"head_dim={self.head_dim} (d_model={self.d_model}, num_heads="
+          f"{self.num_heads}, explicit_head_dim={self.explicit_head_dim})."
       )
 
   @property
   def head_dim(self) -> int:
-    """Width of one attention head, `d_model // num_heads`."""
+    """Width K of one attention head: `explicit_head_dim`, else `d_model // num_heads`."""
+    if self.explicit_head_dim is not None:
+      return self.explicit_head_dim
     return self.d_model // self.num_heads
+
+  @property
+  def kv_heads(self) -> int:
+    """Number of key/value heads: `num_kv_heads`, else `num_heads`."""
+    return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+  @property
+  def rope_scaling_dict(self) -> dict[str, Any] | None:
+    """`rope_scaling` as a dict (None without scaling)."""
+    return None if self.rope_scaling is None else dict(self.rope_scaling)
 
   @property
   def mlp_dim(self) -> int:
@@ -172,8 +341,11 @@ class TransformerConfig:
     return cls(**dict(values))
 
   def to_dict(self) -> dict[str, Any]:
-    """The fields as a plain dict (`from_dict(c.to_dict()) == c`)."""
-    return dataclasses.asdict(self)
+    """The fields as a plain dict (`from_dict(c.to_dict()) == c`); rope_scaling as a dict."""
+    values = dataclasses.asdict(self)
+    values["rope_scaling"] = self.rope_scaling_dict
+    values["sliding_window_layers"] = list(self.sliding_window_layers)
+    return values
 
 
 def _param(
@@ -254,18 +426,74 @@ def check_token_mask(mask: Any, tokens: jax.Array, name: str = "mask") -> jax.Ar
   return mask.astype(jnp.bool_)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
+def rope_inverse_frequencies(head_dim: int, base: float = 10000.0,
+                             rope_scaling: Mapping[str, Any] | None = None) -> np.ndarray:
+  """RoPE inverse frequencies [K/2] float32, with optional Llama-3 or linear scaling.
+
+  Plain (Su et al. 2021): inv_freq_i = 1 / base ** (2i / K), i = 0..K/2-1.
+
+  "linear" (Chen et al. 2023): inv_freq_i / factor (positions divided by factor).
+
+  "llama3" (Dubey et al. 2024, Llama 3.1): with wavelength w_i = 2 pi / inv_freq_i,
+  c = original_max_position_embeddings, lo = c / low_freq_factor, hi = c /
+  high_freq_factor:
+    w_i < hi:         inv_freq_i                      (high frequencies kept)
+    w_i > lo:         inv_freq_i / factor             (low frequencies interpolated)
+    otherwise:        (1 - s) inv_freq_i / factor + s inv_freq_i,
+                      s = (c / w_i - low_freq_factor) / (high_freq_factor - low_freq_factor)
+
+  Computed in float32 numpy in the order Hugging Face transformers uses
+  (`modeling_rope_utils._compute_llama3_parameters`), so imported checkpoints see the
+  same angles.
+
+  Args:
+    head_dim: K, even.
+    base: wavelength base (default 10000.0).
+    rope_scaling: None or a mapping as `TransformerConfig.rope_scaling`.
+
+  Returns:
+    [K/2] float32 numpy array.
+
+  >>> rope_inverse_frequencies(4, 100.0).tolist()
+  [1.0, 0.10000000149011612]
+  """
+  if head_dim % 2:
+    raise ValueError(f"head_dim must be even for RoPE, got {head_dim}.")
+  exponents = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
+  inv_freq = (np.float32(1.0) / np.power(np.float32(base), exponents)).astype(np.float32)
+  if rope_scaling is None:
+    return inv_freq
+  scaling = dict(_normalise_rope_scaling(rope_scaling))
+  factor = np.float32(scaling["factor"])
+  if scaling["rope_type"] == "linear":
+    return (inv_freq / factor).astype(np.float32)
+  low, high = np.float32(scaling["low_freq_factor"]), np.float32(scaling["high_freq_factor"])
+  context = np.float32(scaling["original_max_position_embeddings"])
+  low_wavelen, high_wavelen = context / low, context / high
+  wavelen = np.float32(2 * math.pi) / inv_freq
+  scaled = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+  smooth = (context / wavelen - low) / (high - low)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+  return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, base: float = 10000.0, *,
+               inv_freq: Any = None) -> jax.Array:
   """Rotary position embedding (Su et al. 2021), "rotate-half" layout.
 
   The head dimension is split into halves (x1, x2); pair i = (x1[i], x2[i]) is rotated
-  by the angle position * base ** (-2i / K). After rotation the dot product of a query
-  at position m with a key at position n depends on (m, n) only through m - n.
+  by the angle position * base ** (-2i / K) (or position * inv_freq[i] when
+  `inv_freq` is given, e.g. from `rope_inverse_frequencies` with scaling). After
+  rotation the dot product of a query at position m with a key at position n depends
+  on (m, n) only through m - n.
 
   Args:
     x: [..., L, H, K] queries or keys (K even), any float dtype.
     positions: [L] or [..., L] integer (or float) positions, broadcast against x's
       leading dimensions.
-    base: wavelength base (default 10000.0).
+    base: wavelength base (default 10000.0); ignored when inv_freq is given.
+    inv_freq: optional [K/2] inverse frequencies.
 
   Returns:
     [..., L, H, K], rotated in float32 and cast back to x.dtype.
@@ -282,7 +510,13 @@ def apply_rope(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax
         f"shape {positions.shape}."
     )
   half = x.shape[-1] // 2
-  inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)  # [K/2]
+  if inv_freq is None:
+    inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)  # [K/2]
+  else:
+    inv_freq = jnp.asarray(inv_freq, jnp.float32)
+    if inv_freq.shape != (half,):
+      raise ValueError(
+          f"inv_freq must have shape [K/2] = ({half},), got {inv_freq.shape}.")
   angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [..., L, K/2]
   sin = jnp.sin(angles)[..., None, :]  # [..., L, 1, K/2]
   cos = jnp.cos(angles)[..., None, :]
@@ -292,8 +526,33 @@ def apply_rope(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax
   return rotated.astype(x.dtype)
 
 
+def positions_from_mask(mask: jax.Array) -> jax.Array:
+  """RoPE positions counted from each row's first real token: t - first(mask), floor 0.
+
+  With right padding this is arange(L) (and a mask with holes keeps arange, the
+  positions of rmjax's original model); with left padding the first real token gets
+  position 0, the `position_ids` that Hugging Face's `generate` computes (cumsum(mask) -
+  1, equal on a contiguous run of real tokens). Positions at leading padding are 0 and
+  meaningless (their outputs are never read).
+
+  Args:
+    mask: [B, L] bool, True at real tokens.
+
+  Returns:
+    [B, L] int32.
+
+  >>> positions_from_mask(jnp.array([[0, 0, 1, 1], [1, 1, 1, 0]], bool)).tolist()
+  [[0, 0, 0, 1], [0, 1, 2, 3]]
+  """
+  index = jnp.arange(mask.shape[-1], dtype=jnp.int32)
+  first = jnp.argmax(mask.astype(jnp.bool_), axis=-1).astype(jnp.int32)  # 0 if no token
+  return jnp.maximum(index - first[..., None], 0)
+
+
 class RMSNorm(nnx.Module):
   """Root-mean-square layer norm (Zhang & Sennrich 2019): x / rms(x) * scale.
+
+  With plus_one (Gemma): x / rms(x) * (1 + scale).
 
   Statistics are computed in float32 whatever the compute dtype.
 
@@ -301,50 +560,75 @@ class RMSNorm(nnx.Module):
     num_features: D, the size of the normalised last axis.
     eps: added to the mean square (default 1e-6).
     dtype: output dtype (default float32).
+    plus_one: scale by (1 + scale), scale initialised to zeros (Gemma); default False.
     param_dtype: dtype of `scale` (default float32), initialised to ones.
     rngs: `nnx.Rngs` with a `params` stream.
   """
 
   def __init__(self, num_features: int, *, eps: float = 1e-6, dtype=jnp.float32,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+               param_dtype=jnp.float32, plus_one: bool = False, rngs: nnx.Rngs):
     self.eps = eps
     self.dtype = jnp.dtype(dtype)
-    self.scale = _param(rngs, nnx.initializers.ones, (num_features,), (None,),
-                        jnp.dtype(param_dtype))
+    self.plus_one = plus_one
+    init = nnx.initializers.zeros if plus_one else nnx.initializers.ones
+    self.scale = _param(rngs, init, (num_features,), (None,), jnp.dtype(param_dtype))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [..., D] -> [..., D] in `dtype`."""
     x32 = x.astype(jnp.float32)
     inv_rms = jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
-    return (x32 * inv_rms * self.scale[...].astype(jnp.float32)).astype(self.dtype)
+    scale = self.scale[...].astype(jnp.float32)
+    if self.plus_one:
+      scale = 1.0 + scale
+    return (x32 * inv_rms * scale).astype(self.dtype)
 
 
 class CausalSelfAttention(nnx.Module):
-  """Multi-head causal self-attention with RoPE and a key-padding mask.
+  """Multi-head (or grouped-query) causal self-attention with RoPE and a key mask.
 
-  Projections have no bias. Query/key/value kernels are [D, H, K] with logical axes
-  ('embed', 'heads', 'kv'); the output kernel is [H, K, D] ('heads', 'kv', 'embed'),
-  initialised with variance scaled by 1 / (2 * num_layers) so that the residual
-  stream keeps unit scale at init (Radford et al. 2019). Logits and softmax are
-  float32; masked logits get a large finite negative value, so no row is ever NaN.
-  (For right-padded rows the causal mask alone already keeps real queries off padding
-  keys; the key mask also covers masks with holes.)
+  Query kernel [D, H, K], key/value kernels [D, KV, K] (KV = `config.kv_heads`; KV = H
+  by default), logical axes ('embed', 'heads', 'kv'); the output kernel is [H, K, D]
+  ('heads', 'kv', 'embed'), initialised with variance scaled by 1 / (2 * num_layers)
+  so that the residual stream keeps unit scale at init (Radford et al. 2019). Query
+  head h reads key/value head h // (H / KV) (Ainslie et al. 2023). Optional (off by
+  default): biases `query_bias` [H, K], `key_bias` / `value_bias` [KV, K] (`qkv_bias`,
+  Qwen2) and RMSNorms `query_norm` / `key_norm` over K before RoPE (`qk_norm`, Qwen3);
+  Gemma-2's query_pre_attn_scalar, logit soft-capping and sliding window.
+  Logits (scaled by 1 / sqrt(K)) and softmax are float32; masked logits get a large
+  finite negative value, so no row is ever NaN. RoPE positions count from each row's
+  first real token (`positions_from_mask`), so right and left padding give the same
+  outputs at real tokens; the key mask keeps every query off padding keys (also inside
+  a row).
 
   Args:
     config: the `TransformerConfig`.
+    sliding_window: optional W: query t sees keys t - W + 1 .. t only (Gemma-2's local
+      layers; default None).
     rngs: `nnx.Rngs` with a `params` stream.
   """
 
-  def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
-    d, h, k = config.d_model, config.num_heads, config.head_dim
+  def __init__(self, config: TransformerConfig, *, sliding_window: int | None = None,
+               rngs: nnx.Rngs):
+    d, h, kv, k = config.d_model, config.num_heads, config.kv_heads, config.head_dim
     pdt = config.parameter_dtype
     self.config = config
+    self.sliding_window = sliding_window
     in_init = _fan_in_init(in_axis=0, out_axis=(1, 2))
     self.query = _param(rngs, in_init, (d, h, k), ("embed", "heads", "kv"), pdt)
-    self.key = _param(rngs, in_init, (d, h, k), ("embed", "heads", "kv"), pdt)
-    self.value = _param(rngs, in_init, (d, h, k), ("embed", "heads", "kv"), pdt)
+    self.key = _param(rngs, in_init, (d, kv, k), ("embed", "heads", "kv"), pdt)
+    self.value = _param(rngs, in_init, (d, kv, k), ("embed", "heads", "kv"), pdt)
     out_init = _fan_in_init(in_axis=(0, 1), out_axis=2, scale=1.0 / (2 * config.num_layers))
     self.out = _param(rngs, out_init, (h, k, d), ("heads", "kv", "embed"), pdt)
+    if config.qkv_bias:
+      zeros = nnx.initializers.zeros
+      self.query_bias = _param(rngs, zeros, (h, k), ("heads", "kv"), pdt)
+      self.key_bias = _param(rngs, zeros, (kv, k), ("heads", "kv"), pdt)
+      self.value_bias = _param(rngs, zeros, (kv, k), ("heads", "kv"), pdt)
+    if config.qk_norm:
+      norm_kwargs = dict(eps=config.norm_eps, dtype=config.compute_dtype,
+                         param_dtype=pdt, plus_one=config.norm_plus_one, rngs=rngs)
+      self.query_norm = RMSNorm(k, **norm_kwargs)
+      self.key_norm = RMSNorm(k, **norm_kwargs)
 
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     """Attends each position to itself and earlier real positions.
@@ -359,15 +643,35 @@ class CausalSelfAttention(nnx.Module):
     cfg = self.config
     dt = cfg.compute_dtype
     seq_len = x.shape[1]
-    positions = jnp.arange(seq_len)
     q = jnp.einsum("bld,dhk->blhk", x, self.query[...].astype(dt))
     k = jnp.einsum("bld,dhk->blhk", x, self.key[...].astype(dt))
     v = jnp.einsum("bld,dhk->blhk", x, self.value[...].astype(dt))
-    q = apply_rope(q, positions, cfg.rope_base)
-    k = apply_rope(k, positions, cfg.rope_base)
+    if cfg.qkv_bias:
+      q = q + self.query_bias[...].astype(dt)
+      k = k + self.key_bias[...].astype(dt)
+      v = v + self.value_bias[...].astype(dt)
+    if cfg.qk_norm:
+      q = self.query_norm(q)
+      k = self.key_norm(k)
+    positions = positions_from_mask(mask)  # [B, L]
+    inv_freq = (None if cfg.rope_scaling is None
+                else rope_inverse_frequencies(cfg.head_dim, cfg.rope_base,
+                                              cfg.rope_scaling_dict))
+    q = apply_rope(q, positions, cfg.rope_base, inv_freq=inv_freq)
+    k = apply_rope(k, positions, cfg.rope_base, inv_freq=inv_freq)
+    groups = cfg.num_heads // cfg.kv_heads
+    if groups > 1:  # grouped-query attention: query head h reads kv head h // groups
+      k = jnp.repeat(k, groups, axis=2)
+      v = jnp.repeat(v, groups, axis=2)
     logits = jnp.einsum("bqhk,bshk->bhqs", q, k, preferred_element_type=jnp.float32)
-    logits = logits * (1.0 / math.sqrt(cfg.head_dim))
-    causal = positions[:, None] >= positions[None, :]  # [L(query), L(key)]
+    scalar = cfg.head_dim if cfg.query_pre_attn_scalar is None else cfg.query_pre_attn_scalar
+    logits = logits * (1.0 / math.sqrt(scalar))
+    if cfg.attn_logit_softcap is not None:
+      logits = cfg.attn_logit_softcap * jnp.tanh(logits / cfg.attn_logit_softcap)
+    index = jnp.arange(seq_len)
+    causal = index[:, None] >= index[None, :]  # [L(query), L(key)]
+    if self.sliding_window is not None:
+      causal = causal & (index[None, :] > index[:, None] - self.sliding_window)
     allowed = causal[None, None, :, :] & mask[:, None, None, :]  # [B, 1, L, L]
     logits = jnp.where(allowed, logits, _MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(dt)
@@ -377,6 +681,9 @@ class CausalSelfAttention(nnx.Module):
 
 class GatedMLP(nnx.Module):
   """SwiGLU feed-forward layer (Shazeer 2020): down(silu(gate(x)) * up(x)).
+
+  With `config.mlp_activation == "gelu_tanh"`: GeGLU, gelu (tanh approximation) in place
+  of silu (Gemma).
 
   Kernels: gate and up [D, F] ('embed', 'mlp'); down [F, D] ('mlp', 'embed'), the
   latter scaled like the attention output (variance / (2 * num_layers)). No biases.
@@ -399,7 +706,11 @@ class GatedMLP(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [B, L, D] -> [B, L, D], in the compute dtype."""
     dt = self.config.compute_dtype
-    gate = jax.nn.silu(x @ self.gate[...].astype(dt))
+    pre = x @ self.gate[...].astype(dt)
+    if self.config.mlp_activation == "silu":
+      gate = jax.nn.silu(pre)
+    else:  # "gelu_tanh": HF's gelu_pytorch_tanh
+      gate = jax.nn.gelu(pre, approximate=True)
     return (gate * (x @ self.up[...].astype(dt))) @ self.down[...].astype(dt)
 
 
@@ -407,23 +718,36 @@ class TransformerBlock(nnx.Module):
   """Pre-norm block (Xiong et al. 2020): h = x + attn(norm(x)); out = h + mlp(norm(h)).
 
   Norms are `RMSNorm` (Zhang & Sennrich 2019), attention is `CausalSelfAttention` with
-  RoPE (Su et al. 2021), the MLP is `GatedMLP` (SwiGLU, Shazeer 2020).
+  RoPE (Su et al. 2021), the MLP is `GatedMLP` (SwiGLU, Shazeer 2020). With
+  `config.post_norms` (Gemma-2): h = x + post_norm(attn(norm(x))), likewise the MLP.
 
   Args:
     config: the `TransformerConfig`.
+    layer_index: the block's index (default 0); it has a sliding window when listed in
+      `config.sliding_window_layers`.
     rngs: `nnx.Rngs` with a `params` stream.
   """
 
-  def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: TransformerConfig, *, layer_index: int = 0, rngs: nnx.Rngs):
     norm_kwargs = dict(eps=config.norm_eps, dtype=config.compute_dtype,
-                       param_dtype=config.parameter_dtype, rngs=rngs)
+                       param_dtype=config.parameter_dtype, plus_one=config.norm_plus_one,
+                       rngs=rngs)
+    window = (config.sliding_window if layer_index in config.sliding_window_layers
+              else None)
     self.attention_norm = RMSNorm(config.d_model, **norm_kwargs)
-    self.attention = CausalSelfAttention(config, rngs=rngs)
+    self.attention = CausalSelfAttention(config, sliding_window=window, rngs=rngs)
     self.mlp_norm = RMSNorm(config.d_model, **norm_kwargs)
     self.mlp = GatedMLP(config, rngs=rngs)
+    self.post_norms = config.post_norms
+    if config.post_norms:
+      self.attention_post_norm = RMSNorm(config.d_model, **norm_kwargs)
+      self.mlp_post_norm = RMSNorm(config.d_model, **norm_kwargs)
 
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     """x: [B, L, D], mask: [B, L] bool -> [B, L, D]."""
+    if self.post_norms:  # Gemma-2: h = x + post(attn(pre(x))); same for the MLP
+      x = x + self.attention_post_norm(self.attention(self.attention_norm(x), mask))
+      return x + self.mlp_post_norm(self.mlp(self.mlp_norm(x)))
     x = x + self.attention(self.attention_norm(x), mask)
     return x + self.mlp(self.mlp_norm(x))
 
@@ -431,15 +755,17 @@ class TransformerBlock(nnx.Module):
 class Transformer(nnx.Module):
   """Decoder-only pre-norm transformer backbone (embedding, blocks, final RMSNorm).
 
-  Inputs are right-padded (real tokens first, then padding) and RoPE positions are
-  arange(L), so a sequence's hidden states do not depend on how much padding follows
-  it. Padding tokens are replaced by id 0 and their embedding by zeros before the first
-  block, so their ids (even out-of-range ones) never matter. Ids of real tokens must lie
-  in [0, vocab_size): an out-of-range id cannot raise under jit and yields NaN hidden
-  states (never a silently clamped embedding).
+  Inputs may be right-padded (real tokens first) or left-padded (padding first): RoPE
+  positions count from the first real token (`positions_from_mask`) and padding keys
+  are masked, so a sequence's hidden states at its real tokens do not depend on the
+  padding around it. Padding tokens are replaced by id 0 and their embedding by zeros
+  before the first block, so their ids (even out-of-range ones) never matter. Ids of
+  real tokens must lie in [0, vocab_size): an out-of-range id cannot raise under jit and
+  yields NaN hidden states (never a silently clamped embedding).
 
   The token embedding [V, D] has logical axes ('vocab', 'embed') and is initialised
-  N(0, 1).
+  N(0, 1). With `config.lm_head == "untied"` the model also holds `lm_head` [D, V]
+  ('embed', 'vocab'), initialised N(0, 1 / D); see `lm_logits`.
 
   Args:
     config: the `TransformerConfig`.
@@ -455,19 +781,26 @@ class Transformer(nnx.Module):
         ("vocab", "embed"), config.parameter_dtype,
     )
     self.layers = nnx.List(
-        [TransformerBlock(config, rngs=rngs) for _ in range(config.num_layers)]
+        [TransformerBlock(config, layer_index=i, rngs=rngs)
+         for i in range(config.num_layers)]
     )
     self.final_norm = RMSNorm(
         config.d_model, eps=config.norm_eps, dtype=config.compute_dtype,
-        param_dtype=config.parameter_dtype, rngs=rngs,
+        param_dtype=config.parameter_dtype, plus_one=config.norm_plus_one, rngs=rngs,
     )
+    if config.lm_head == "untied":
+      self.lm_head = _param(
+          rngs, _fan_in_init(in_axis=0, out_axis=1), (config.d_model, config.vocab_size),
+          ("embed", "vocab"), config.parameter_dtype,
+      )
 
   def __call__(self, tokens: jax.Array, mask: jax.Array) -> jax.Array:
     """Hidden states of every position.
 
     Args:
       tokens: [B, L] integer token ids, L <= config.max_len.
-      mask: [B, L] bool or int, nonzero at real tokens (a prefix of each row).
+      mask: [B, L] bool or int, nonzero at real tokens (a contiguous run per row: right
+        or left padding).
 
     Returns:
       hidden: [B, L, d_model] in the compute dtype; rows at padding positions are
@@ -476,8 +809,59 @@ class Transformer(nnx.Module):
     mask = check_tokens_and_mask(tokens, mask, self.config.max_len)
     dt = self.config.compute_dtype
     tokens = jnp.where(mask, tokens, 0)
-    x = jnp.take(self.embedding[...], tokens, axis=0, mode="fill").astype(dt)
+    x = jnp.take(self.embedding[...], tokens, axis=0, mode="fill")
+    if self.config.scale_embeddings:  # Gemma: sqrt(D), rounded to the parameter dtype
+      x = x * jnp.asarray(math.sqrt(self.config.d_model), x.dtype)
+    x = x.astype(dt)
     x = jnp.where(mask[..., None], x, jnp.zeros((), dt))
     for layer in self.layers:
       x = layer(x, mask)
     return self.final_norm(x)
+
+  def lm_logits(self, hidden: jax.Array) -> jax.Array:
+    """Next-token logits of hidden states: hidden @ W, float32.
+
+    W is embedding.T [D, V] (`config.lm_head == "tied"`) or the own kernel `lm_head`
+    [D, V] ("untied"); the product runs in the compute dtype and is returned in float32,
+    soft-capped as c * tanh(logits / c) with `config.final_logit_softcap` (Gemma-2).
+
+    Args:
+      hidden: [..., D] hidden states (e.g. the output of `__call__`).
+
+    Returns:
+      [..., V] float32 logits.
+
+    Raises:
+      ValueError: the config has lm_head="none", or hidden's last axis is not D.
+    """
+    cfg = self.config
+    if cfg.lm_head == "none":
+      raise ValueError(
+          "lm_logits needs an LM head; this backbone's config has lm_head='none'.")
+    if getattr(hidden, "shape", (None,))[-1] != cfg.d_model:
+      raise ValueError(
+          f"hidden must have shape [..., {cfg.d_model}], got "
+          f"{getattr(hidden, 'shape', None)}."
+      )
+    dt = cfg.compute_dtype
+    if cfg.lm_head == "tied":
+      logits = jnp.einsum("...d,vd->...v", hidden.astype(dt), self.embedding[...].astype(dt),
+                          preferred_element_type=jnp.float32)
+    else:
+      logits = jnp.einsum("...d,dv->...v", hidden.astype(dt), self.lm_head[...].astype(dt),
+                          preferred_element_type=jnp.float32)
+    if cfg.final_logit_softcap is not None:
+      logits = cfg.final_logit_softcap * jnp.tanh(logits / cfg.final_logit_softcap)
+    return logits
+
+  def logits(self, tokens: jax.Array, mask: jax.Array) -> jax.Array:
+    """Vocabulary logits of every position: `lm_logits(self(tokens, mask))`.
+
+    Args:
+      tokens: [B, L] integer token ids.
+      mask: [B, L] bool or int, nonzero at real tokens (right or left padding).
+
+    Returns:
+      [B, L, V] float32; the logits at position t predict token t + 1.
+    """
+    return self.lm_logits(self(tokens, mask))
