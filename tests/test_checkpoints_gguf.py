@@ -155,25 +155,13 @@ def test_reference_greedy_answer_is_paris(smollm2, golden):
 
 
 @pytest.mark.slow
-def test_greedy_loop_two_steps(smollm2, golden):
-  """The step-by-step loop agrees with the teacher-forced check on its first tokens."""
-  ckpt, _, tensors = smollm2
-  new = greedy_generate(tensors, ckpt.config, golden["chat"]["ids"], 2)
-  assert new == golden["greedy"]["new_ids"][:2]
-
-
-def test_truncated_file_is_a_clear_error(tmp_path):
-  """Cuts inside the header, the metadata (token list) and the tensor data: errors name the file."""
-  src = smollm2_path()
-  for n_bytes in (20, 4_000, 5_000_000):
-    bad = tmp_path / f"cut_{n_bytes}.gguf"
-    with open(src, "rb") as f:
-      bad.write_bytes(f.read(n_bytes))
-    with pytest.raises(GGUFFormatError, match=f"cut_{n_bytes}.gguf.*(truncated|corrupted)"):
-      open_gguf(bad)
-    if n_bytes < 1_000_000:  # the tokenizer reads the file the same way (parsing is the slow part)
-      with pytest.raises(GGUFFormatError, match=f"cut_{n_bytes}.gguf"):
-        tokenizer_from_gguf(bad)
+def test_truncated_real_file_is_a_clear_error(tmp_path):
+  """The real file cut inside its tensor data (after the 4 s metadata parse): error names it."""
+  bad = tmp_path / "cut.gguf"
+  with open(smollm2_path(), "rb") as f:
+    bad.write_bytes(f.read(5_000_000))
+  with pytest.raises(GGUFFormatError, match=r"cut\.gguf.*truncated"):
+    open_gguf(bad)
 
 
 # ------------------------------------------------------------------ tiny files written here
@@ -299,6 +287,33 @@ def test_unpermute_inverts_llama_cpp_permute():
   # head 0, head_dim 8: interleaved rows (0, 4, 1, 5, 2, 6, 3, 7) go back to 0..7.
   np.testing.assert_array_equal(unpermute_rotary_rows(np.array([0, 4, 1, 5, 2, 6, 3, 7]), 1),
                                 np.arange(8))
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+  """Cuts inside the header, the metadata and the tensor data of a tiny file: errors name it."""
+  good = _write_tiny(tmp_path / "whole.gguf", _hf_tensors(np.random.default_rng(9)))
+  data = good.read_bytes()
+  for n_bytes in (3, 20, 200, len(data) - 100):
+    bad = tmp_path / f"cut_{n_bytes}.gguf"
+    bad.write_bytes(data[:n_bytes])
+    with pytest.raises(GGUFFormatError, match=f"cut_{n_bytes}\\.gguf.*(truncated|corrupted)"):
+      open_gguf(bad)
+    with pytest.raises(GGUFFormatError, match=f"cut_{n_bytes}\\.gguf"):
+      tokenizer_from_gguf(bad)
+
+
+def test_greedy_loop_equals_teacher_forced_argmax(tmp_path):
+  """`greedy_generate` (step by step) = argmax of one forward over prompt + its output."""
+  hf = _hf_tensors(np.random.default_rng(10), layers=2)
+  config = {"hidden_size": D, "num_hidden_layers": 2, "num_attention_heads": H,
+            "num_key_value_heads": HKV, "head_dim": HD, "rms_norm_eps": 1e-5,
+            "rope_theta": 1e4, "tie_word_embeddings": True}
+  prompt = [1, 2, 3, 4, 5]
+  new = greedy_generate(hf, config, prompt, 6)
+  logits = llama_forward(hf, config, prompt + new)
+  assert np.argmax(logits[len(prompt) - 1:-1], axis=-1).tolist() == new
+  stop = greedy_generate(hf, config, prompt, 6, stop_ids=(new[1],))
+  assert stop == new[:new.index(new[1]) + 1]
 
 
 def test_tiny_tokenizer(tmp_path):
