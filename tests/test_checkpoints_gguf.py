@@ -8,9 +8,7 @@ tests (written with `gguf.GGUFWriter` in tmp_path) always run.
 import importlib.metadata
 import json
 import pathlib
-import shutil
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -300,6 +298,10 @@ def test_truncated_file_is_a_clear_error(tmp_path):
       open_gguf(bad)
     with pytest.raises(GGUFFormatError, match=f"cut_{n_bytes}\\.gguf"):
       tokenizer_from_gguf(bad)
+  bad = tmp_path / "magic.gguf"
+  bad.write_bytes(b"GGML" + data[4:])  # a corrupted magic number
+  with pytest.raises(GGUFFormatError, match=r"magic\.gguf.*not a readable GGUF"):
+    open_gguf(bad)
 
 
 def test_greedy_loop_equals_teacher_forced_argmax(tmp_path):
