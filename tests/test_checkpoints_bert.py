@@ -349,6 +349,9 @@ def test_minilm_tokenizer_ids_match_golden_and_are_not_truncated(minilm_files, m
   long_ids = tok.encode(LONG_TEXT).ids
   assert len(long_ids) == len(g["long_ids"]) == 352  # > 128, the file's pinned maximum
   assert long_ids == g["long_ids"].tolist()
+  hf_bert.check_tokenizer_vocab(tok, enc.EncoderConfig())  # 30522 ids, 30522 rows
+  with pytest.raises(ValueError, match=r"tokenizer vocabulary \(30522 ids.*vocab_size=200"):
+    hf_bert.check_tokenizer_vocab(tok, enc.EncoderConfig(vocab_size=200))
   # The file as shipped pins both at 128.
   pinned = load_tokenizer_json(minilm_files["tokenizer.json"],
                                disable_padding_and_truncation=False)

@@ -459,6 +459,24 @@ def _check_mean_pooling(files: Mapping[str, bytes], zip_path: str) -> None:
     )
 
 
+def check_tokenizer_vocab(tokenizer: Any, config: EncoderConfig) -> None:
+  """Checks that every id a `tokenizers.Tokenizer` can emit has an embedding row.
+
+  Requires tokenizer.get_vocab_size(with_added_tokens=True) <= config.vocab_size (a
+  checkpoint may pad its embedding table beyond the vocabulary, never the reverse).
+
+  Raises:
+    ValueError: naming both sizes.
+  """
+  size = tokenizer.get_vocab_size(with_added_tokens=True)
+  if size > config.vocab_size:
+    raise ValueError(
+        f"tokenizer vocabulary ({size} ids, added tokens included) does not fit the "
+        f"encoder's embedding table (vocab_size={config.vocab_size}): ids >= "
+        f"{config.vocab_size} would have no embedding."
+    )
+
+
 class MiniLM(NamedTuple):
   """all-MiniLM-L6-v2 loaded: the encoder and its tokenizer.
 
@@ -499,13 +517,16 @@ def load_minilm(*, shardings: Any = None, dtype: str = "float32",
   encoder = load_encoder_params(hf_config, tensors, shardings=shardings, dtype=dtype,
                                 param_dtype=param_dtype)
   del tensors
-  return MiniLM(encoder, load_tokenizer_json(files["tokenizer.json"]))
+  tokenizer = load_tokenizer_json(files["tokenizer.json"])
+  check_tokenizer_vocab(tokenizer, encoder.config)
+  return MiniLM(encoder, tokenizer)
 
 
 __all__ = [
     "LoadedEncoder",
     "MiniLM",
     "SUPPORTED_MODEL_TYPES",
+    "check_tokenizer_vocab",
     "encoder_config_from_hf",
     "load_encoder_dir",
     "load_encoder_params",

@@ -344,10 +344,14 @@ class Encoder(nnx.Module):
     config: the `EncoderConfig`.
     rngs: `nnx.Rngs` with a `params` stream.
 
+  Shapes only (`jax.eval_shape`, no compilation):
+
   >>> config = EncoderConfig(vocab_size=50, max_len=16, d_model=8, num_layers=1,
   ...                        num_heads=2, d_ff=16)
-  >>> model = Encoder(config, rngs=nnx.Rngs(0))
-  >>> model(jnp.array([[1, 5, 7, 0]]), jnp.array([[1, 1, 1, 0]])).shape
+  >>> graphdef, params = jax.eval_shape(lambda: init_encoder(config, jax.random.key(0)))
+  >>> apply = make_hidden_apply(graphdef)
+  >>> jax.eval_shape(apply, params, jnp.array([[1, 5, 7, 0]]),
+  ...                jnp.array([[1, 1, 1, 0]])).shape
   (1, 4, 8)
   """
 
@@ -460,7 +464,7 @@ def mean_pool(hidden: jax.Array, mask: jax.Array) -> jax.Array:
         f"mask must have shape [B, L] = {tuple(hidden.shape[:2])} (hidden's first two "
         f"axes), got {getattr(mask, 'shape', None)}."
     )
-  weights = mask.astype(jnp.float32)[..., None]
+  weights = (mask != 0).astype(jnp.float32)[..., None]
   total = jnp.sum(jnp.where(weights > 0, hidden.astype(jnp.float32), 0.0), axis=1)
   count = jnp.maximum(jnp.sum(weights, axis=1), 1e-9)
   return total / count
