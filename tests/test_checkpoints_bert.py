@@ -384,7 +384,6 @@ def test_minilm_equals_numpy_reference_and_golden_similarities(
     assert similarity[a, b] > similarity[b, others].max() + 0.4
 
 
-@pytest.mark.slow
 def test_load_minilm_on_fsdp_mesh_matches_single_device(minilm, minilm_golden):
   mesh = _fsdp_mesh()
   loaded = hf_bert.load_minilm(shardings=_shardings(enc.EncoderConfig(), mesh))

@@ -245,8 +245,9 @@ def load_encoder_params(
       `jax.tree.map(lambda s: NamedSharding(mesh, s), logical_partition_specs(
       abstract_encoder_state(config), rules, mesh=mesh))`.
     pooler: load BERT's pooler (default False: its tensors are reported in `unused`).
-    skip_prefixes: names starting with one of these (after removing `bert.`) are
-      deliberately not loaded and reported in `unused` (default none).
+    skip_prefixes: names starting with one of these (with or without the `bert.`
+      prefix) are deliberately not loaded and reported in `unused` (default none), e.g.
+      ("classifier.",) for a `BertForSequenceClassification` checkpoint.
     dtype, param_dtype: compute and storage dtype names (default "float32").
 
   Returns:
@@ -495,7 +496,8 @@ def load_minilm(*, shardings: Any = None, dtype: str = "float32",
   The zip is read into memory (never extracted). The checkpoint's pooler is not loaded
   (listed in `unused`): the model's sentence embedding is the masked token mean,
   L2-normalised. The tokenizer (`tokenizer.json`, WordPiece) has its pinned padding and
-  truncation (128) switched off; the encoder accepts up to 512 positions.
+  truncation (128) switched off; the encoder accepts up to 512 positions. The
+  tokenizer's vocabulary is checked to fit the embedding table (`check_tokenizer_vocab`).
 
   Args:
     shardings, dtype, param_dtype: as in `load_encoder_params`.
