@@ -265,6 +265,11 @@ class ChatTemplate:
       ValueError: the tokenizer lacks a special token the template needs.
     """
     if self.kind == "plain":
+      if tokenizer.eos_id is None:
+        raise ValueError(
+            f"chat_template 'plain' ends every sequence with the tokenizer's EOS, and tokenizer "
+            f"{getattr(tokenizer, 'name', type(tokenizer).__name__)!r} has none; give it an "
+            "eos_token or use a template with its own end token ('chatml', 'bert_pair')")
       start = () if tokenizer.bos_id is None else (int(tokenizer.bos_id),)
       return FixedIds(start, (), (int(tokenizer.eos_id),))
     if self.kind == "chatml":

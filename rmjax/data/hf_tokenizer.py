@@ -59,20 +59,48 @@ def _template_specials(tokenizer: tokenizers.Tokenizer) -> tuple[str | None, str
   return (before[-1] if before else None), (after[-1] if after else None)
 
 
+def _config_specials(path: str) -> dict[str, Any]:
+  """Special tokens of the ``tokenizer_config.json`` beside a ``tokenizer.json``, if any.
+
+  Hugging Face keeps ``bos_token``, ``eos_token``, ``pad_token`` (a string or an object with
+  ``content``) and ``add_bos_token`` there, not in ``tokenizer.json``.
+  """
+  config_path = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer_config.json")
+  if not os.path.isfile(config_path):
+    return {}
+  with open(config_path, encoding="utf-8") as f:
+    try:
+      config = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"tokenizer config {config_path!r} is not valid JSON: {e}") from None
+  out = {}
+  for key in ("bos_token", "eos_token", "pad_token"):
+    value = config.get(key)
+    if isinstance(value, dict):
+      value = value.get("content")
+    if isinstance(value, str):
+      out[key] = value
+  if isinstance(config.get("add_bos_token"), bool):
+    out["add_bos_token"] = config["add_bos_token"]
+  return out
+
+
 class HFTokenizer:
   """A ``tokenizers.Tokenizer`` with the `ByteTokenizer` interface.
 
-  Special tokens are given as strings and looked up in the vocabulary. Defaults when not
-  given: ``bos_token`` and ``eos_token`` from the post-processor's single-sequence template
-  (BERT: ``[CLS] $A [SEP]``); ``pad_token`` from the file's padding settings, else
-  ``eos_token``. A tokenizer with neither needs ``eos_token`` (the last real token of every
-  sequence under the ``"plain"`` template).
+  Special tokens are given as strings and looked up in the vocabulary. When not given they
+  come, in this order, from the ``tokenizer_config.json`` beside a ``tokenizer.json`` path
+  (Hugging Face's layout; its ``bos_token`` is used only when ``add_bos_token`` is true),
+  then from the post-processor's single-sequence template (BERT: ``[CLS] $A [SEP]`` gives
+  BOS ``[CLS]`` and EOS ``[SEP]``); ``pad_token`` then from the file's padding settings,
+  else the EOS. Without an EOS, ``eos_id`` is None and only templates with their own end
+  token (``"chatml"``, ``"bert_pair"``) can be used.
 
   Attributes:
     pad_id: id written after the last real token (may equal ``eos_id``: the mask marks
       padding).
     bos_id: id of the start token under the ``"plain"`` template, or None (no start token).
-    eos_id: id of the end token under the ``"plain"`` template.
+    eos_id: id of the end token under the ``"plain"`` template, or None.
     vocab_size: 1 + the largest id the tokenizer can produce (added tokens included): the
       least embedding size that holds every id.
     name: a label for reports.
@@ -96,15 +124,19 @@ class HFTokenizer:
     Raises:
       FileNotFoundError: the path does not exist.
       TypeError: ``tokenizer`` is neither a path nor a ``tokenizers.Tokenizer``.
-      ValueError: a named special token is not one token of the vocabulary, or no end
-        token can be found.
+      ValueError: a special token is not one token of the vocabulary.
     """
+    from_config: dict[str, Any] = {}
     if isinstance(tokenizer, (str, os.PathLike)):
       path = os.fspath(tokenizer)
       if not os.path.isfile(path):
         raise FileNotFoundError(f"tokenizer.json file {path!r} does not exist")
       name = name or path
-      tokenizer = tokenizers.Tokenizer.from_file(path)
+      try:
+        tokenizer = tokenizers.Tokenizer.from_file(path)
+      except Exception as e:  # tokenizers raises its own Exception type on a bad file
+        raise ValueError(f"{path!r} is not a valid tokenizer.json: {e}") from None
+      from_config = _config_specials(path)
     elif isinstance(tokenizer, tokenizers.Tokenizer):
       tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())
     else:
@@ -117,15 +149,15 @@ class HFTokenizer:
     self.tokenizer = tokenizer
     template_bos, template_eos = _template_specials(tokenizer)
     if bos_token is None and infer_bos:
-      bos_token = template_bos
-    eos_token = eos_token or template_eos
-    if eos_token is None:
-      raise ValueError(
-          f"tokenizer {self.name!r}: no end token: pass eos_token= (its post-processor has no "
-          f"single-sequence template naming one)")
-    pad_token = pad_token or file_pad or eos_token
+      config_bos = from_config.get("bos_token") if from_config.get("add_bos_token") else None
+      bos_token = config_bos or template_bos
+    eos_token = eos_token or from_config.get("eos_token") or template_eos
+    pad_token = pad_token or from_config.get("pad_token") or file_pad or eos_token
+    if pad_token is None:
+      raise ValueError(f"tokenizer {self.name!r}: no padding token: pass pad_token= (the "
+                       "file names no pad or end token)")
     self.bos_id = None if bos_token is None else self._require_id(bos_token, "bos_token")
-    self.eos_id = self._require_id(eos_token, "eos_token")
+    self.eos_id = None if eos_token is None else self._require_id(eos_token, "eos_token")
     self.pad_id = self._require_id(pad_token, "pad_token")
     self.vocab_size = 1 + max(tokenizer.get_vocab(with_added_tokens=True).values())
 

@@ -529,7 +529,7 @@ def describe_tokenizer(tokenizer: Any, spec: str | None = None) -> dict[str, Any
               name=getattr(tokenizer, "name", type(tokenizer).__name__),
               vocab_size=int(tokenizer.vocab_size), pad_id=int(tokenizer.pad_id),
               bos_id=None if tokenizer.bos_id is None else int(tokenizer.bos_id),
-              eos_id=int(tokenizer.eos_id))
+              eos_id=None if tokenizer.eos_id is None else int(tokenizer.eos_id))
 
 
 def _check_tokenizer_spec(spec: Any) -> None:
