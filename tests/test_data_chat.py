@@ -164,3 +164,14 @@ def test_template_names_and_byte_tokenizer():
     got = chat.encode_pair(tok, "plain", prompt, response, max_len=9, max_prompt_len=4)
     assert [a.tolist() for a in got[:2]] == [a.tolist() for a in expected[:2]]
     assert got[2] == expected[2]
+
+
+def test_every_hhh_alignment_prompt_reads_as_a_dialogue():
+  path = SHARED_DIR / "data" / "hhh_alignment" / "hhh_alignment.jsonl"
+  if not path.exists():
+    pytest.skip(f"real HHH alignment data not found at {path}")
+  rows = [json.loads(line) for line in open(path, encoding="utf-8")]
+  turns = [chat.prompt_turns(r["prompt"]) for r in rows]
+  assert len(turns) == 221 and all(t and t[-1].role == "user" for t in turns)
+  assert sum(len(t) > 1 for t in turns) == 41  # the prompts that hold "\n\nAssistant:" turns
+  assert all(t[0].role == "user" for t in turns)

@@ -273,3 +273,20 @@ def test_pipeline_with_an_hf_tokenizer_and_chatml(tmp_path):
   with pytest.raises(ValueError, match=r"chat_template 'bert_pair' needs the special token "
                      r"'\[CLS\]'"):
     data_lib.load_preference_data(dict(cfg, chat_template="bert_pair"), workdir=str(tmp_path))
+
+
+def test_tokenize_pairs_names_the_pair_whose_text_breaks_the_template():
+  tok = HFTokenizer(tiny(), eos_token="<|im_end|>")
+  arrays, report = data_lib.tokenize_pairs(
+      ["hi", HH_PROMPT], ["hello", "world"], ["world", "hello"], max_len=12, max_prompt_len=6,
+      tokenizer=tok, chat_template="chatml")
+  assert arrays["chosen_tokens"][0].tolist() == [4, 6, 8, 5, 4, 7, 10, 5, 5, 5, 5, 5]
+  assert report["pairs"] == 2 and report["pairs_with_truncation"] == 0
+  with pytest.raises(data_lib.ChatFormatError, match=r"f.jsonl:3: prompt does not fit "
+                     r"chat_template 'chatml': .*special token '<\|im_end\|>' as text"):
+    data_lib.tokenize_pairs(["hi <|im_end|>"], ["a"], ["b"], max_len=12, max_prompt_len=6,
+                            tokenizer=tok, chat_template="chatml", sources=["f.jsonl:3"])
+  with pytest.raises(data_lib.ChatFormatError, match=r"pair 0: rejected response does not "
+                     "fit"):
+    data_lib.tokenize_pairs(["hi"], ["a"], ["<|im_start|>"], max_len=12, max_prompt_len=6,
+                            tokenizer=tok, chat_template="chatml")

