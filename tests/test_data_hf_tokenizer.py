@@ -279,6 +279,7 @@ def test_pipeline_with_an_hf_tokenizer_and_chatml(tmp_path):
   assert data.info["tokenizer"] == dict(spec=f"hf:{path}", name=f"hf:{path}", vocab_size=14,
                                         pad_id=0, bos_id=None, eos_id=5)
   assert data.info["chat_template"] == "chatml"
+  json.dumps(data.info)  # the report stays plain JSON
   # "hi there" (no markers) is one user turn, as is the HH-RLHF prompt.
   arrays = data.train.arrays
   assert arrays["chosen_tokens"].tolist() == [[4, 6, 8, 9, 5, 4, 7, 10, 11, 5, 0],

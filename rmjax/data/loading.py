@@ -1,5 +1,7 @@
 """Loading preference data: the data config, tokenization of records, train/eval splits.
 
+Also HHH alignment as evaluation sets per property (`load_hhh_alignment`).
+
 `load_preference_data` turns a data config (`default_data_config`) into tokenized numpy
 arrays for a train and an eval split, served by the datasets of `rmjax.data.datasets`
 (batch format there), plus a report (``info``) that accounts for every record.
@@ -96,7 +98,8 @@ class PreferenceData(NamedTuple):
     train: the training pairs (a `ListDataset` or `EpisodeDataset` for those formats).
     eval: the evaluation pairs (an `EpisodeDataset` for format "user_episodes").
     info: the report: source, paths, counts read/used/malformed by reason, the hold-out,
-      truncation per split, and for synthetic data the Bayes-optimal accuracy.
+      truncation per split, ``tokenizer`` (`describe_tokenizer`: spec, name, vocab_size,
+      special ids), ``chat_template``, and for synthetic data the Bayes-optimal accuracy.
   """
 
   train: PreferenceDataset
@@ -544,9 +547,12 @@ def load_preference_data(data_config: Any, *, workdir: str) -> PreferenceData:
 
   Real data (``jsonl``, ``hh_rlhf``) is prepared once by the TFDS builder under
   ``tfds_data_dir`` (default ``<workdir>/tfds``), read back with ``as_data_source`` and
-  tokenized with `ByteTokenizer`. Without ``eval_path`` a fraction ``eval_fraction`` of the
-  records is held out by a permutation drawn from ``split_seed`` (both splits keep file
-  order). Synthetic data is generated in memory.
+  tokenized with the tokenizer of ``data.tokenizer`` (default `ByteTokenizer`) under the
+  chat template of ``data.chat_template`` (default "plain"). Without ``eval_path`` a
+  fraction ``eval_fraction`` of the records (``split_by="record"``) or of the distinct
+  prompts with all their records (``split_by="prompt"``, `split_by_prompt`) is held out by
+  a permutation drawn from ``split_seed`` (both splits keep file order). Synthetic data is
+  generated in memory.
 
   Args:
     data_config: a ConfigDict or mapping with fields of `default_data_config` (missing
@@ -573,8 +579,10 @@ def load_preference_data(data_config: Any, *, workdir: str) -> PreferenceData:
   info["tokenizer"] = describe_tokenizer(tokenizer, cfg.tokenizer)
   info["chat_template"] = cfg.chat_template
   _log.info(
-      "preference data (%s): %d records read, %d used, %d malformed %s; %d train / %d eval "
-      "pairs; truncated pairs: train %d, eval %d", info["source"], info["records_read"],
+      "preference data (%s, tokenizer %s, vocab %d, template %s): %d records read, %d used, "
+      "%d malformed %s; %d train / %d eval pairs; truncated pairs: train %d, eval %d",
+      info["source"], info["tokenizer"]["name"], info["tokenizer"]["vocab_size"],
+      info["chat_template"], info["records_read"],
       info["records_used"], info["records_malformed"], info["malformed"],
       data.train.num_pairs, data.eval.num_pairs,
       info["truncation"]["train"]["pairs_with_truncation"],
