@@ -1,13 +1,17 @@
 """Tests of rmjax.data.loading and rmjax.data.datasets: config, splits, deterministic batching."""
 
 import json
+import os
+import pathlib
 
 import numpy as np
 import pytest
 
 from rmjax import data as data_lib
 from rmjax.data import ByteTokenizer
+from rmjax.data import loading as loading_lib
 from rmjax.data import PreferenceDataset
+from rmjax.data.builders import records as records_lib
 
 
 def make_dataset(n, length=6, with_prob=False):
@@ -35,8 +39,8 @@ def test_default_config_fields():
   cfg = data_lib.default_data_config()
   assert cfg.to_dict() == dict(
       source="synthetic", format="pairs", attributes=False, max_len=128, max_prompt_len=64,
-      on_malformed="skip", path="",
-      eval_path="", eval_fraction=0.1, split_seed=0, tfds_data_dir="",
+      tokenizer="bytes", chat_template="plain", on_malformed="skip", path="",
+      eval_path="", eval_fraction=0.1, split_seed=0, split_by="record", tfds_data_dir="",
       synthetic=dict(seed=0, world_seed=0, num_train=32768, num_eval=4096, prompt_len_min=2,
                      prompt_len_max=5, response_len_min=4, response_len_max=12,
                      num_letters=10, match_bonus=1.0, temperature=0.11, margin="none",
@@ -56,6 +60,17 @@ def test_default_config_fields():
      r"eval_fraction must lie in \(0, 1\)"),
     (dict(source="hh_rlhf", path="x.jsonl", on_malformed="drop"), ValueError,
      "data_config.on_malformed must be one of"),
+    (dict(tokenizer="gpt2"), ValueError,
+     r"data_config.tokenizer must be one of \['bytes', 'hf:<path to tokenizer.json>', "
+     r"'smollm2', 'minilm'\], got 'gpt2'"),
+    (dict(tokenizer="hf:"), ValueError, "data_config.tokenizer must be one of"),
+    (dict(chat_template="alpaca"), ValueError,
+     r"data_config.chat_template must be one of \['plain', 'chatml', 'chatml_smollm2', "
+     r"'bert_pair'\], got 'alpaca'"),
+    (dict(chat_template="chatml"), ValueError,
+     "chat_template='chatml' needs named special tokens that tokenizer 'bytes' does not have"),
+    (dict(split_by="user"), ValueError,
+     r"data_config.split_by must be one of \['record', 'prompt'\], got 'user'"),
 ])
 def test_config_errors(tmp_path, override, error, match):
   with pytest.raises(error, match=match):
@@ -297,6 +312,133 @@ def test_load_hh_rlhf_real_file(hh_rlhf_file, tmp_path):
     assert trunc["max_real_length"] == 256
   batch = next(data.eval.eval_batches(64))
   assert batch["chosen_tokens"].shape == (64, 256) and batch["valid"].all()
+
+
+# Split by prompt, helpful-base, HHH alignment --------------------------------------------
+
+SHARED_DATA = pathlib.Path(os.environ.get(
+    "RMJAX_SHARED_DIR", pathlib.Path(__file__).resolve().parents[2] / "shared")) / "data"
+
+
+def _shared_file(*parts):
+  path = SHARED_DATA.joinpath(*parts)
+  if not path.exists():
+    pytest.skip(f"real data not found at {path} (needs ../shared beside the repo or "
+                "RMJAX_SHARED_DIR)")
+  return str(path)
+
+
+def test_split_by_prompt_values():
+  # Prompts a, b, c, d in order of first appearance; permutation(4) with seed 0 is
+  # [2, 0, 1, 3], so prompt 2 ("c", record 3) is held out.
+  train, eval_, counts = loading_lib.split_by_prompt(["a", "b", "a", "c", "b", "d"], 0.25, 0)
+  assert train.tolist() == [0, 1, 2, 4, 5] and eval_.tolist() == [3]
+  assert counts == dict(num_prompts=4, num_train_prompts=3, num_eval_prompts=1)
+  with pytest.raises(ValueError, match="needs at least 2 distinct prompts .* got 1 among 3"):
+    loading_lib.split_by_prompt(["a", "a", "a"], 0.5, 0)
+
+
+def test_load_jsonl_split_by_prompt_keeps_prompts_together(tmp_path):
+  records = [{"prompt": f"q{i % 7}|", "chosen": f"good {i}", "rejected": f"bad {i}"}
+             for i in range(20)]
+  path = write_jsonl(tmp_path / "prefs.jsonl", records)
+  cfg = dict(source="jsonl", path=path, eval_fraction=0.3, split_by="prompt", max_len=32,
+             max_prompt_len=8)
+  data = data_lib.load_preference_data(cfg, workdir=str(tmp_path))
+  assert data.info["split"] == dict(
+      method="held_out_fraction_by_prompt", eval_fraction=0.3, split_seed=0, num_prompts=7,
+      num_train_prompts=5, num_eval_prompts=2, num_train=14, num_eval=6)
+  tok = ByteTokenizer()
+  decoded = {name: [tok.decode(t).split("|") for t in ds.arrays["chosen_tokens"]]
+             for name, ds in (("train", data.train), ("eval", data.eval))}
+  prompts = {name: {p for p, _ in rows} for name, rows in decoded.items()}
+  assert prompts["eval"] == {"q2", "q4"} and not prompts["train"] & prompts["eval"]
+  # Every record once, each split in file order.
+  assert [int(c.split()[1]) for _, c in decoded["eval"]] == [2, 4, 9, 11, 16, 18]
+  assert sorted(int(c.split()[1]) for rows in decoded.values() for _, c in rows) == list(
+      range(20))
+  # Record split of the same file: other counts, prompts on both sides.
+  by_record = data_lib.load_preference_data(dict(cfg, split_by="record"),
+                                            workdir=str(tmp_path))
+  assert by_record.info["split"]["method"] == "held_out_fraction"
+  assert by_record.info["split"]["num_eval"] == 6
+  # With an eval file the overlap of prompts is reported.
+  eval_path = write_jsonl(tmp_path / "eval.jsonl", records[:3] + [
+      {"prompt": "new|", "chosen": "a", "rejected": "b"}])
+  data = data_lib.load_preference_data(dict(cfg, eval_path=eval_path), workdir=str(tmp_path))
+  assert data.info["split"] == dict(method="eval_path", num_train=20, num_eval=4,
+                                    eval_records_with_a_train_prompt=3)
+
+
+def test_load_hh_rlhf_split_by_prompt_real_files(tmp_path):
+  helpful = _shared_file("hh_rlhf", "helpful-base-test.jsonl.gz")
+  harmless = _shared_file("hh_rlhf", "harmless-base-test.jsonl.gz")
+  cfg = dict(source="hh_rlhf", path=helpful, split_by="prompt", max_len=256,
+             max_prompt_len=192)
+  data = data_lib.load_preference_data(cfg, workdir=str(tmp_path))
+  info = data.info
+  assert (info["records_read"], info["records_used"], info["records_malformed"]) == (
+      2354, 2339, 15)
+  assert info["malformed"] == dict(identical_chosen_rejected=2, reply_not_final_turn=9,
+                                   empty_reply=4)
+  assert info["split"] == dict(
+      method="held_out_fraction_by_prompt", eval_fraction=0.1, split_seed=0,
+      num_prompts=2339, num_train_prompts=2105, num_eval_prompts=234, num_train=2105,
+      num_eval=234)
+  assert (data.train.num_pairs, data.eval.num_pairs) == (2105, 234)
+  assert info["tokenizer"] == dict(spec="bytes", name="bytes", vocab_size=259, pad_id=0,
+                                   bos_id=1, eos_id=2)
+  assert info["chat_template"] == "plain"
+  assert info["truncation"]["eval"]["pairs"] == 234
+  # harmless-base has 2 prompts with 2 records each; each pair stays on one side.
+  data = data_lib.load_preference_data(dict(cfg, path=harmless), workdir=str(tmp_path))
+  assert data.info["split"] == dict(
+      method="held_out_fraction_by_prompt", eval_fraction=0.1, split_seed=0,
+      num_prompts=2301, num_train_prompts=2071, num_eval_prompts=230, num_train=2072,
+      num_eval=231)
+  records, _ = records_lib.collect_records([harmless], records_lib.parse_hh_rlhf_record,
+                                           records_lib.HH_RLHF_REASONS)
+  prompts = [r.prompt for r in records]
+  train_idx, eval_idx, _ = loading_lib.split_by_prompt(prompts, 0.1, 0)
+  assert not {prompts[i] for i in train_idx} & {prompts[i] for i in eval_idx}
+  assert (len(train_idx), len(eval_idx)) == (2072, 231)
+
+
+def test_hhh_alignment_by_property(tmp_path):
+  path = _shared_file("hhh_alignment", "hhh_alignment.jsonl")
+  datasets, info = data_lib.load_hhh_alignment(path, max_len=512, max_prompt_len=384)
+  assert info["pairs"] == dict(harmless=58, helpful=59, honest=61, other=43)
+  assert info["records_read"] == 221 and list(datasets) == ["harmless", "helpful", "honest",
+                                                            "other"]
+  assert {p: ds.num_pairs for p, ds in datasets.items()} == info["pairs"]
+  assert datasets["honest"].name == "hhh_honest"
+  rows = [json.loads(line) for line in open(path, encoding="utf-8")]
+  tok = ByteTokenizer()
+  for prop, ds in datasets.items():
+    mine = [r for r in rows if r["property"] == prop]
+    kept = [min(len(r["prompt"].encode()), 384) for r in mine]
+    room = [512 - 2 - k for k in kept]
+    expected = dict(
+        prompts_truncated=sum(len(r["prompt"].encode()) > 384 for r in mine),
+        chosen_truncated=sum(len(r["chosen"].encode()) > m for r, m in zip(mine, room)),
+        rejected_truncated=sum(len(r["rejected"].encode()) > m for r, m in zip(mine, room)))
+    report = info["truncation"][prop]
+    assert {k: report[k] for k in expected} == expected, prop
+    short = next(i for i, r in enumerate(mine)
+                 if len((r["prompt"] + r["chosen"]).encode()) <= 510)
+    assert tok.decode(ds.arrays["chosen_tokens"][short]) == (
+        mine[short]["prompt"] + mine[short]["chosen"])
+    np.testing.assert_array_equal(ds.arrays["margin"], 0.0)
+  assert info["truncation"]["honest"]["prompts_truncated"] == 27
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps(dict(rows[1], property="kind")) + "\n")
+  with pytest.raises(data_lib.MalformedRecordError,
+                     match=r"bad.jsonl:2: malformed record \(unknown_property\): field "
+                           r"'property' must be one of \['harmless', 'helpful', 'honest', "
+                           r"'other'\], got 'kind'"):
+    data_lib.load_hhh_alignment(str(bad))
+  with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+    data_lib.load_hhh_alignment(str(tmp_path / "missing.jsonl"))
 
 
 # Lists, user episodes and attributes ------------------------------------------------------

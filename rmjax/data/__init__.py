@@ -8,37 +8,58 @@ Public API::
   for batch in data.eval.eval_batches(batch_size): ...       # every pair once, `valid` mask
   data.info                                                   # counts, truncation, Bayes acc.
 
-Batch format: see `rmjax.data.datasets`. Sequences are ``[BOS] + prompt + response + [EOS]``,
-right-padded; truncation rules in `rmjax.data.tokenizer`; the synthetic task in
-`rmjax.data.synthetic`; the builders (array_record, no TensorFlow) in `rmjax.data.builders`.
+Batch format: see `rmjax.data.datasets`. Sequences are ``[BOS] + prompt + response + [EOS]``
+by default, right-padded; truncation rules in `rmjax.data.tokenizer`; other tokenizers
+(``data.tokenizer``: HF ``tokenizer.json``, SmolLM2, MiniLM) in `rmjax.data.hf_tokenizer`
+(imported on demand: it needs ``tokenizers``); chat templates (``data.chat_template``:
+plain, ChatML, BERT pair) in `rmjax.data.chat`; the synthetic task in `rmjax.data.synthetic`;
+the builders (array_record, no TensorFlow) in `rmjax.data.builders`. HHH alignment as eval
+sets per property: `load_hhh_alignment`.
 """
 
 from rmjax.data.builders import HhRlhf
 from rmjax.data.builders import MalformedRecordError
 from rmjax.data.builders import PreferenceJsonl
+from rmjax.data.chat import CHAT_TEMPLATES
+from rmjax.data.chat import ChatFormatError
+from rmjax.data.chat import ChatTemplate
+from rmjax.data.chat import encode_pair
+from rmjax.data.chat import get_chat_template
 from rmjax.data.datasets import BATCH_KEYS
 from rmjax.data.datasets import EpisodeDataset
 from rmjax.data.datasets import eval_index_batches
 from rmjax.data.datasets import ListDataset
 from rmjax.data.datasets import PreferenceDataset
 from rmjax.data.loading import default_data_config
+from rmjax.data.loading import describe_tokenizer
 from rmjax.data.loading import FORMATS
+from rmjax.data.loading import HHH_PROPERTIES
+from rmjax.data.loading import load_hhh_alignment
 from rmjax.data.loading import load_preference_data
+from rmjax.data.loading import make_tokenizer
 from rmjax.data.loading import PreferenceData
 from rmjax.data.loading import SOURCES
+from rmjax.data.loading import SPLIT_BY
+from rmjax.data.loading import split_by_prompt
 from rmjax.data.loading import tokenize_pairs
 from rmjax.data.synthetic import ground_truth_reward
 from rmjax.data.synthetic import ground_truth_rewards
 from rmjax.data.synthetic import make_synthetic_preferences
 from rmjax.data.synthetic import make_world
 from rmjax.data.tokenizer import ByteTokenizer
+from rmjax.data.tokenizer import check_tokenizer_matches_vocab
+from rmjax.data.tokenizer import layout_pair
+from rmjax.data.tokenizer import TOKENIZER_SPECS
 from rmjax.data.tokenizer import Truncation
 
 __all__ = [
-    "BATCH_KEYS", "ByteTokenizer", "default_data_config", "EpisodeDataset",
-    "eval_index_batches", "FORMATS",
-    "ListDataset",
+    "BATCH_KEYS", "ByteTokenizer", "CHAT_TEMPLATES", "ChatFormatError", "ChatTemplate",
+    "check_tokenizer_matches_vocab",
+    "default_data_config", "describe_tokenizer", "encode_pair", "EpisodeDataset",
+    "eval_index_batches", "FORMATS", "get_chat_template", "HHH_PROPERTIES",
+    "layout_pair", "ListDataset", "load_hhh_alignment",
     "ground_truth_reward", "ground_truth_rewards", "HhRlhf", "load_preference_data",
-    "make_synthetic_preferences", "make_world", "MalformedRecordError", "PreferenceData",
-    "PreferenceDataset", "PreferenceJsonl", "SOURCES", "tokenize_pairs", "Truncation",
+    "make_synthetic_preferences", "make_tokenizer", "make_world", "MalformedRecordError",
+    "PreferenceData", "PreferenceDataset", "PreferenceJsonl", "SOURCES", "SPLIT_BY",
+    "split_by_prompt", "tokenize_pairs", "TOKENIZER_SPECS", "Truncation",
 ]

@@ -1,5 +1,7 @@
 """Loading preference data: the data config, tokenization of records, train/eval splits.
 
+Also HHH alignment as evaluation sets per property (`load_hhh_alignment`).
+
 `load_preference_data` turns a data config (`default_data_config`) into tokenized numpy
 arrays for a train and an eval split, served by the datasets of `rmjax.data.datasets`
 (batch format there), plus a report (``info``) that accounts for every record.
@@ -8,6 +10,7 @@ arrays for a train and an eval split, served by the datasets of `rmjax.data.data
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -15,6 +18,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import ml_collections
 import numpy as np
 
+from rmjax.data import chat as chat_lib
 from rmjax.data import synthetic as synthetic_lib
 from rmjax.data import tokenizer as tokenizer_lib
 from rmjax.data.builders import base as builders_base
@@ -29,6 +33,7 @@ from rmjax.data.datasets import PreferenceDataset
 
 SOURCES = ("synthetic", "jsonl", "hh_rlhf")
 FORMATS = ("pairs", "lists", "user_episodes")
+SPLIT_BY = ("record", "prompt")
 _MAX_EXAMPLES = 20
 
 _log = logging.getLogger(__name__)
@@ -44,11 +49,20 @@ def default_data_config() -> ml_collections.ConfigDict:
     attributes: False; True adds the synthetic HelpSteer2-style ratings of both responses.
     max_len: 128, tokens per sequence (BOS + prompt + response + EOS, right-padded).
     max_prompt_len: 64, most prompt tokens kept (cut from the left).
+    tokenizer: "bytes" (default, `ByteTokenizer`), "hf:<path to tokenizer.json>",
+      "smollm2" or "minilm" (from the installed weight packages); see
+      `rmjax.data.hf_tokenizer.load_tokenizer`.
+    chat_template: "plain" (default: BOS + prompt + response + EOS, the texts as they are),
+      "chatml", "chatml_smollm2" (ChatML with SmolLM2's default system message) or
+      "bert_pair" ([CLS] prompt [SEP] response [SEP]); see `rmjax.data.chat`.
     on_malformed: "skip" (count, report, leave out) or "fail" (raise on the first).
     path: "" (real data: JSONL file(s), plain or .gz, comma-separated for several).
     eval_path: "" (then `eval_fraction` of `path` is held out as eval).
     eval_fraction: 0.1.
     split_seed: 0, seed of the train/eval hold-out.
+    split_by: "record" (default: hold out eval_fraction of the records) or "prompt" (hold
+      out eval_fraction of the distinct prompts with all their records, so no prompt is on
+      both sides).
     tfds_data_dir: "" (then ``<workdir>/tfds``).
     synthetic: the generator settings (see `rmjax.data.synthetic`): seed 0, world_seed 0,
       num_train 32768, num_eval 4096, prompt_len_min 2, prompt_len_max 5,
@@ -63,11 +77,14 @@ def default_data_config() -> ml_collections.ConfigDict:
       attributes=False,
       max_len=128,
       max_prompt_len=64,
+      tokenizer="bytes",
+      chat_template="plain",
       on_malformed="skip",
       path="",
       eval_path="",
       eval_fraction=0.1,
       split_seed=0,
+      split_by="record",
       tfds_data_dir="",
       synthetic=ml_collections.ConfigDict(synthetic_lib.default_synthetic_config()),
   ))
@@ -81,7 +98,8 @@ class PreferenceData(NamedTuple):
     train: the training pairs (a `ListDataset` or `EpisodeDataset` for those formats).
     eval: the evaluation pairs (an `EpisodeDataset` for format "user_episodes").
     info: the report: source, paths, counts read/used/malformed by reason, the hold-out,
-      truncation per split, and for synthetic data the Bayes-optimal accuracy.
+      truncation per split, ``tokenizer`` (`describe_tokenizer`: spec, name, vocab_size,
+      special ids), ``chat_template``, and for synthetic data the Bayes-optimal accuracy.
   """
 
   train: PreferenceDataset
@@ -92,14 +110,22 @@ class PreferenceData(NamedTuple):
 def tokenize_pairs(
     prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str], *,
     max_len: int, max_prompt_len: int, sources: Sequence[str] | None = None,
+    tokenizer: Any = None, chat_template: str | chat_lib.ChatTemplate = "plain",
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-  """Tokenizes N pairs with `ByteTokenizer` and counts what truncation cut.
+  """Tokenizes N pairs under a tokenizer and chat template and counts what truncation cut.
+
+  Each sequence is `rmjax.data.chat.encode_pair` of (prompt, response): the template's
+  start + prompt (last ``max_prompt_len`` tokens) + separator + response (first tokens) +
+  end, right-padded with the tokenizer's ``pad_id``. The default (`ByteTokenizer`,
+  "plain") is ``[BOS] + prompt + response + [EOS]`` in bytes.
 
   Args:
     prompts, chosen, rejected: N strings each.
     max_len: L.
     max_prompt_len: most prompt tokens kept.
     sources: optional N labels (e.g. "file:line") used in the report's examples.
+    tokenizer: `ByteTokenizer` (default when None) or `rmjax.data.hf_tokenizer.HFTokenizer`.
+    chat_template: a name of `rmjax.data.chat.CHAT_TEMPLATES` or a `ChatTemplate`.
 
   Returns:
     arrays: ``chosen_tokens``, ``chosen_mask``, ``rejected_tokens``, ``rejected_mask``,
@@ -110,25 +136,39 @@ def tokenize_pairs(
       whose two sequences became equal; kept, but no model can tell them apart) with up to
       20 examples, and ``max_real_length`` / ``mean_real_length`` of the sequences.
   """
-  tokenizer_lib.validate_lengths(max_len, max_prompt_len)
+  tok = tokenizer if tokenizer is not None else tokenizer_lib.ByteTokenizer()
+  template = chat_lib.get_chat_template(chat_template)
+  fixed = template.fixed_ids(tok)
+  tokenizer_lib.validate_layout_lengths(
+      max_len, max_prompt_len, len(fixed.start) + len(fixed.separator) + len(fixed.end))
   n = len(prompts)
   if not len(chosen) == len(rejected) == n:
     raise ValueError(f"prompts, chosen and rejected must have equal lengths, got {n}, "
                      f"{len(chosen)}, {len(rejected)}")
-  tok = tokenizer_lib.ByteTokenizer()
   out = {k: np.zeros((n, max_len), dtype=np.int32) for k in _TOKEN_KEYS}
   cut = {k: np.zeros(n, dtype=np.int64) for k in ("prompt", "chosen", "rejected")}
+  label = (lambda i: sources[i]) if sources is not None else (lambda i: f"pair {i}")
   for i in range(n):
+    try:
+      prompt_ids = tok.encode(template.prompt_text(prompts[i]))
+    except chat_lib.ChatFormatError as e:
+      raise chat_lib.ChatFormatError(
+          f"{label(i)}: prompt does not fit chat_template {template.name!r}: {e}") from None
     for side, texts in (("chosen", chosen), ("rejected", rejected)):
-      tokens, mask, trunc = tok.encode_pair_sequences(
-          prompts[i], texts[i], max_len=max_len, max_prompt_len=max_prompt_len)
+      try:
+        tokens, mask, trunc = chat_lib.encode_pair(
+            tok, template, prompts[i], texts[i], max_len=max_len,
+            max_prompt_len=max_prompt_len, fixed=fixed, prompt_ids=prompt_ids)
+      except chat_lib.ChatFormatError as e:
+        raise chat_lib.ChatFormatError(
+            f"{label(i)}: {side} response does not fit chat_template {template.name!r}: "
+            f"{e}") from None
       out[f"{side}_tokens"][i] = tokens
       out[f"{side}_mask"][i] = mask
       cut[side][i] = trunc.response_tokens_cut
       cut["prompt"][i] = trunc.prompt_tokens_cut
   identical = np.flatnonzero(np.all(out["chosen_tokens"] == out["rejected_tokens"], axis=1))
   lengths = np.concatenate([out["chosen_mask"].sum(1), out["rejected_mask"].sum(1)])
-  label = (lambda i: sources[i]) if sources is not None else (lambda i: f"pair {i}")
   report = dict(
       pairs=n,
       max_len=max_len,
@@ -150,10 +190,12 @@ def tokenize_pairs(
 def _dataset_from_columns(columns: Mapping[str, Any], name: str, max_len: int,
                           max_prompt_len: int, sources: Sequence[str] | None = None,
                           preference_prob: np.ndarray | None = None,
-                          extra: Mapping[str, np.ndarray] | None = None):
+                          extra: Mapping[str, np.ndarray] | None = None,
+                          tokenizer: Any = None, chat_template: Any = "plain"):
   arrays, report = tokenize_pairs(
       columns["prompt"], columns["chosen"], columns["rejected"], max_len=max_len,
-      max_prompt_len=max_prompt_len, sources=sources)
+      max_prompt_len=max_prompt_len, sources=sources, tokenizer=tokenizer,
+      chat_template=chat_template)
   arrays["margin"] = np.asarray(columns["margin"], dtype=np.float32)
   if preference_prob is not None:
     arrays["preference_prob"] = np.asarray(preference_prob, dtype=np.float32)
@@ -176,8 +218,20 @@ def _validate_config(cfg: Any) -> None:
   if cfg.get("attributes") and cfg.get("format") != "pairs":
     raise ValueError("data_config.attributes=True needs data_config.format='pairs', got "
                      f"{cfg.get('format')!r}")
+  _check_tokenizer_spec(cfg.get("tokenizer"))
+  if cfg.get("chat_template") not in chat_lib.CHAT_TEMPLATES:
+    raise ValueError(f"data_config.chat_template must be one of {list(chat_lib.CHAT_TEMPLATES)}"
+                     f", got {cfg.get('chat_template')!r}")
+  if cfg.get("split_by") not in SPLIT_BY:
+    raise ValueError(f"data_config.split_by must be one of {list(SPLIT_BY)}, got "
+                     f"{cfg.get('split_by')!r}")
+  if cfg.get("tokenizer") == "bytes" and cfg.get("chat_template") != "plain":
+    raise ValueError(f"data_config.chat_template={cfg.get('chat_template')!r} needs named "
+                     "special tokens that tokenizer 'bytes' does not have; use "
+                     "chat_template='plain' with it")
   try:
-    tokenizer_lib.validate_lengths(cfg.get("max_len"), cfg.get("max_prompt_len"))
+    if cfg.get("tokenizer") == "bytes":  # other layouts are checked once their tokens are known
+      tokenizer_lib.validate_lengths(cfg.get("max_len"), cfg.get("max_prompt_len"))
   except ValueError as e:
     raise ValueError(f"data_config: {e}") from None
   if source != "synthetic":
@@ -227,7 +281,8 @@ def _attribute_arrays(split: synthetic_lib.SyntheticSplit, missing_prob: float,
   return out
 
 
-def _tokenize_lists(lists: synthetic_lib.SyntheticLists, max_len: int, max_prompt_len: int
+def _tokenize_lists(lists: synthetic_lib.SyntheticLists, max_len: int, max_prompt_len: int,
+                    tokenizer: Any = None, chat_template: Any = "plain"
                     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """[N, K, L] tokens and masks of N prompts x K responses, and the truncation report."""
   n, k = lists.ranking.shape
@@ -235,7 +290,8 @@ def _tokenize_lists(lists: synthetic_lib.SyntheticLists, max_len: int, max_promp
   responses = [r for row in lists.responses for r in row]
   # Tokenize as pairs of (response, response) and keep one side: one tokenizer path.
   arrays, report = tokenize_pairs(prompts, responses, responses, max_len=max_len,
-                                  max_prompt_len=max_prompt_len)
+                                  max_prompt_len=max_prompt_len, tokenizer=tokenizer,
+                                  chat_template=chat_template)
   tokens = arrays["chosen_tokens"].reshape(n, k, max_len)
   mask = arrays["chosen_mask"].reshape(n, k, max_len)
   report = {key: report[key] for key in ("max_len", "max_prompt_len", "prompts_truncated",
@@ -247,20 +303,21 @@ def _tokenize_lists(lists: synthetic_lib.SyntheticLists, max_len: int, max_promp
   return {"tokens": tokens, "mask": mask, "ranking": lists.ranking.astype(np.int32)}, report
 
 
-def _episode_dataset(episodes: synthetic_lib.SyntheticEpisodes, name: str, cfg
+def _episode_dataset(episodes: synthetic_lib.SyntheticEpisodes, name: str, cfg, tokenizer
                      ) -> tuple[EpisodeDataset, dict[str, Any]]:
   n, p = episodes.preference_prob.shape
   flat = lambda rows: [x for row in rows for x in row]  # noqa: E731
   arrays, report = tokenize_pairs(flat(episodes.prompt), flat(episodes.chosen),
                                   flat(episodes.rejected), max_len=cfg.max_len,
-                                  max_prompt_len=cfg.max_prompt_len)
+                                  max_prompt_len=cfg.max_prompt_len, tokenizer=tokenizer,
+                                  chat_template=cfg.chat_template)
   arrays = {k: v.reshape(n, p, cfg.max_len) for k, v in arrays.items()}
   arrays["preference_prob"] = episodes.preference_prob.astype(np.float32)
   arrays["user_group"] = episodes.group.astype(np.int32)
   return EpisodeDataset(arrays, context_pairs=cfg.synthetic.context_pairs, name=name), report
 
 
-def _load_synthetic(cfg: ml_collections.ConfigDict) -> PreferenceData:
+def _load_synthetic(cfg: ml_collections.ConfigDict, tokenizer: Any) -> PreferenceData:
   s = synthetic_lib.default_synthetic_config() | cfg.synthetic.to_dict()
   train, eval_, gen_info = synthetic_lib.make_synthetic_preferences(s)
   datasets, truncation = {}, {}
@@ -272,14 +329,16 @@ def _load_synthetic(cfg: ml_collections.ConfigDict) -> PreferenceData:
         columns, name, cfg.max_len, cfg.max_prompt_len,
         preference_prob=split.preference_prob,
         extra=(_attribute_arrays(split, s["attribute_missing_prob"], attribute_rng)
-               if cfg.attributes else None))
+               if cfg.attributes else None),
+        tokenizer=tokenizer, chat_template=cfg.chat_template)
   extra_info = {}
   if cfg.format == "lists":
     # Train on ranked lists; evaluate on the same held-out pairs as every other model.
     world = synthetic_lib.make_world(s["world_seed"], s["num_letters"])
     lists = synthetic_lib.sample_lists(s["num_train"], s["list_size"],
                                        np.random.default_rng([s["seed"], 3]), world, s)
-    arrays, truncation["train"] = _tokenize_lists(lists, cfg.max_len, cfg.max_prompt_len)
+    arrays, truncation["train"] = _tokenize_lists(lists, cfg.max_len, cfg.max_prompt_len,
+                                                  tokenizer, cfg.chat_template)
     datasets["train"] = ListDataset(arrays, name="train")
     extra_info["lists"] = dict(num_lists=s["num_train"], list_size=s["list_size"],
                                labels="Plackett-Luce ranking with utilities r*/temperature")
@@ -289,7 +348,7 @@ def _load_synthetic(cfg: ml_collections.ConfigDict) -> PreferenceData:
     for name, count, stream in (("train", s["num_train"], 4), ("eval", s["num_eval"], 5)):
       episodes = synthetic_lib.sample_user_episodes(
           count, np.random.default_rng([s["seed"], stream]), worlds, s)
-      datasets[name], truncation[name] = _episode_dataset(episodes, name, cfg)
+      datasets[name], truncation[name] = _episode_dataset(episodes, name, cfg, tokenizer)
       query = episodes.preference_prob[:, s["context_pairs"]:]
       gen_info[name] = dict(
           num_episodes=count, num_query_pairs=int(query.size),
@@ -334,7 +393,54 @@ def _load_synthetic(cfg: ml_collections.ConfigDict) -> PreferenceData:
   return PreferenceData(datasets["train"], datasets["eval"], info)
 
 
-def _load_files(cfg: ml_collections.ConfigDict, workdir: str) -> PreferenceData:
+def _take(columns: Mapping[str, Any], idx: np.ndarray) -> dict[str, Any]:
+  return {k: ([v[i] for i in idx] if isinstance(v, list) else v[idx])
+          for k, v in columns.items()}
+
+
+def split_by_prompt(prompts: Sequence[str], eval_fraction: float, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+  """Holds out a fraction of the distinct prompts with every record that has them.
+
+  The distinct prompts, in order of first appearance, are permuted with
+  ``np.random.default_rng(seed).permutation``; the first
+  ``min(max(1, round(eval_fraction * P)), P - 1)`` of P prompts go to eval. A record goes
+  where its prompt goes, so no prompt is on both sides (prompts are compared as exact
+  strings).
+
+  Args:
+    prompts: [N] the records' prompts.
+    eval_fraction: in (0, 1), the share of distinct prompts held out.
+    seed: the permutation's seed.
+
+  Returns:
+    train_idx, eval_idx: sorted record indices (file order kept); counts: ``num_prompts``,
+    ``num_train_prompts``, ``num_eval_prompts``.
+
+  Raises:
+    ValueError: fewer than 2 distinct prompts.
+
+  >>> split_by_prompt(["a", "b", "a", "c"], 0.34, seed=0)[2]
+  {'num_prompts': 3, 'num_train_prompts': 2, 'num_eval_prompts': 1}
+  """
+  index: dict[str, int] = {}
+  group = np.array([index.setdefault(p, len(index)) for p in prompts], dtype=np.int64)
+  num_prompts = len(index)
+  if num_prompts < 2:
+    raise ValueError(f"split_by='prompt' needs at least 2 distinct prompts to hold out "
+                     f"eval_fraction={eval_fraction}, got {num_prompts} among {len(prompts)} "
+                     f"records (or give data_config.eval_path)")
+  num_eval = min(max(1, int(round(eval_fraction * num_prompts))), num_prompts - 1)
+  held_out = np.zeros(num_prompts, dtype=bool)
+  held_out[np.random.default_rng(seed).permutation(num_prompts)[:num_eval]] = True
+  is_eval = held_out[group]
+  counts = dict(num_prompts=num_prompts, num_train_prompts=num_prompts - num_eval,
+                num_eval_prompts=num_eval)
+  return np.flatnonzero(~is_eval), np.flatnonzero(is_eval), counts
+
+
+def _load_files(cfg: ml_collections.ConfigDict, workdir: str, tokenizer: Any
+                ) -> PreferenceData:
   builder_cls = PreferenceJsonl if cfg.source == "jsonl" else HhRlhf
   train_files = records_lib.split_paths(cfg.path)
   eval_files = records_lib.split_paths(cfg.eval_path or "")
@@ -349,6 +455,18 @@ def _load_files(cfg: ml_collections.ConfigDict, workdir: str) -> PreferenceData:
     eval_columns = builders_base.read_split(builder, "eval")
     split = dict(method="eval_path", num_train=len(train_columns["prompt"]),
                  num_eval=len(eval_columns["prompt"]))
+    if cfg.split_by == "prompt":
+      train_prompts = set(train_columns["prompt"])
+      split["eval_records_with_a_train_prompt"] = sum(
+          p in train_prompts for p in eval_columns["prompt"])
+  elif cfg.split_by == "prompt":
+    train_idx, eval_idx, counts = split_by_prompt(train_columns["prompt"],
+                                                  cfg.eval_fraction, cfg.split_seed)
+    train_columns, eval_columns = (_take(train_columns, train_idx),
+                                   _take(train_columns, eval_idx))
+    split = dict(method="held_out_fraction_by_prompt", eval_fraction=cfg.eval_fraction,
+                 split_seed=cfg.split_seed, **counts, num_train=len(train_idx),
+                 num_eval=len(eval_idx))
   else:
     n = len(train_columns["prompt"])
     if n < 2:
@@ -358,16 +476,16 @@ def _load_files(cfg: ml_collections.ConfigDict, workdir: str) -> PreferenceData:
     num_eval = min(max(1, int(round(cfg.eval_fraction * n))), n - 1)
     perm = np.random.default_rng(cfg.split_seed).permutation(n)
     eval_idx, train_idx = np.sort(perm[:num_eval]), np.sort(perm[num_eval:])
-    take = lambda cols, idx: {k: ([v[i] for i in idx] if isinstance(v, list) else v[idx])
-                              for k, v in cols.items()}
-    train_columns, eval_columns = take(train_columns, train_idx), take(train_columns, eval_idx)
+    train_columns, eval_columns = (_take(train_columns, train_idx),
+                                   _take(train_columns, eval_idx))
     split = dict(method="held_out_fraction", eval_fraction=cfg.eval_fraction,
                  split_seed=cfg.split_seed, num_train=n - num_eval, num_eval=num_eval)
   datasets, truncation = {}, {}
   for name, columns in (("train", train_columns), ("eval", eval_columns)):
     sources = [f"{f}:{l}" for f, l in zip(columns["source_file"], columns["source_line"])]
     datasets[name], truncation[name] = _dataset_from_columns(
-        columns, name, cfg.max_len, cfg.max_prompt_len, sources=sources)
+        columns, name, cfg.max_len, cfg.max_prompt_len, sources=sources,
+        tokenizer=tokenizer, chat_template=cfg.chat_template)
   info = dict(
       source=cfg.source,
       max_len=cfg.max_len,
@@ -392,14 +510,49 @@ def _load_files(cfg: ml_collections.ConfigDict, workdir: str) -> PreferenceData:
   return PreferenceData(datasets["train"], datasets["eval"], info)
 
 
+def make_tokenizer(spec: str) -> Any:
+  """The tokenizer of a ``data.tokenizer`` setting (`rmjax.data.tokenizer.TOKENIZER_SPECS`).
+
+  "bytes" is `ByteTokenizer` and needs nothing; every other setting is resolved by
+  `rmjax.data.hf_tokenizer.load_tokenizer` (imported here, as it needs ``tokenizers``).
+
+  Raises:
+    ValueError: an unknown setting, listing the valid ones.
+  """
+  _check_tokenizer_spec(spec)
+  if spec == "bytes":
+    return tokenizer_lib.ByteTokenizer()
+  from rmjax.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
+  return hf_tokenizer.load_tokenizer(spec)
+
+
+def describe_tokenizer(tokenizer: Any, spec: str | None = None) -> dict[str, Any]:
+  """The report entry of a tokenizer: spec, name, vocab_size and special ids."""
+  return dict(spec=spec if spec is not None else getattr(tokenizer, "name", None),
+              name=getattr(tokenizer, "name", type(tokenizer).__name__),
+              vocab_size=int(tokenizer.vocab_size), pad_id=int(tokenizer.pad_id),
+              bos_id=None if tokenizer.bos_id is None else int(tokenizer.bos_id),
+              eos_id=None if tokenizer.eos_id is None else int(tokenizer.eos_id))
+
+
+def _check_tokenizer_spec(spec: Any) -> None:
+  if not (spec == "bytes" or spec in tokenizer_lib.NAMED_TOKENIZERS
+          or (isinstance(spec, str) and spec.startswith("hf:") and len(spec) > 3)):
+    raise ValueError(f"data_config.tokenizer must be one of "
+                     f"{list(tokenizer_lib.TOKENIZER_SPECS)}, got {spec!r}")
+
+
 def load_preference_data(data_config: Any, *, workdir: str) -> PreferenceData:
   """Loads, tokenizes and splits the preference data named by ``data_config``.
 
   Real data (``jsonl``, ``hh_rlhf``) is prepared once by the TFDS builder under
   ``tfds_data_dir`` (default ``<workdir>/tfds``), read back with ``as_data_source`` and
-  tokenized with `ByteTokenizer`. Without ``eval_path`` a fraction ``eval_fraction`` of the
-  records is held out by a permutation drawn from ``split_seed`` (both splits keep file
-  order). Synthetic data is generated in memory.
+  tokenized with the tokenizer of ``data.tokenizer`` (default `ByteTokenizer`) under the
+  chat template of ``data.chat_template`` (default "plain"). Without ``eval_path`` a
+  fraction ``eval_fraction`` of the records (``split_by="record"``) or of the distinct
+  prompts with all their records (``split_by="prompt"``, `split_by_prompt`) is held out by
+  a permutation drawn from ``split_seed`` (both splits keep file order). Synthetic data is
+  generated in memory.
 
   Args:
     data_config: a ConfigDict or mapping with fields of `default_data_config` (missing
@@ -417,16 +570,97 @@ def load_preference_data(data_config: Any, *, workdir: str) -> PreferenceData:
   """
   cfg = _merged_config(data_config)
   _validate_config(cfg)
+  tokenizer = make_tokenizer(cfg.tokenizer)
   if cfg.source == "synthetic":
-    data = _load_synthetic(cfg)
+    data = _load_synthetic(cfg, tokenizer)
   else:
-    data = _load_files(cfg, workdir)
+    data = _load_files(cfg, workdir, tokenizer)
   info = data.info
+  info["tokenizer"] = describe_tokenizer(tokenizer, cfg.tokenizer)
+  info["chat_template"] = cfg.chat_template
   _log.info(
-      "preference data (%s): %d records read, %d used, %d malformed %s; %d train / %d eval "
-      "pairs; truncated pairs: train %d, eval %d", info["source"], info["records_read"],
+      "preference data (%s, tokenizer %s, vocab %d, template %s): %d records read, %d used, "
+      "%d malformed %s; %d train / %d eval pairs; truncated pairs: train %d, eval %d",
+      info["source"], info["tokenizer"]["name"], info["tokenizer"]["vocab_size"],
+      info["chat_template"], info["records_read"],
       info["records_used"], info["records_malformed"], info["malformed"],
       data.train.num_pairs, data.eval.num_pairs,
       info["truncation"]["train"]["pairs_with_truncation"],
       info["truncation"]["eval"]["pairs_with_truncation"])
   return data
+
+
+HHH_PROPERTIES = ("harmless", "helpful", "honest", "other")
+
+
+def load_hhh_alignment(
+    path: str, *, tokenizer: Any = None, chat_template: str | chat_lib.ChatTemplate = "plain",
+    max_len: int = 128, max_prompt_len: int = 64,
+) -> tuple[dict[str, PreferenceDataset], dict[str, Any]]:
+  """HHH alignment (BIG-bench; Askell et al., 2021) as eval sets, one per property.
+
+  The file holds one JSON object per line with ``prompt``, ``chosen``, ``rejected`` (the
+  human-preferred and the other reply) and ``property`` (one of `HHH_PROPERTIES`). Prompts
+  are dialogues whose first human turn carries no marker; `rmjax.data.chat.prompt_turns`
+  reads them under the "chatml" templates. An evaluation set must be exact, so any record
+  that does not fit raises (`MalformedRecordError` with file and line); nothing is skipped.
+
+  Args:
+    path: the ``hhh_alignment.jsonl`` file.
+    tokenizer: `ByteTokenizer` (default when None) or `HFTokenizer`.
+    chat_template: a name of `rmjax.data.chat.CHAT_TEMPLATES` or a `ChatTemplate`.
+    max_len, max_prompt_len: the sequence layout (`tokenize_pairs`).
+
+  Returns:
+    datasets: property -> `PreferenceDataset` (margin 0) of its pairs in file order, named
+      ``hhh_<property>``; the properties present, sorted.
+    info: ``path``, ``records_read``, ``pairs`` (property -> count), ``tokenizer``,
+      ``chat_template`` and ``truncation`` (property -> the `tokenize_pairs` report).
+
+  Raises:
+    FileNotFoundError: the file is missing.
+    MalformedRecordError: a line that is not a valid record with a known property.
+  """
+  records_lib.check_files_exist([path], "path")
+  tok = tokenizer if tokenizer is not None else tokenizer_lib.ByteTokenizer()
+  columns: dict[str, dict[str, list]] = {}
+  read = 0
+  with open(path, "rb") as f:
+    for line_no, raw in enumerate(f, start=1):
+      if not raw.strip():
+        continue
+      read += 1
+      try:
+        try:
+          obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+          raise records_lib.Malformed("invalid_json", str(e)) from None
+        prompt, chosen, rejected, _ = records_lib.parse_preference_record(obj)
+        prop = obj.get("property")
+        if prop not in HHH_PROPERTIES:
+          raise records_lib.Malformed(
+              "unknown_property",
+              f"field 'property' must be one of {list(HHH_PROPERTIES)}, got {prop!r}")
+      except records_lib.Malformed as m:
+        raise records_lib.MalformedRecordError(path, line_no, m.reason, m.detail) from None
+      cols = columns.setdefault(prop, dict(prompt=[], chosen=[], rejected=[], sources=[]))
+      for key, value in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected),
+                         ("sources", f"{path}:{line_no}")):
+        cols[key].append(value)
+  if not columns:
+    raise ValueError(f"HHH alignment file {path!r} holds no record")
+  template = chat_lib.get_chat_template(chat_template)
+  datasets, truncation = {}, {}
+  for prop in sorted(columns):
+    cols = columns[prop]
+    arrays, truncation[prop] = tokenize_pairs(
+        cols["prompt"], cols["chosen"], cols["rejected"], max_len=max_len,
+        max_prompt_len=max_prompt_len, sources=cols["sources"], tokenizer=tok,
+        chat_template=template)
+    arrays["margin"] = np.zeros(len(cols["prompt"]), dtype=np.float32)
+    datasets[prop] = PreferenceDataset(arrays, name=f"hhh_{prop}")
+  info = dict(path=path, records_read=read,
+              pairs={prop: datasets[prop].num_pairs for prop in datasets},
+              tokenizer=describe_tokenizer(tok), chat_template=template.name,
+              truncation=truncation)
+  return datasets, info
