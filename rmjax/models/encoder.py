@@ -45,6 +45,7 @@ from rmjax.models.transformer import (
     _MASK_VALUE,
     _param,
     check_tokens_and_mask,
+    config_from_mapping,
 )
 
 Params = dict[str, Any]
@@ -171,20 +172,7 @@ class EncoderConfig:
     >>> EncoderConfig.from_dict({"d_model": 64, "num_heads": 4}).head_dim
     16
     """
-    if hasattr(values, "to_dict") and not isinstance(values, Mapping):
-      values = values.to_dict()
-    if not isinstance(values, Mapping):
-      raise TypeError(
-          f"EncoderConfig.from_dict: values must be a mapping, got {type(values).__name__}."
-      )
-    known = {field.name for field in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise ValueError(
-          f"EncoderConfig.from_dict: unknown field(s) {unknown}; expected a subset of "
-          f"{sorted(known)}."
-      )
-    return cls(**dict(values))
+    return config_from_mapping(cls, values)
 
   def to_dict(self) -> dict[str, Any]:
     """The fields as a plain dict (`from_dict(c.to_dict()) == c`)."""

@@ -120,6 +120,28 @@ def _check_positive_float(name: str, value: Any) -> None:
     )
 
 
+def config_from_mapping(cls: type, values: Any) -> Any:
+  """Builds the config dataclass `cls` from a mapping (or an `ml_collections.ConfigDict`).
+
+  Missing fields take their defaults; an unknown field or a non-mapping raises, naming
+  `cls.from_dict`.
+  """
+  if hasattr(values, "to_dict") and not isinstance(values, Mapping):
+    values = values.to_dict()
+  if not isinstance(values, Mapping):
+    raise TypeError(
+        f"{cls.__name__}.from_dict: values must be a mapping, got {type(values).__name__}."
+    )
+  known = {field.name for field in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - known)
+  if unknown:
+    raise ValueError(
+        f"{cls.__name__}.from_dict: unknown field(s) {unknown}; expected a subset of "
+        f"{sorted(known)}."
+    )
+  return cls(**dict(values))
+
+
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
   """Hyper-parameters of the decoder-only transformer backbone.
@@ -324,21 +346,7 @@ class TransformerConfig:
     >>> TransformerConfig.from_dict({"d_model": 64, "num_heads": 2}).head_dim
     32
     """
-    if hasattr(values, "to_dict") and not isinstance(values, Mapping):
-      values = values.to_dict()
-    if not isinstance(values, Mapping):
-      raise TypeError(
-          f"TransformerConfig.from_dict: values must be a mapping, got "
-          f"{type(values).__name__}."
-      )
-    known = {field.name for field in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise ValueError(
-          f"TransformerConfig.from_dict: unknown field(s) {unknown}; expected a subset "
-          f"of {sorted(known)}."
-      )
-    return cls(**dict(values))
+    return config_from_mapping(cls, values)
 
   def to_dict(self) -> dict[str, Any]:
     """The fields as a plain dict (`from_dict(c.to_dict()) == c`); rope_scaling as a dict."""
