@@ -171,8 +171,9 @@ def eval_index_batches(num_examples: int, batch_size: int
     yield indices, np.arange(batch_size) < real
 
 
-def _check_right_padded(name: str, what: str, mask: np.ndarray, tokens: np.ndarray) -> None:
-  """mask [..., L]: each row 1s then 0s with >= 2 real tokens; tokens are PAD where 0."""
+def _check_right_padded(name: str, what: str, mask: np.ndarray, tokens: np.ndarray,
+                        pad_id: int = tokenizer_lib.PAD_ID) -> None:
+  """mask [..., L]: each row 1s then 0s with >= 2 real tokens; tokens are pad_id where 0."""
   rows = mask.reshape(-1, mask.shape[-1])
   lengths = rows.sum(axis=1)
   expected = np.arange(rows.shape[1])[None, :] < lengths[:, None]
@@ -182,8 +183,11 @@ def _check_right_padded(name: str, what: str, mask: np.ndarray, tokens: np.ndarr
     raise ValueError(
         f"{name}: {what}_mask row {bad} must be 1s then 0s (right-padded) with >= 2 "
         f"real tokens, got {rows[bad].tolist()}")
-  if np.any(tokens[mask == 0] != tokenizer_lib.PAD_ID):
-    raise ValueError(f"{name}: {what}_tokens must hold pad id 0 where {what}_mask is 0")
+  padding = tokens[mask == 0]
+  if np.any(padding != pad_id):
+    other = int(padding[np.flatnonzero(padding != pad_id)[0]])
+    raise ValueError(f"{name}: {what}_tokens must hold the pad id {pad_id} where {what}_mask "
+                     f"is 0, found {other} (pass the tokenizer's pad_id)")
 
 
 def _check_array(name: str, key: str, a: Any, shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -217,9 +221,11 @@ class PreferenceDataset(_IndexedArrays):
     arrays: dict of the per-pair arrays (N pairs): the `BATCH_KEYS` but ``valid``, and the
       optional ones (``preference_prob``, attributes, teacher strength, annotator ids).
     name: a label for messages ("train", "eval").
+    pad_id: the token id at padding positions (the tokenizer's; models never read it).
   """
 
-  def __init__(self, arrays: Mapping[str, np.ndarray], *, name: str = "dataset"):
+  def __init__(self, arrays: Mapping[str, np.ndarray], *, name: str = "dataset",
+               pad_id: int = tokenizer_lib.PAD_ID):
     """Validates and stores the arrays.
 
     Args:
@@ -231,8 +237,11 @@ class PreferenceDataset(_IndexedArrays):
         each pair), ``prompt_lengths`` (int32 [N], the [BOS] + prompt tokens both sequences
         start with, 1 <= length < each sequence's real length).
       name: label for messages.
+      pad_id: the id at padding positions (default 0, `ByteTokenizer`'s; an HF
+        tokenizer's own pad id otherwise, e.g. SmolLM2's <|im_end|> = 2).
     """
     self.name = name
+    self.pad_id = int(pad_id)
     arrays = dict(arrays)
     allowed = set(_TOKEN_KEYS) | {"margin"} | set(_OPTIONAL_PAIR_ARRAYS)
     missing = [k for k in (*_TOKEN_KEYS, "margin") if k not in arrays]
@@ -263,7 +272,8 @@ class PreferenceDataset(_IndexedArrays):
       raise ValueError(f"{name}: user_ids must be >= 0, got {arrays['user_ids'][row]} at pair "
                        f"{row}")
     for side in ("chosen", "rejected"):
-      _check_right_padded(name, side, arrays[f"{side}_mask"], arrays[f"{side}_tokens"])
+      _check_right_padded(name, side, arrays[f"{side}_mask"], arrays[f"{side}_tokens"],
+                          self.pad_id)
     if "prompt_lengths" in arrays:
       real = np.minimum(arrays["chosen_mask"].sum(1), arrays["rejected_mask"].sum(1))
       bad = (arrays["prompt_lengths"] < 1) | (arrays["prompt_lengths"] >= real)

@@ -200,7 +200,8 @@ def _dataset_from_columns(columns: Mapping[str, Any], name: str, max_len: int,
   if preference_prob is not None:
     arrays["preference_prob"] = np.asarray(preference_prob, dtype=np.float32)
   arrays.update(extra or {})
-  return PreferenceDataset(arrays, name=name), report
+  pad_id = (tokenizer if tokenizer is not None else tokenizer_lib.ByteTokenizer()).pad_id
+  return PreferenceDataset(arrays, name=name, pad_id=pad_id), report
 
 
 def _validate_config(cfg: Any) -> None:
@@ -658,7 +659,7 @@ def load_hhh_alignment(
         max_prompt_len=max_prompt_len, sources=cols["sources"], tokenizer=tok,
         chat_template=template)
     arrays["margin"] = np.zeros(len(cols["prompt"]), dtype=np.float32)
-    datasets[prop] = PreferenceDataset(arrays, name=f"hhh_{prop}")
+    datasets[prop] = PreferenceDataset(arrays, name=f"hhh_{prop}", pad_id=tok.pad_id)
   info = dict(path=path, records_read=read,
               pairs={prop: datasets[prop].num_pairs for prop in datasets},
               tokenizer=describe_tokenizer(tok), chat_template=template.name,

@@ -176,7 +176,7 @@ def apply_teacher_strength(strength_config: ml_collections.ConfigDict,
     strength = np.where(flip, -strength, strength)
     info.update(flip_fraction=fraction, flipped=int(flip.sum()))
   arrays["strength_mean"], arrays["strength_std"] = strength, spread
-  return rm_data.PreferenceDataset(arrays, name=train.name), info
+  return rm_data.PreferenceDataset(arrays, name=train.name, pad_id=train.pad_id), info
 
 
 def strength_data_step(config: ml_collections.ConfigDict,
