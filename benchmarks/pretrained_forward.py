@@ -35,7 +35,7 @@ MiniLM) are not counted, so GFLOP/s is a lower bound on what the hardware did.
 Default grid: batch 1,8 x length 128,512 for both models, float32 and bfloat16. To stay
 within ~10 minutes on a 2-core CPU, --max_grad_tokens (default 1024) skips the
 value-and-grad rows with more than that many tokens per step for SmolLM2 (B=8, L=512; a
-row "skipped" says so); set it to 0 to run them all (not run: from the rows above, ~5-9 min per dtype
+row "skipped" says so); set it to 0 to run them all (not run: by the rows above ~5-9 min per dtype
 here). Odd B rows have no value-and-grad (no pairs). The default run took 8.4 min on the
 2-core x86 CPU with other jobs running (load average 0.55 -> 4.82). --quick runs batch 2,
 length 32 with 2 repeats (~50 s, mostly loading and compiling).
