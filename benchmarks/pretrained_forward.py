@@ -32,7 +32,7 @@ not matmuls; SmolLM2 has no LM head here); the attention scores and the weighted
 (~ 4 * layers * L * d FLOPs per token forward, ~17% of 2N for SmolLM2 at L=512, more for
 MiniLM) are not counted, so GFLOP/s is a lower bound on what the hardware did.
 
-Default grid: batch 1,8 x length 128,512 for both models, float32 and bfloat16. To stay
+Default grid: batch 2,8 x length 128,512 for both models, float32 and bfloat16. To stay
 within ~10 minutes on a 2-core CPU, --max_grad_tokens (default 1024) skips the
 value-and-grad rows with more than that many tokens per step for SmolLM2 (B=8, L=512; a
 row "skipped" says so); set it to 0 to run them all (not run: by the rows above ~5-9 min per dtype
@@ -59,7 +59,7 @@ from absl import flags
 
 _MODELS = flags.DEFINE_list("models", ["smollm2", "minilm"], "Models: smollm2, minilm.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes.")
-_BATCHES = flags.DEFINE_list("batches", ["1", "8"], "Batch sizes B (rows per step).")
+_BATCHES = flags.DEFINE_list("batches", ["2", "8"], "Batch sizes B (rows per step).")
 _LENGTHS = flags.DEFINE_list("lengths", ["128", "512"], "Sequence lengths L.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).")
 _MAX_GRAD_TOKENS = flags.DEFINE_integer(

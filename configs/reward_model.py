@@ -59,11 +59,17 @@ from rmjax.models import DEFAULT_LOGICAL_AXIS_RULES
 from rmjax.parallel import MESH_PRESETS
 from rmjax.tasks.reward_model import family_names
 from rmjax.tasks.reward_model import get_family
+from rmjax.tasks.reward_model.pretrained import default_pretrained_config
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HH_RLHF_FILE = os.path.join(os.path.dirname(_REPO_ROOT), "shared", "data", "hh_rlhf",
-                            "harmless-base-test.jsonl.gz")
-PRESETS = ("default", "smoke", "hh_rlhf", "pod")
+_SHARED_DATA = os.path.join(os.path.dirname(_REPO_ROOT), "shared", "data")
+HH_RLHF_FILE = os.path.join(_SHARED_DATA, "hh_rlhf", "harmless-base-test.jsonl.gz")
+HH_HELPFUL_FILE = os.path.join(_SHARED_DATA, "hh_rlhf", "helpful-base-test.jsonl.gz")
+HHH_FILE = os.path.join(_SHARED_DATA, "hhh_alignment", "hhh_alignment.jsonl")
+PRESETS = ("default", "smoke", "hh_rlhf", "hh_helpful", "pod")
+# Pretrained backbones (rmjax.tasks.reward_model.pretrained); combine with a preset:
+# `:hh_helpful,smollm2`. Each sets its checkpoint, tokenizer, chat template and what trains.
+BACKBONES = ("minilm", "smollm2")
 # Model families (heads + losses + data formats); combine with a preset: `:gpm,smoke`.
 FAMILIES = family_names()
 
@@ -82,19 +88,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   families = [p for p in parts if p in FAMILIES]
   presets = [p for p in parts if p in PRESETS]
   meshes = [p for p in parts if p in MESH_PRESETS]
-  unknown = [p for p in parts if p not in FAMILIES and p not in PRESETS and p not in MESH_PRESETS]
-  if unknown or len(families) > 1 or len(presets) > 1 or len(meshes) > 1:
+  backbones = [p for p in parts if p in BACKBONES]
+  unknown = [p for p in parts if p not in FAMILIES and p not in PRESETS
+             and p not in MESH_PRESETS and p not in BACKBONES]
+  if (unknown or len(families) > 1 or len(presets) > 1 or len(meshes) > 1
+      or len(backbones) > 1):
     raise ValueError(f"configs/reward_model.py: unknown preset {arg!r}; expected "
-                     f"[family,]preset[,mesh] with family in {FAMILIES}, preset in {PRESETS} "
-                     f"and mesh in {tuple(MESH_PRESETS)}")
+                     f"[family,]preset[,backbone][,mesh] with family in {FAMILIES}, preset "
+                     f"in {PRESETS}, backbone in {BACKBONES} and mesh in "
+                     f"{tuple(MESH_PRESETS)}")
   family = get_family(families[0] if families else "bt")
   preset = presets[0] if presets else "default"
   mesh = meshes[0] if meshes else None
+  backbone = backbones[0] if backbones else None
+  if backbone and preset not in ("hh_rlhf", "hh_helpful", "pod"):
+    raise ValueError(f"configs/reward_model.py: backbone {backbone!r} reads real text; "
+                     f"combine it with hh_rlhf, hh_helpful or pod, not {preset!r}")
   if family.synthetic_only and preset not in ("default", "smoke"):
     raise ValueError(f"configs/reward_model.py: family {family.name!r} trains on generated "
                      f"data; combine it with 'default' or 'smoke', not {preset!r}")
   config = ml_collections.ConfigDict()
   config.name = preset if family.name == "bt" else f"{family.name}_{preset}"
+  if backbone:
+    config.name += f"_{backbone}"
   if mesh:
     config.name += f"_{mesh}"
   config.family = family.name
@@ -118,7 +134,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict(dict(
       num_steps=1000, batch_size=64, log_every=25, eval_every=200, checkpoint_every=200,
       progress_bar=True, tensorboard=True))
-  config.eval = ml_collections.ConfigDict(dict(batch_size=256, num_bins=10))
+  # hhh_path: HHH alignment's pairs, scored by property at every evaluation ("" = none).
+  config.eval = ml_collections.ConfigDict(dict(batch_size=256, num_bins=10, hhh_path=""))
+  # A pretrained backbone instead of config.model ("" = from scratch); see
+  # rmjax.tasks.reward_model.pretrained for the fields.
+  config.pretrained = ml_collections.ConfigDict(default_pretrained_config())
   config.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=3, async_save=True))
   config.mesh = ml_collections.ConfigDict(dict(
       shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)),
@@ -137,12 +157,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.update(num_steps=40, batch_size=16, log_every=5, eval_every=20,
                         checkpoint_every=10, progress_bar=False)
     config.eval.batch_size = 64
-  elif preset == "hh_rlhf":
+  elif preset in ("hh_rlhf", "hh_helpful"):
     config.data.source = "hh_rlhf"
-    config.data.path = HH_RLHF_FILE
+    config.data.path = HH_RLHF_FILE if preset == "hh_rlhf" else HH_HELPFUL_FILE
     config.data.max_len = 384
     config.data.max_prompt_len = 256
     config.data.eval_fraction = 0.1
+    # Hold out whole prompts (no prompt on both sides), and score HHH by property.
+    config.data.split_by = "prompt"
+    config.eval.hhh_path = HHH_FILE
     config.optim.learning_rate = 3e-4
     config.optim.warmup_steps = 20
     config.train.update(num_steps=200, batch_size=32, log_every=10, eval_every=50,
@@ -165,6 +188,31 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   for section, fields in family.config().items():
     config[section] = ml_collections.ConfigDict(fields)
   family.configure(config, preset)
+  if backbone:
+    _configure_backbone(config, backbone)
   if mesh:
     config.mesh.shape.update(MESH_PRESETS[mesh])
   return config
+
+
+def _configure_backbone(config: ml_collections.ConfigDict, backbone: str) -> None:
+  """A pretrained backbone with its tokenizer and template; on a laptop CPU only its head
+  trains, on features of the frozen backbone cached once (pretrained.trainable="head";
+  "last_blocks" or "all" train more of it)."""
+  config.pretrained.checkpoint = backbone
+  config.data.tokenizer = backbone
+  config.optim.update(learning_rate=1e-3, warmup_steps=20, weight_decay=0.0)
+  config.train.update(num_steps=1000, batch_size=64, log_every=50, eval_every=250,
+                      checkpoint_every=250)
+  config.pretrained.trainable = "head"
+  if backbone == "minilm":
+    # [CLS] prompt [SEP] response [SEP], WordPiece; 512 positions.
+    config.data.chat_template = "bert_pair"
+    config.data.max_len = 256
+    config.data.max_prompt_len = 192
+    config.pretrained.pooling = "mean"
+  else:
+    # SmolLM2's own ChatML with its system message; the reward at the last token.
+    config.data.chat_template = "chatml_smollm2"
+    config.data.max_len = 256
+    config.data.max_prompt_len = 192

@@ -376,7 +376,25 @@ class Encoder(nnx.Module):
       hidden: [B, L, d_model] in the compute dtype (Hugging Face's `last_hidden_state`);
       rows at padding positions are finite but meaningless.
     """
+    return self.hidden_before_layer(tokens, mask, self.config.num_layers, token_type_ids)
+
+  def hidden_before_layer(self, tokens: jax.Array, mask: jax.Array, layer: int,
+                          token_type_ids: jax.Array | None = None) -> jax.Array:
+    """The hidden states entering block `layer`: the normed embeddings, then blocks
+    [0, layer). `layer = num_layers` is `__call__`'s output (BERT blocks end in their own
+    LayerNorm). Cached once, it lets a reward model train only the last blocks.
+
+    Args:
+      tokens, mask, token_type_ids: as in `__call__`.
+      layer: an int in [0, num_layers].
+
+    Returns:
+      [B, L, d_model].
+    """
     cfg = self.config
+    if isinstance(layer, bool) or not isinstance(layer, int) or not (
+        0 <= layer <= cfg.num_layers):
+      raise ValueError(f"layer must be an int in [0, {cfg.num_layers}], got {layer!r}.")
     mask = check_tokens_and_mask(tokens, mask, cfg.max_len)
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(tokens)
@@ -401,8 +419,8 @@ class Encoder(nnx.Module):
          + jnp.take(self.token_type_embeddings[...], token_type_ids, axis=0, mode="fill")
          .astype(jnp.float32))
     x = self.embedding_norm(x)
-    for layer in self.layers:
-      x = layer(x, mask)
+    for block in self.layers[:layer]:
+      x = block(x, mask)
     return x
 
   def pool(self, hidden: jax.Array) -> jax.Array:

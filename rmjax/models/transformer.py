@@ -814,6 +814,29 @@ class Transformer(nnx.Module):
       hidden: [B, L, d_model] in the compute dtype; rows at padding positions are
       defined (finite) but meaningless.
     """
+    return self.final_norm(self.hidden_before_layer(tokens, mask, self.config.num_layers))
+
+  def hidden_before_layer(self, tokens: jax.Array, mask: jax.Array, layer: int
+                          ) -> jax.Array:
+    """The residual stream entering block `layer`: the embedding, then blocks [0, layer).
+
+    `layer = num_layers` gives the last block's output before the final norm;
+    `__call__` is `final_norm(hidden_before_layer(tokens, mask, num_layers))`. The input
+    of the last k blocks, cached once, lets a reward model train only those blocks and
+    its head on a frozen pretrained backbone (`rmjax.models.pretrained_reward`).
+
+    Args:
+      tokens: [B, L] integer token ids, L <= config.max_len.
+      mask: [B, L] bool or int, nonzero at real tokens (right or left padding).
+      layer: an int in [0, num_layers].
+
+    Returns:
+      [B, L, d_model] in the compute dtype.
+    """
+    if isinstance(layer, bool) or not isinstance(layer, int) or not (
+        0 <= layer <= self.config.num_layers):
+      raise ValueError(f"layer must be an int in [0, {self.config.num_layers}], got "
+                       f"{layer!r}.")
     mask = check_tokens_and_mask(tokens, mask, self.config.max_len)
     dt = self.config.compute_dtype
     tokens = jnp.where(mask, tokens, 0)
@@ -822,9 +845,9 @@ class Transformer(nnx.Module):
       x = x * jnp.asarray(math.sqrt(self.config.d_model), x.dtype)
     x = x.astype(dt)
     x = jnp.where(mask[..., None], x, jnp.zeros((), dt))
-    for layer in self.layers:
-      x = layer(x, mask)
-    return self.final_norm(x)
+    for block in self.layers[:layer]:
+      x = block(x, mask)
+    return x
 
   def lm_logits(self, hidden: jax.Array) -> jax.Array:
     """Next-token logits of hidden states: hidden @ W, float32.

@@ -37,7 +37,8 @@ class Program(NamedTuple):
       the task's specs, optimiser state like the parameters it tracks).
     abstract_state: `TrainState` of `jax.ShapeDtypeStruct`s with those shardings (the
       restore target of a checkpoint).
-    init: `(rng) -> TrainState`, jitted with `out_shardings=state_shardings`.
+    init: `(rng) -> TrainState` in `state_shardings`: a jitted fresh init, or the task's
+      pretrained parameters (`Task.load_params`) with a fresh optimiser state.
     train_step: `(state, batch) -> (state, metrics)`, jitted with in/out shardings and the
       state donated; metrics replicated.
     eval_step: `(params, batch) -> outputs`, jitted; outputs replicated.
@@ -159,7 +160,18 @@ def build_program(config: ml_collections.ConfigDict, task: Task, *,
   abstract_state = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       jax.eval_shape(init_state, seed_key), state_shardings)
-  init = jax.jit(init_state, out_shardings=state_shardings)
+  if task.load_params is None:
+    init = jax.jit(init_state, out_shardings=state_shardings)
+  else:
+    # Pretrained weights: read on the host and placed into their shardings by the task,
+    # then the optimiser state is built around them.
+    create = jax.jit(lambda params, rng: TrainState.create(params, optimizer, rng),
+                     out_shardings=state_shardings)
+
+    def init(rng):
+      init_rng, state_rng = jax.random.split(rng)
+      params = task.load_params(init_rng, state_shardings.params)
+      return create(params, state_rng)
 
   compute_shardings = jax.tree.map(
       lambda spec: NamedSharding(mesh, parallel.without_axes(spec)), param_specs,

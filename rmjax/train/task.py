@@ -6,6 +6,7 @@ writers, progress, periodic evaluation and the report. A task (a reward-model fa
 DPO, RL, ...; see `rmjax.tasks`) owns the rest, given to the trainer as a `Task`:
 
   init_params(rng) -> (graphdef, params)         its model, built from a key
+  load_params(rng, shardings) -> params          optional: pretrained weights instead
   param_specs(mesh) -> PartitionSpecs            where each parameter lives on the mesh
   make_loss(graphdef, shard) -> loss_fn          loss_fn(params, batch, key) -> (loss, metrics)
   make_eval(graphdef, shard) -> eval_fn          eval_fn(params, batch) -> outputs
@@ -69,6 +70,11 @@ class Task:
     flops_per_token: optional model FLOPs per token of a training step (the report's
       model FLOP/s).
     report: extra JSON-able facts for the report (model size, family, ...).
+    load_params: optional `(rng, shardings) -> params`: the initial parameters of a fresh
+      run read from a pretrained checkpoint, placed in `shardings` (a pytree of
+      `NamedSharding`s matching params); `rng` initialises what the checkpoint lacks (a
+      new head). Without it, `init_params` is jitted. A resumed run restores its own
+      checkpoint instead.
   """
   name: str
   init_params: Callable[[jax.Array], tuple[Any, Any]]
@@ -83,3 +89,4 @@ class Task:
   write_plots: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None
   flops_per_token: float | None = None
   report: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  load_params: Callable[[jax.Array, Any], Any] | None = None

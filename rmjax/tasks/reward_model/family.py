@@ -50,13 +50,20 @@ class Model(NamedTuple):
     make_apply: `(graphdef) -> apply(params, {'tokens', 'mask', ...}) -> outputs`; with
       `num_members` > 0 every output has a trailing member axis.
     num_members: 0 for one model, M for an ensemble of M trained together.
-    model_config: the backbone's `TransformerConfig`.
+    model_config: the backbone's `TransformerConfig` (or `EncoderConfig`).
+    input_fields: what the model reads of each side of a pair: batch field
+      `chosen_<f>` / `rejected_<f>` becomes the model's input `f` (default tokens and
+      mask; cached features of a frozen pretrained backbone: features [and mask]).
+    load_params: optional `(rng, shardings) -> params` of a pretrained model
+      (`rmjax.train.Task.load_params`).
   """
   init_params: Callable[[jax.Array], tuple[Any, Any]]
   param_specs: Callable[[jax.sharding.Mesh], Any]
   make_apply: Callable[[Any], ApplyFn]
   num_members: int
-  model_config: models.TransformerConfig
+  model_config: Any
+  input_fields: tuple[str, ...] = ("tokens", "mask")
+  load_params: Callable[[jax.Array, Any], Any] | None = None
 
 
 def model_config(config: ml_collections.ConfigDict) -> models.TransformerConfig:

@@ -32,24 +32,27 @@ STRENGTH_USES = ("none", "flip", "smoothing", "adaptive_margin")
 
 
 def score_pairs(apply_fn: ApplyFn, params: Any, batch: Batch,
-                side_fields: tuple[str, ...] = ()) -> tuple[Any, Any]:
-  """Head outputs of the chosen and rejected sequences, from one forward pass of [2B, L].
+                side_fields: tuple[str, ...] = (),
+                input_fields: tuple[str, ...] = ("tokens", "mask")) -> tuple[Any, Any]:
+  """Head outputs of the chosen and rejected sequences, from one forward pass of [2B, ...].
 
   Args:
     apply_fn: `apply(params, {'tokens': [N, L], 'mask': [N, L], ...})` -> [N] rewards or a
       dict of [N, ...] arrays (multi-output heads).
     params: model parameters.
-    batch: a pair batch with chosen/rejected tokens and masks, each [B, L].
+    batch: a pair batch with `chosen_<f>` and `rejected_<f>` for every f of input_fields
+      (default tokens and masks, each [B, L]).
     side_fields: per-pair fields [B, ...] given to the model with both sides (e.g.
       'user_ids').
+    input_fields: the model's per-sequence inputs (default ("tokens", "mask"); cached
+      features: ("features",) or ("features", "mask")).
 
   Returns:
     (chosen_outputs, rejected_outputs): the outputs split along the leading axis.
   """
-  num_pairs = batch["chosen_tokens"].shape[0]
-  inputs = {
-      "tokens": jnp.concatenate([batch["chosen_tokens"], batch["rejected_tokens"]], axis=0),
-      "mask": jnp.concatenate([batch["chosen_mask"], batch["rejected_mask"]], axis=0)}
+  num_pairs = batch[f"chosen_{input_fields[0]}"].shape[0]
+  inputs = {f: jnp.concatenate([batch[f"chosen_{f}"], batch[f"rejected_{f}"]], axis=0)
+            for f in input_fields}
   for field in side_fields:
     inputs[field] = jnp.concatenate([batch[field], batch[field]], axis=0)
   outputs = apply_fn(params, inputs)
@@ -148,7 +151,8 @@ def make_pair_functions(family: Family, config: ml_collections.ConfigDict, model
   members = model.num_members
 
   def outputs_and_logits(params, batch):
-    chosen, rejected = score_pairs(apply_fn, params, batch, family.side_fields)
+    chosen, rejected = score_pairs(apply_fn, params, batch, family.side_fields,
+                                   model.input_fields)
     logits = member_pair_logits(family, config, members, chosen, rejected)
     return chosen, rejected, jnp.mean(logits, axis=0) if members else logits
 

@@ -19,6 +19,7 @@ from rmjax import eval as rm_eval
 from rmjax import losses
 from rmjax import models
 from rmjax.tasks.reward_model import pairwise
+from rmjax.tasks.reward_model import pretrained
 from rmjax.tasks.reward_model.family import FORMAT_FIELDS
 from rmjax.tasks.reward_model.family import Family
 from rmjax.tasks.reward_model.family import get_family
@@ -81,6 +82,48 @@ def evaluate_pairs(eval_step, params, dataset, place, *, batch_size: int, num_bi
                    "bin_count": np.asarray(count)}
 
 
+class EvalSets:
+  """The eval split and further eval sets (e.g. HHH alignment by property), scored together.
+
+  `num_examples` is the eval split's; `evaluate_sets` reports every set.
+  """
+
+  def __init__(self, main: Any, extra: dict[str, Any]):
+    self.main = main
+    self.extra = dict(extra)
+
+  @property
+  def num_examples(self) -> int:
+    return self.main.num_examples
+
+
+def evaluate_sets(eval_step, params, sets: Any, place, *, batch_size: int, num_bins: int
+                  ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """`evaluate_pairs` of the eval split, then of each extra set as `<name>/<metric>`.
+
+  Extra sets named `hhh_<property>` also give `hhh/accuracy` and `hhh/num_pairs`, over all
+  of their pairs together.
+  """
+  if not isinstance(sets, EvalSets):
+    return evaluate_pairs(eval_step, params, sets, place, batch_size=batch_size,
+                          num_bins=num_bins)
+  metrics, arrays = evaluate_pairs(eval_step, params, sets.main, place,
+                                   batch_size=batch_size, num_bins=num_bins)
+  hhh_correct = hhh_pairs = 0
+  for name, dataset in sets.extra.items():
+    extra, _ = evaluate_pairs(eval_step, params, dataset, place, batch_size=batch_size,
+                              num_bins=num_bins)
+    for key in ("accuracy", "loss", "calibration_error", "mean_margin", "num_pairs"):
+      metrics[f"{name}/{key}"] = extra[key]
+    if name.startswith("hhh_"):
+      hhh_correct += extra["accuracy"] * extra["num_pairs"]
+      hhh_pairs += extra["num_pairs"]
+  if hhh_pairs:
+    metrics["hhh/accuracy"] = hhh_correct / hhh_pairs
+    metrics["hhh/num_pairs"] = hhh_pairs
+  return metrics, arrays
+
+
 def write_plots(workdir: str, final_eval: dict[str, Any], arrays: dict[str, Any]) -> None:
   """curves.png (loss, accuracy, ECE against the step) and reliability.png."""
   report_lib.plot_curves(workdir, reference_accuracy=final_eval.get("bayes_optimal_accuracy"))
@@ -97,18 +140,34 @@ def check_config(family: Family, config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"family={family.name!r} trains on generated data; data.source must be "
                      f"'synthetic', got {config.data.source!r}")
   family.check_config(config)
+  if pretrained.enabled(config):
+    pretrained.check_config(family, config)
 
 
 def load_data(family: Family, config: ml_collections.ConfigDict, workdir: str) -> TaskData:
   """The family's data (its own loader, or `rmjax.data.load_preference_data`), after its
-  data step."""
+  data step; with `config.eval.hhh_path`, HHH alignment's pairs by property as further
+  eval sets; with a frozen pretrained backbone, all of it as cached features."""
   if family.load_data is not None:
     data = family.load_data(config, workdir)
   else:
     data = rm_data.load_preference_data(config.data, workdir=workdir)
   if family.prepare_data is not None:
     data = family.prepare_data(config, data)
-  return TaskData(data.train, data.eval, data.info)
+  info = dict(data.info)
+  extra = {}
+  if config.eval.get("hhh_path"):
+    hhh, info["hhh_alignment"] = rm_data.load_hhh_alignment(
+        config.eval.hhh_path, tokenizer=rm_data.make_tokenizer(config.data.tokenizer),
+        chat_template=config.data.chat_template, max_len=config.data.max_len,
+        max_prompt_len=config.data.max_prompt_len)
+    extra = {f"hhh_{prop}": dataset for prop, dataset in hhh.items()}
+  inputs = functools.partial(pretrained.model_inputs, config, workdir=workdir)
+  train = inputs(data.train)
+  evaluation = inputs(data.eval)
+  if extra:
+    evaluation = EvalSets(evaluation, {name: inputs(d) for name, d in extra.items()})
+  return TaskData(train, evaluation, info)
 
 
 def make_task(config: ml_collections.ConfigDict) -> Task:
@@ -116,7 +175,8 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
   the family; its own sections (loss, head, ...) hold its settings."""
   family = get_family(config.family)
   check_config(family, config)
-  model = family.build_model(family, config)
+  use_pretrained = pretrained.enabled(config)
+  model = (pretrained.build_model if use_pretrained else family.build_model)(family, config)
   if family.make_functions is not None:
     make_functions = functools.partial(family.make_functions, config, model)
   else:
@@ -128,14 +188,24 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
       make_loss=lambda graphdef, shard: make_functions(graphdef, shard)[0],
       make_eval=lambda graphdef, shard: make_functions(graphdef, shard)[1],
       load_data=functools.partial(load_data, family, config),
-      evaluate=functools.partial(evaluate_pairs, batch_size=config.eval.batch_size,
+      evaluate=functools.partial(evaluate_sets, batch_size=config.eval.batch_size,
                                  num_bins=config.eval.num_bins),
-      batch_fields=(*FORMAT_FIELDS[family.data_format], *family.batch_fields,
+      batch_fields=(*_input_fields(family, model), *family.batch_fields,
                     *family.side_fields),
       token_mask_fields=TOKEN_MASK_FIELDS,
       write_plots=write_plots,
-      flops_per_token=models.flops_per_token(model.model_config, config.data.max_len),
-      report={"family": family.name})
+      flops_per_token=(pretrained.flops_per_token(config, model) if use_pretrained else
+                       models.flops_per_token(model.model_config, config.data.max_len)),
+      report={"family": family.name, **(pretrained.report(config) if use_pretrained else {})},
+      load_params=model.load_params)
+
+
+def _input_fields(family: Family, model) -> tuple[str, ...]:
+  """The batch fields of the model's inputs: the format's, or `chosen_<f>` / `rejected_<f>`
+  of the model's own input fields (cached features)."""
+  if family.data_format == "pairs":
+    return tuple(f"{side}_{f}" for f in model.input_fields for side in ("chosen", "rejected"))
+  return FORMAT_FIELDS[family.data_format]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
