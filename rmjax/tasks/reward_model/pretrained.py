@@ -169,11 +169,8 @@ def open_checkpoint(spec: str) -> Checkpoint:
   else:
     path = spec
   if spec == "minilm":
-    files = hf_bert.read_minilm_zip(path)
-    tensors = hf_bert._read_safetensors(files["model.safetensors"],  # noqa: SLF001
-                                        what=f"{path}!model.safetensors")
-    return Checkpoint("encoder", json.loads(files["config.json"]), tensors, path,
-                      _identity(path))
+    hf_config, tensors = hf_bert.minilm_checkpoint(path)
+    return Checkpoint("encoder", hf_config, tensors, path, _identity(path))
   if path.endswith(".gguf"):
     ckpt = gguf_lib.open_gguf(path)
     return Checkpoint("decoder", ckpt.config, ckpt.tensors, path, _identity(path))
