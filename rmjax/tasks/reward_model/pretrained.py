@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import nnx
 
 from rmjax import data as rm_data
 from rmjax import models
@@ -499,3 +500,41 @@ def report(config: ml_collections.ConfigDict) -> dict[str, Any]:
   ckpt = open_checkpoint(cfg.checkpoint)
   return {"pretrained": {**cfg.to_dict(), "source": ckpt.source, "kind": ckpt.kind,
                          "backbone": dataclasses.asdict(backbone_config(ckpt, config))}}
+
+
+def whole_reward_model(config: ml_collections.ConfigDict, params: Mapping[str, Any]
+                       ) -> tuple[TransformerConfig | EncoderConfig, Any, dict[str, Any]]:
+  """The whole reward model of a run on a pretrained backbone: (config, graphdef, params).
+
+  With trainable "all" the params are already whole. Otherwise the frozen backbone is read
+  again and the trained blocks, final norm and head of the `TopRewardModel` params are put
+  in their places, so the result scores token ids directly: a decoder's is a `RewardModel`
+  (`rmjax.models.make_reward_apply`; `rmjax.checkpoints.export_reward_model` writes it as a
+  Hugging Face `*ForSequenceClassification` directory), an encoder's an
+  `EncoderRewardModel` (`make_module_apply(graphdef, ("tokens", "mask"))`).
+
+  Args:
+    config: the run's config (its config.json).
+    params: the run's trained params (e.g. restored from its checkpoint).
+  """
+  cfg = config.pretrained
+  ckpt = open_checkpoint(cfg.checkpoint)
+  backbone = backbone_config(ckpt, config)
+  if ckpt.kind == "decoder":
+    make = lambda rngs: models.RewardModel(backbone, head_config={"use_bias": False},
+                                           rngs=rngs)
+  else:
+    make = lambda rngs: pretrained_reward.EncoderRewardModel(backbone, pooling=cfg.pooling,
+                                                             rngs=rngs)
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: make(nnx.Rngs(0))))
+  if cfg.trainable == "all":
+    return backbone, graphdef, dict(params)
+  first = _first_layer(backbone, cfg)
+  _, _, frozen = _frozen_backbone(cfg.checkpoint, _config_json(config))
+  whole = dict(frozen)
+  if first < backbone.num_layers:
+    whole["layers"] = {i: (params["layers"][i - first] if i >= first else frozen["layers"][i])
+                       for i in range(backbone.num_layers)}
+    if "final_norm" in params:
+      whole["final_norm"] = params["final_norm"]
+  return backbone, graphdef, {"backbone": whole, "head": dict(params["head"])}
