@@ -150,7 +150,8 @@ def test_cli_empty_dataset_is_reported(tmp_path):
   assert "error:" in err and "Traceback" not in err, err[-3000:]
 
 
-@pytest.mark.parametrize("preset", ["default", "smoke", "hh_rlhf", "pod", "gpm,smoke", "mixture,pod"])
+@pytest.mark.parametrize("preset", ["default", "smoke", "hh_rlhf", "hh_helpful", "pod", "gpm,smoke",
+                                    "mixture,pod"])
 def test_every_preset_resolves_to_a_valid_model_and_mesh(preset):
   sys.path.insert(0, str(REPO_ROOT))
   from configs import reward_model  # pylint: disable=g-import-not-at-top
@@ -162,7 +163,7 @@ def test_every_preset_resolves_to_a_valid_model_and_mesh(preset):
       dict(config.model.to_dict(), max_len=config.data.max_len))
   num_params = models.count_params(models.abstract_params(model_config))
   expected = {"smoke": (1e4, 1e5), "default": (4e5, 5e5), "hh_rlhf": (4e5, 5e5),
-              "pod": (1.2e9, 1.3e9)}[preset]
+              "hh_helpful": (4e5, 5e5), "pod": (1.2e9, 1.3e9)}[preset]
   assert expected[0] < num_params < expected[1], num_params
   # The pod preset's mesh is data x fsdp x tensor = 4 x 16 x 4 = 256 devices.
   mesh_devices = 256 if preset == "pod" else 8
