@@ -211,10 +211,19 @@ def _whole_pair_logits(config, kernel, data_dir):
   return np.asarray(reward("chosen") - reward("rejected"))
 
 
-@pytest.mark.parametrize("trainable, blocks", [("head", 2), ("last_blocks", 1), ("all", 2)])
-def test_job_starts_from_the_checkpoint_in_every_trainable_mode(tmp_path, trainable, blocks):
+@pytest.mark.parametrize("trainable, blocks, mesh", [
+    ("head", 2, None), ("last_blocks", 1, None), ("all", 2, None), ("all", 2, "fsdp"),
+    ("last_blocks", 1, "fsdp_tensor")])
+def test_job_starts_from_the_checkpoint_in_every_trainable_mode(tmp_path, trainable, blocks,
+                                                                mesh):
+  from rmjax import parallel  # pylint: disable=g-import-not-at-top
   config = _config(trainable=trainable, trainable_blocks=blocks)
+  if mesh:  # parameters split over 8 devices (and heads over 2), loaded into their shards
+    config.mesh.shape.update(parallel.MESH_PRESETS[mesh])
   task, data, program, state, logits = _initial_eval_logits(config, str(tmp_path))
+  if mesh:
+    assert any(len(leaf.sharding.device_set) == 8 and not leaf.sharding.is_fully_replicated
+               for leaf in jax.tree.leaves(state.params))
   kernel = state.params["head"]["kernel"]
   np.testing.assert_allclose(logits, _whole_pair_logits(config, kernel, str(tmp_path / "d")),
                              atol=2e-5)
