@@ -415,3 +415,35 @@ def test_real_backbone_smoke_run_on_hh_rlhf(tmp_path, backbone):
   assert report["final_eval"]["num_pairs"] >= 1
   assert np.isfinite(report["final_eval"]["loss"])
   assert os.listdir(tmp_path / "run" / "features")
+
+
+@pytest.fixture(scope="module")
+def bert_bytes(tmp_path_factory):
+  """The tiny BERT with its word embeddings grown to 300 rows (byte ids fit)."""
+  hf_config, tensors = checkpoints.read_checkpoint(BERT_TINY)
+  tensors = {k: np.asarray(v) for k, v in tensors.items()}
+  words = tensors["embeddings.word_embeddings.weight"]
+  extra = np.random.default_rng(0).normal(0, 0.02, (300 - len(words), words.shape[1]))
+  tensors["embeddings.word_embeddings.weight"] = np.concatenate([words, extra]).astype(
+      words.dtype)
+  path = tmp_path_factory.mktemp("bert_bytes")
+  checkpoints.write_checkpoint(path, dict(hf_config, vocab_size=300), tensors)
+  return path
+
+
+@pytest.mark.parametrize("trainable, blocks", [("all", 2), ("last_blocks", 1)])
+def test_encoder_job_starts_from_the_checkpoint(tmp_path, bert_bytes, trainable, blocks):
+  from rmjax import data as rm_data  # pylint: disable=g-import-not-at-top
+  config = _config(bert_bytes, trainable=trainable, trainable_blocks=blocks, pooling="mean")
+  _, _, _, state, logits = _initial_eval_logits(config, str(tmp_path))
+  loaded = hf_bert.load_encoder_dir(bert_bytes)
+  kernel = state.params["head"]["kernel"]
+  pairs = rm_data.load_preference_data(config.data, workdir=str(tmp_path / "d")).eval.arrays
+
+  def reward(side):
+    tokens, mask = pairs[f"{side}_tokens"], pairs[f"{side}_mask"]
+    hidden = loaded.model()(tokens, mask)
+    pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    return (pooled @ kernel)[:, 0]
+
+  np.testing.assert_allclose(logits, reward("chosen") - reward("rejected"), atol=2e-5)
