@@ -50,12 +50,13 @@ re-run on a quiet machine before quoting them.
 
 import json
 import os
-import platform
 import statistics
 import time
 
 from absl import app
 from absl import flags
+
+from benchmarks import common
 
 _MODELS = flags.DEFINE_list("models", ["smollm2", "minilm"], "Models: smollm2, minilm.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes.")
@@ -211,15 +212,7 @@ def main(argv):
             print(f"  {model} {dtype_name} B={batch} L={length} {mode}: "
                   f"{row['median_ms']:,.1f} ms, compile {row['compile_s']:.1f} s", flush=True)
       del params, reward, loaded
-  header = {
-      "machine": f"{platform.machine()} {os.cpu_count()} cores",
-      "backend": jax.default_backend(),
-      "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
-      "load_avg_before": " ".join(f"{x:.2f}" for x in load_before),
-      "load_avg_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-      "repeats": repeats,
-      "wall_s": round(time.perf_counter() - start_all, 1),
-  }
+  header = common.run_header(load_before, start_all, repeats=repeats)
   print(" | ".join(f"{k}: {v}" for k, v in header.items()))
   print(" | ".join(f"{m}: {v['params']:,} params ({v['non_embedding_params']:,} non-embedding, "
                    f"used for FLOPs)" for m, v in params_info.items()))

@@ -29,12 +29,13 @@ machine before quoting them).
 import json
 import multiprocessing
 import os
-import platform
 import statistics
 import time
 
 from absl import app
 from absl import flags
+
+from benchmarks import common
 
 _VOCAB_SIZES = flags.DEFINE_list("vocab_sizes", ["32768", "131072"],
                                  "Vocabulary sizes V.")
@@ -147,15 +148,7 @@ def main(argv):
         row["time_ratio"] = row["median_ms"] / plain["median_ms"]
         row["temp_ratio"] = plain["temp_mib"] / max(row["temp_mib"], 1e-9)
       rows.extend(group)
-  header = {
-      "machine": f"{platform.machine()} {os.cpu_count()} cores",
-      "backend": jax.default_backend(),
-      "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
-      "load_avg_before": " ".join(f"{x:.2f}" for x in load_before),
-      "load_avg_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-      "isolated_rows": _ISOLATE.value,
-      "wall_s": round(time.perf_counter() - start, 1),
-  }
+  header = common.run_header(load_before, start, isolated_rows=_ISOLATE.value)
   print(" | ".join(f"{k}: {v}" for k, v in header.items()))
   cols = ["dtype", "vocab", "batch", "length", "impl", "median_ms", "min_ms",
           "time_ratio", "temp_mib", "temp_ratio", "logits_mib",
