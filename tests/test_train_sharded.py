@@ -339,6 +339,6 @@ def test_config_mesh_token_and_distributed_block():
                                                                   "tensor": 4}
   assert reward_model.get_config("pod,fsdp").mesh.shape.to_dict() == {"data": 1, "fsdp": -1,
                                                                       "tensor": 1}
-  with pytest.raises(ValueError, match=r"\[family,\]preset\[,mesh\]"):
+  with pytest.raises(ValueError, match=r"\[family,\]preset\[,backbone\]\[,mesh\]"):
     reward_model.get_config("smoke,fsdp,fsdp_tensor")
   assert parallel.distributed_settings(config, environ={}).mode == "single"
