@@ -35,13 +35,13 @@ MiniLM) are not counted, so GFLOP/s is a lower bound on what the hardware did.
 Default grid: batch 2,8 x length 128,512 for both models, float32 and bfloat16. To stay
 within ~10 minutes on a 2-core CPU, --max_grad_tokens (default 1024) skips the
 value-and-grad rows with more than that many tokens per step for SmolLM2 (B=8, L=512; a
-row "skipped" says so); set it to 0 to run them all (not run: by the rows above ~5-9 min per dtype
-here). Odd B rows have no value-and-grad (no pairs). The default run took 8.4 min on the
-2-core x86 CPU with other jobs running (load average 0.55 -> 4.82). --quick runs batch 2,
-length 32 with 2 repeats (~50 s, mostly loading and compiling).
+row "skipped" says so); set it to 0 to run them all (about 40 s a step each here, ~4 min
+per dtype with the repeats). Odd B rows have no value-and-grad (no pairs). The default run
+took 9.6 min on the 2-core x86 CPU, nothing else running (load average 0.43 before).
+--quick runs batch 2, length 32 with 2 repeats (~50 s, mostly loading and compiling).
 
-On XLA:CPU, bfloat16 compute is not faster than float32 (it is up to 3.4x slower for
-SmolLM2's short forward rows): the CPU has no bf16 matmul units to use, and the casts cost.
+On XLA:CPU, bfloat16 compute is not faster than float32 (up to 1.8x slower for SmolLM2's
+short forward rows on a quiet machine): the CPU has no bf16 matmul units to use, and the casts cost.
 
 The table header carries the machine, backend, jax version, the load average before and
 after the run and the total wall time: other processes on the machine distort timings;
