@@ -212,8 +212,7 @@ def _whole_pair_logits(config, kernel, data_dir):
 
 
 @pytest.mark.parametrize("trainable, blocks, mesh", [
-    ("head", 2, None), ("last_blocks", 1, None), ("all", 2, None), ("all", 2, "fsdp"),
-    ("last_blocks", 1, "fsdp_tensor")])
+    ("head", 2, None), ("all", 2, "fsdp"), ("last_blocks", 1, "fsdp_tensor")])
 def test_job_starts_from_the_checkpoint_in_every_trainable_mode(tmp_path, trainable, blocks,
                                                                 mesh):
   from rmjax import parallel  # pylint: disable=g-import-not-at-top
