@@ -14,9 +14,23 @@ by default, right-padded; truncation rules in `rmjax.data.tokenizer`; other toke
 (imported on demand: it needs ``tokenizers``); chat templates (``data.chat_template``:
 plain, ChatML, BERT pair) in `rmjax.data.chat`; the synthetic task in `rmjax.data.synthetic`;
 the builders (array_record, no TensorFlow) in `rmjax.data.builders`. HHH alignment as eval
-sets per property: `load_hhh_alignment`.
+sets per property: `load_hhh_alignment`. Reward-model benchmarks' released files (RewardBench
+1 and 2, RewardMATH, RM-Bench, PandaLM, HHH, HH-RLHF) as `BenchmarkSet`s of prompts and
+candidates, correct ones first: `read_benchmark` (`rmjax.data.benchmarks`).
 """
 
+from rmjax.data.benchmarks import BENCHMARK_READERS
+from rmjax.data.benchmarks import BenchmarkSet
+from rmjax.data.benchmarks import pandalm_prompt
+from rmjax.data.benchmarks import parse_ties_id
+from rmjax.data.benchmarks import read_benchmark
+from rmjax.data.benchmarks import read_hh_rlhf
+from rmjax.data.benchmarks import read_hhh
+from rmjax.data.benchmarks import read_pandalm
+from rmjax.data.benchmarks import read_rewardbench
+from rmjax.data.benchmarks import read_rewardbench2
+from rmjax.data.benchmarks import read_rewardmath
+from rmjax.data.benchmarks import read_rmbench
 from rmjax.data.builders import HhRlhf
 from rmjax.data.builders import MalformedRecordError
 from rmjax.data.builders import PreferenceJsonl
@@ -53,6 +67,9 @@ from rmjax.data.tokenizer import TOKENIZER_SPECS
 from rmjax.data.tokenizer import Truncation
 
 __all__ = [
+    "BENCHMARK_READERS", "BenchmarkSet", "pandalm_prompt", "parse_ties_id", "read_benchmark",
+    "read_hh_rlhf", "read_hhh", "read_pandalm", "read_rewardbench", "read_rewardbench2",
+    "read_rewardmath", "read_rmbench",
     "BATCH_KEYS", "ByteTokenizer", "CHAT_TEMPLATES", "ChatFormatError", "ChatTemplate",
     "check_tokenizer_matches_vocab",
     "default_data_config", "describe_tokenizer", "encode_pair", "EpisodeDataset",
