@@ -7,6 +7,7 @@ and HHH files are read from ../shared when it is there.
 
 import gzip
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -19,7 +20,7 @@ from rmjax.data.builders.records import MalformedRecordError
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "benchmarks"
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+SHARED_DIR = pathlib.Path(os.environ.get("RMJAX_SHARED_DIR", REPO_ROOT.parent / "shared"))
 PANDALM_FILE = SHARED_DIR / "data" / "pandalm" / "testset-v1.json"
 HHH_FILE = SHARED_DIR / "data" / "hhh_alignment" / "hhh_alignment.jsonl"
 HH_RLHF_FILE = SHARED_DIR / "data" / "hh_rlhf" / "harmless-base-test.jsonl.gz"
