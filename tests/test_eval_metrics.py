@@ -251,7 +251,8 @@ class BayesOptimalAccuracyTest(chex.TestCase):
 
 
 def test_public_api():
-  assert set(rm_eval.__all__) == {
+  # The benchmark rules' names are pinned in test_eval_benchmarks.py.
+  assert set(rm_eval.__all__) >= {
       "pairwise_accuracy", "mean_reward_margin", "pairwise_calibration_error",
       "expected_calibration_error", "reliability_bins", "pairwise_reliability_bins",
       "bayes_optimal_pairwise_accuracy"}

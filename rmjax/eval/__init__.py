@@ -3,20 +3,24 @@
 Imports only jax, jax.numpy and chex (through `rmjax.losses`).
 """
 
+from rmjax.eval.grouping import group_mean
 from rmjax.eval.pairwise import bayes_optimal_pairwise_accuracy
 from rmjax.eval.pairwise import expected_calibration_error
 from rmjax.eval.pairwise import mean_reward_margin
 from rmjax.eval.pairwise import pairwise_accuracy
 from rmjax.eval.pairwise import pairwise_calibration_error
+from rmjax.eval.pairwise import pairwise_correct
 from rmjax.eval.pairwise import pairwise_reliability_bins
 from rmjax.eval.pairwise import reliability_bins
 
 __all__ = (
     "bayes_optimal_pairwise_accuracy",
     "expected_calibration_error",
+    "group_mean",
     "mean_reward_margin",
     "pairwise_accuracy",
     "pairwise_calibration_error",
+    "pairwise_correct",
     "pairwise_reliability_bins",
     "reliability_bins",
 )

@@ -70,6 +70,43 @@ def pairwise_accuracy(
   return _nan_if(has_nan, accuracy)
 
 
+def pairwise_correct(
+    chosen_rewards: chex.Array,
+    rejected_rewards: chex.Array,
+    *,
+    mask: Optional[chex.Array] = None,
+) -> jnp.ndarray:
+  """Per-pair correctness, ties counting as wrong (RewardBench's rule).
+
+    correct_i = 1[chosen_i > rejected_i]   (0 for an invalid pair)
+
+  The per-row form of `pairwise_accuracy`, for per-subset accuracies with
+  `group_mean`.
+
+  Args:
+    chosen_rewards: [B] scores of the preferred responses.
+    rejected_rewards: [B] scores of the dispreferred responses.
+    mask: optional [B] validity mask.
+
+  Returns:
+    [B] float32 in {0, 1}; NaN where a valid pair has a NaN score.
+
+  References:
+    Lambert et al. (2024), "RewardBench: Evaluating Reward Models for Language
+    Modeling".
+
+  >>> import jax.numpy as jnp
+  >>> from rmjax.eval import pairwise_correct
+  >>> pairwise_correct(jnp.array([2.0, 1.0]), jnp.array([1.0, 1.0])).tolist()
+  [1.0, 0.0]
+  """
+  chosen, rejected, valid, dtype = _reduction.pair_inputs(
+      chosen_rewards, rejected_rewards, mask)
+  correct = (valid & (chosen > rejected)).astype(dtype)
+  has_nan = valid & (jnp.isnan(chosen) | jnp.isnan(rejected))
+  return _nan_if(has_nan, correct)
+
+
 def mean_reward_margin(
     chosen_rewards: chex.Array,
     rejected_rewards: chex.Array,
