@@ -3,6 +3,10 @@
 Imports only jax, jax.numpy and chex (through `rmjax.losses`).
 """
 
+from rmjax.eval.best_of_n import best_of_n_accuracy
+from rmjax.eval.best_of_n import best_of_n_credit
+from rmjax.eval.best_of_n import one_vs_many_accuracy
+from rmjax.eval.best_of_n import reciprocal_rank
 from rmjax.eval.grouping import group_mean
 from rmjax.eval.pairwise import bayes_optimal_pairwise_accuracy
 from rmjax.eval.pairwise import expected_calibration_error
@@ -15,12 +19,16 @@ from rmjax.eval.pairwise import reliability_bins
 
 __all__ = (
     "bayes_optimal_pairwise_accuracy",
+    "best_of_n_accuracy",
+    "best_of_n_credit",
     "expected_calibration_error",
     "group_mean",
     "mean_reward_margin",
+    "one_vs_many_accuracy",
     "pairwise_accuracy",
     "pairwise_calibration_error",
     "pairwise_correct",
     "pairwise_reliability_bins",
+    "reciprocal_rank",
     "reliability_bins",
 )
