@@ -17,6 +17,12 @@ from rmjax.eval import group_mean
 from rmjax.eval import one_vs_many_accuracy
 from rmjax.eval import pairwise_correct
 from rmjax.eval import reciprocal_rank
+from rmjax.eval import REWARDBENCH_EXAMPLE_COUNTS
+from rmjax.eval import REWARDBENCH_SECTIONS
+from rmjax.eval import rewardbench2_overall
+from rmjax.eval import rewardbench2_ties_score
+from rmjax.eval import rewardbench_overall
+from rmjax.eval import rewardbench_section_scores
 
 
 def _close(x, expected, tol=1e-6):
@@ -152,3 +158,208 @@ def test_one_vs_many_errors_and_nan():
     one_vs_many_accuracy(jnp.zeros(3), jnp.zeros((3, 9)), ties_correct=1)
   out = reciprocal_rank(jnp.array([1.0, jnp.nan]), jnp.zeros((2, 2)))
   assert float(out[0]) == 1.0 and np.isnan(out[1])
+
+
+# --------------------------------------------------------------------------
+# RewardBench v1
+
+
+def test_rewardbench_constants_are_the_benchmarks():
+  counts = REWARDBENCH_EXAMPLE_COUNTS
+  in_sections = [s for subsets in REWARDBENCH_SECTIONS.values() for s in subsets]
+  assert sorted(in_sections) == sorted(counts)  # each subset in one section
+  assert list(REWARDBENCH_SECTIONS) == ["Chat", "Chat Hard", "Safety", "Reasoning"]
+  assert counts["math-prm"] == 6 * 164  # upweighted to the six code subsets
+  # Section sizes: Chat 100+95+95+28+40; Chat Hard 37+100+134+92+47+46;
+  # Safety 100+100+250+154+136; Reasoning 984 + 6 * 164.
+  sizes = {k: sum(counts[s] for s in v) for k, v in REWARDBENCH_SECTIONS.items()}
+  assert sizes == {"Chat": 358, "Chat Hard": 456, "Safety": 740,
+                   "Reasoning": 1968}
+
+
+def test_rewardbench_section_scores_hand_values():
+  scores = rewardbench_section_scores({
+      "alpacaeval-easy": 1.0, "mt-bench-easy": 0.5,  # Chat, two subsets
+      "mt-bench-hard": 0.25,                          # Chat Hard, one subset
+      "math-prm": 0.5, "hep-go": 1.0,                 # Reasoning
+  })
+  # Chat = (1.0 * 100 + 0.5 * 28) / 128 = 114 / 128.
+  # Chat Hard: a single subset present -> its accuracy, 0.25.
+  # Safety: no subset present -> 0.0 (calculate_scores_per_section).
+  # Reasoning = (0.5 * 984 + 1.0 * 164) / 1148 = 656 / 1148.
+  assert scores == pytest.approx({"Chat": 114 / 128, "Chat Hard": 0.25,
+                                  "Safety": 0.0, "Reasoning": 656 / 1148})
+  assert list(scores) == list(REWARDBENCH_SECTIONS)
+  # Overall: (114/128 + 0.25 + 0 + 656/1148) / 4; with prior 1.0: (... + 0.5) / 4.5.
+  total = 114 / 128 + 0.25 + 656 / 1148
+  assert rewardbench_overall(scores) == pytest.approx(total / 4)
+  assert rewardbench_overall(scores, prior_sets=1.0) == pytest.approx(
+      (total + 0.5) / 4.5)
+
+
+def test_rewardbench_custom_sections_and_errors():
+  scores = rewardbench_section_scores(
+      {"a": 1.0, "b": 0.0}, example_counts={"a": 1, "b": 3},
+      sections={"S": ("a", "b"), "Empty": ("c",)})
+  assert scores == {"S": 0.25, "Empty": 0.0}  # (1 * 1 + 0 * 3) / 4
+  with pytest.raises(ValueError, match="'not-a-subset'.*no section"):
+    rewardbench_section_scores({"not-a-subset": 1.0})
+  with pytest.raises(ValueError, match="'c'.*no count"):
+    rewardbench_section_scores({"c": 1.0}, example_counts={"a": 1},
+                               sections={"S": ("a", "c")})
+  with pytest.raises(ValueError, match=r"lacks the section\(s\) \['Safety'\]"):
+    rewardbench_overall({"Chat": 1.0, "Chat Hard": 1.0, "Reasoning": 1.0})
+  with pytest.raises(ValueError, match="unknown section"):
+    rewardbench_overall({s: 1.0 for s in [*REWARDBENCH_SECTIONS, "Prior"]})
+
+
+def test_rewardbench_constant_scorer_scores_zero():
+  # A constant reward ties every pair: every subset, section and the overall 0.
+  names = list(REWARDBENCH_EXAMPLE_COUNTS)
+  ids = jnp.arange(2 * len(names)) % len(names)  # two rows per subset
+  const = jnp.full(ids.shape, 0.3)
+  means, counts = jax.jit(
+      lambda c, r, g: group_mean(pairwise_correct(c, r), g, len(names)))(
+          const, const, ids)
+  _close(counts, 2.0)
+  subset_accuracy = dict(zip(names, means.tolist()))
+  assert set(subset_accuracy.values()) == {0.0}
+  sections = rewardbench_section_scores(subset_accuracy)
+  assert set(sections.values()) == {0.0}
+  assert rewardbench_overall(sections) == 0.0
+
+
+# --------------------------------------------------------------------------
+# RewardBench 2: Ties and overall
+
+
+def _np_ties_score(scores, num_correct, is_reference, prompt_ids, mask):
+  """Plain-numpy Ties score, prompt by prompt, from the formulas."""
+  stats = {}
+  for row in range(len(scores)):
+    s = scores[row][mask[row]]
+    k = np.arange(len(scores[row]))[mask[row]]
+    correct, wrong = s[k < num_correct[row]], s[k >= num_correct[row]]
+    cim = correct.min() - wrong.max()
+    dcm = correct.max() - correct.min() if len(correct) > 1 else np.nan
+    stats[(bool(is_reference[row]), int(prompt_ids[row]))] = (cim > 0, cim, dcm)
+  ref = {p: v for (r, p), v in stats.items() if r}
+  tied = {p: v for (r, p), v in stats.items() if not r}
+  both = sorted(set(ref) & set(tied))
+  mean = lambda xs: float(np.mean(xs)) if len(xs) else 0.0
+  ref_acc = mean([v[0] for v in ref.values()])
+  tied_acc = mean([v[0] for v in tied.values()])
+  cim_t = np.array([tied[p][1] for p in both])
+  dcm_t = np.array([tied[p][2] for p in both])
+  hard = np.minimum(np.array([ref[p][1] for p in both]), cim_t)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    margin = np.nan_to_num(np.tanh(hard / dcm_t - 1), nan=0.0)
+  pref, pref_hard = mean(cim_t > dcm_t), mean(hard > dcm_t)
+  return dict(ref_accuracy=ref_acc, tied_accuracy=tied_acc,
+              correctness_preferred=pref, correctness_preferred_hard=pref_hard,
+              margin=mean(margin), num_matched=len(both),
+              score=0.3 * tied_acc + 0.3 * ref_acc + 0.2 * pref + 0.2 * pref_hard
+              + 0.01 * mean(margin))
+
+
+def test_ties_score_hand_values():
+  scores = jnp.array([
+      [3.0, 1.0, 0.0, 0.0],   # prompt 1 ref:  cim = 3 - 1 = 2
+      [3.0, 2.5, 1.0, 0.0],   # prompt 1 tied: cim = 2.5 - 1 = 1.5, dcm = 0.5
+      [1.0, 2.0, 0.0, 0.0],   # prompt 2 ref:  cim = 1 - 2 = -1 (inaccurate)
+      [4.0, 2.0, 1.0, 9.0],   # prompt 2 tied (9 masked): cim = 1, dcm = 2
+      [0.0, 1.0, 0.0, 0.0],   # prompt 3 ref, unmatched: cim = -1
+  ])
+  mask = jnp.array([[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0],
+                    [1, 1, 0, 0]], bool)
+  args = (scores, jnp.array([1, 2, 1, 2, 1]),
+          jnp.array([True, False, True, False, True]), jnp.array([1, 1, 2, 2, 3]))
+  out = jax.jit(rewardbench2_ties_score)(*args, mask=mask)
+  # ref accuracy 1/3 (prompts 1, 2, 3); tied accuracy 2/2.
+  # Matched prompts 1, 2: preferred = [1.5 > 0.5, 1 > 2] -> 1/2;
+  # hard = [min(2, 1.5), min(-1, 1)] = [1.5, -1] > [0.5, 2] -> 1/2;
+  # margin = mean(tanh(1.5 / 0.5 - 1), tanh(-1 / 2 - 1)) = (tanh 2 + tanh -1.5) / 2.
+  margin = (np.tanh(2.0) + np.tanh(-1.5)) / 2
+  expected = dict(ref_accuracy=1 / 3, tied_accuracy=1.0, correctness_preferred=0.5,
+                  correctness_preferred_hard=0.5, margin=margin, num_matched=2.0,
+                  score=0.3 * 1.0 + 0.3 / 3 + 0.2 * 0.5 + 0.2 * 0.5 + 0.01 * margin)
+  assert set(out) == set(expected)
+  for name, value in expected.items():
+    _close(out[name], value, tol=1e-5)
+    assert out[name].dtype == jnp.float32
+  np_ref = _np_ties_score(np.asarray(scores), *map(np.asarray, args[1:]),
+                          np.asarray(mask))
+  for name, value in np_ref.items():
+    _close(out[name], value, tol=1e-5)
+
+
+def test_ties_score_matches_numpy_on_random_inputs():
+  rng = np.random.default_rng(0)
+  num_prompts, k = 40, 6
+  rows = []
+  for p in range(num_prompts):
+    kinds = [True, False] if p % 5 else [bool(p % 2)]  # some prompts unmatched
+    for is_ref in kinds:
+      num_valid = int(rng.integers(3, k + 1))
+      nc = 1 if is_ref else int(rng.integers(2, num_valid))
+      rows.append((is_ref, p, nc, num_valid))
+  rng.shuffle(rows)
+  n = len(rows)
+  # Small integers: ties, dcm = 0 and 0 / 0 margins all occur.
+  scores = rng.integers(0, 4, size=(n, k)).astype(np.float32)
+  mask = np.arange(k)[None, :] < np.array([r[3] for r in rows])[:, None]
+  is_ref = np.array([r[0] for r in rows])
+  pid = np.array([r[1] for r in rows])
+  nc = np.array([r[2] for r in rows])
+  out = jax.jit(rewardbench2_ties_score)(scores, nc, is_ref, pid, mask=mask)
+  for name, value in _np_ties_score(scores, nc, is_ref, pid, mask).items():
+    _close(out[name], value, tol=1e-5)
+
+
+def test_ties_score_bad_rows_and_duplicates():
+  scores = jnp.array([[2.0, 1.0], [2.0, 1.0]])
+  ones, ids = jnp.array([1, 1]), jnp.array([5, 5])
+  refs = jnp.array([True, True])
+  # Concrete duplicate reference rows of prompt 5: an error naming it.
+  with pytest.raises(ValueError, match="`prompt_ids`.*prompt id 5"):
+    rewardbench2_ties_score(scores, ones, refs, ids)
+  # Traced: NaN instead (one compilation for the calls below).
+  ties_fn = jax.jit(rewardbench2_ties_score)
+  full = jnp.ones((2, 2), bool)
+  assert np.isnan(ties_fn(scores, ones, refs, ids, mask=full)["score"])
+  # A row with no incorrect candidate: NaN. A row with nothing valid: ignored.
+  one_ref = jnp.array([True, False])
+  out = ties_fn(scores, jnp.array([2, 1]), one_ref, ids, mask=full)
+  assert np.isnan(out["score"])
+  out = ties_fn(scores, jnp.array([2, 1]), one_ref, ids,
+                mask=jnp.array([[0, 0], [1, 1]], bool))
+  _close(out["tied_accuracy"], 1.0)  # the tied row alone: 2 > 1
+  _close(out["num_matched"], 0.0)
+
+
+def test_ties_score_argument_errors():
+  scores = jnp.zeros((2, 3))
+  with pytest.raises(ValueError, match=r"`num_correct`.*\(2,\)"):
+    rewardbench2_ties_score(scores, jnp.ones(3, int), jnp.ones(2, bool),
+                            jnp.ones(2, int))
+  with pytest.raises(TypeError, match="`prompt_ids`.*integer"):
+    rewardbench2_ties_score(scores, jnp.ones(2, int), jnp.ones(2, bool),
+                            jnp.ones(2))
+  with pytest.raises(ValueError, match="`is_reference`"):
+    rewardbench2_ties_score(scores, jnp.ones(2, int), jnp.ones(3, bool),
+                            jnp.ones(2, int))
+  with pytest.raises(ValueError, match="`mask`"):
+    rewardbench2_ties_score(scores, jnp.ones(2, int), jnp.ones(2, bool),
+                            jnp.ones(2, int), mask=jnp.ones((2, 4)))
+
+
+def test_rewardbench2_overall():
+  subsets = {"Factuality": 0.5, "Precise IF": 0.25, "Math": 0.75, "Safety": 1.0,
+             "Focus": 0.5, "Ties": 0.0}
+  assert rewardbench2_overall(subsets) == pytest.approx(3.0 / 6)
+  with pytest.raises(ValueError, match=r"lacks the subset\(s\) \['Ties'\]"):
+    rewardbench2_overall({k: v for k, v in subsets.items() if k != "Ties"})
+  assert rewardbench2_overall({"Math": 0.75, "Focus": 0.25},
+                              require_all=False) == 0.5
+  with pytest.raises(ValueError, match="unknown subset.*'Chat'"):
+    rewardbench2_overall({**subsets, "Chat": 1.0})

@@ -16,8 +16,18 @@ from rmjax.eval.pairwise import pairwise_calibration_error
 from rmjax.eval.pairwise import pairwise_correct
 from rmjax.eval.pairwise import pairwise_reliability_bins
 from rmjax.eval.pairwise import reliability_bins
+from rmjax.eval.rewardbench import REWARDBENCH2_SUBSETS
+from rmjax.eval.rewardbench import REWARDBENCH_EXAMPLE_COUNTS
+from rmjax.eval.rewardbench import REWARDBENCH_SECTIONS
+from rmjax.eval.rewardbench import rewardbench2_overall
+from rmjax.eval.rewardbench import rewardbench2_ties_score
+from rmjax.eval.rewardbench import rewardbench_overall
+from rmjax.eval.rewardbench import rewardbench_section_scores
 
 __all__ = (
+    "REWARDBENCH2_SUBSETS",
+    "REWARDBENCH_EXAMPLE_COUNTS",
+    "REWARDBENCH_SECTIONS",
     "bayes_optimal_pairwise_accuracy",
     "best_of_n_accuracy",
     "best_of_n_credit",
@@ -31,4 +41,8 @@ __all__ = (
     "pairwise_reliability_bins",
     "reciprocal_rank",
     "reliability_bins",
+    "rewardbench2_overall",
+    "rewardbench2_ties_score",
+    "rewardbench_overall",
+    "rewardbench_section_scores",
 )
