@@ -23,6 +23,9 @@ from rmjax.eval import rewardbench2_overall
 from rmjax.eval import rewardbench2_ties_score
 from rmjax.eval import rewardbench_overall
 from rmjax.eval import rewardbench_section_scores
+from rmjax.eval import rmbench_domain
+from rmjax.eval import style_accuracy_matrix
+from rmjax.eval import style_difficulty
 
 
 def _close(x, expected, tol=1e-6):
@@ -363,3 +366,60 @@ def test_rewardbench2_overall():
                               require_all=False) == 0.5
   with pytest.raises(ValueError, match="unknown subset.*'Chat'"):
     rewardbench2_overall({**subsets, "Chat": 1.0})
+
+
+# --------------------------------------------------------------------------
+# RM-Bench
+
+
+def _np_style_matrix(chosen, rejected):
+  s = chosen.shape[1]
+  return np.array([[np.mean(chosen[:, i] > rejected[:, j]) for j in range(s)]
+                   for i in range(s)])
+
+
+def test_style_matrix_hand_values_and_difficulty():
+  chosen = jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [5.0, 5.0, 5.0]])
+  rejected = jnp.array([[0.5, 1.5, 2.5], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+  mask = jnp.array([True, True, False])
+  matrix = jax.jit(style_accuracy_matrix)(chosen, rejected, mask=mask)
+  # Row 0: chosen_i > rejected_j for (i, j) with c_i > r_j:
+  # c = (1, 2, 3), r = (.5, 1.5, 2.5): [[1,0,0],[1,1,0],[1,1,1]]; row 1 never.
+  expected = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1]]) / 2
+  _close(matrix, expected)
+  out = jax.jit(style_difficulty)(matrix)
+  # hard = 0 / 3; normal = 1.5 / 3; easy = 1.5 / 3; average = 1 / 3.
+  _close(out["hard"], 0.0)
+  _close(out["normal"], 0.5)
+  _close(out["easy"], 0.5)
+  _close(out["average"], 1 / 3)
+
+
+def test_style_matrix_matches_numpy_and_constant_scorer():
+  rng = np.random.default_rng(1)
+  chosen = rng.integers(0, 3, size=(50, 3)).astype(np.float32)  # many ties
+  rejected = rng.integers(0, 3, size=(50, 3)).astype(np.float32)
+  fn = jax.jit(lambda c, r: (style_accuracy_matrix(c, r),
+                             style_difficulty(style_accuracy_matrix(c, r))))
+  _close(fn(chosen, rejected)[0], _np_style_matrix(chosen, rejected))
+  const = jnp.ones((50, 3))
+  out = fn(const, const)[1]
+  assert {k: float(v) for k, v in out.items()} == {
+      "hard": 0.0, "normal": 0.0, "easy": 0.0, "average": 0.0}
+
+
+def test_style_matrix_errors_and_domains():
+  with pytest.raises(ValueError, match="`rejected`.*same shape"):
+    style_accuracy_matrix(jnp.zeros((2, 3)), jnp.zeros((2, 4)))
+  with pytest.raises(ValueError, match="`mask`"):
+    style_accuracy_matrix(jnp.zeros((2, 3)), jnp.zeros((2, 3)),
+                          mask=jnp.ones((2, 3)))
+  with pytest.raises(ValueError, match="`matrix`.*square"):
+    style_difficulty(jnp.zeros((3, 2)))
+  nan = style_accuracy_matrix(jnp.array([[jnp.nan, 0.0]]), jnp.zeros((1, 2)))
+  assert np.all(np.isnan(nan))
+  assert [rmbench_domain(d) for d in
+          ("chat", "math", "code", "safety-refuse", "safety-response")] == [
+              "chat", "math", "code", "safety", "safety"]
+  with pytest.raises(ValueError, match="`name`.*'reasoning'"):
+    rmbench_domain("reasoning")

@@ -23,11 +23,16 @@ from rmjax.eval.rewardbench import rewardbench2_overall
 from rmjax.eval.rewardbench import rewardbench2_ties_score
 from rmjax.eval.rewardbench import rewardbench_overall
 from rmjax.eval.rewardbench import rewardbench_section_scores
+from rmjax.eval.style_matrix import RMBENCH_DOMAINS
+from rmjax.eval.style_matrix import rmbench_domain
+from rmjax.eval.style_matrix import style_accuracy_matrix
+from rmjax.eval.style_matrix import style_difficulty
 
 __all__ = (
     "REWARDBENCH2_SUBSETS",
     "REWARDBENCH_EXAMPLE_COUNTS",
     "REWARDBENCH_SECTIONS",
+    "RMBENCH_DOMAINS",
     "bayes_optimal_pairwise_accuracy",
     "best_of_n_accuracy",
     "best_of_n_credit",
@@ -45,4 +50,7 @@ __all__ = (
     "rewardbench2_ties_score",
     "rewardbench_overall",
     "rewardbench_section_scores",
+    "rmbench_domain",
+    "style_accuracy_matrix",
+    "style_difficulty",
 )
