@@ -14,6 +14,8 @@ from rmjax import eval as rm_eval
 from rmjax.eval import best_of_n_accuracy
 from rmjax.eval import best_of_n_credit
 from rmjax.eval import group_mean
+from rmjax.eval import human_agreement
+from rmjax.eval import majority_label
 from rmjax.eval import one_vs_many_accuracy
 from rmjax.eval import pairwise_correct
 from rmjax.eval import reciprocal_rank
@@ -423,3 +425,62 @@ def test_style_matrix_errors_and_domains():
               "chat", "math", "code", "safety", "safety"]
   with pytest.raises(ValueError, match="`name`.*'reasoning'"):
     rmbench_domain("reasoning")
+
+
+# --------------------------------------------------------------------------
+# Agreement with human judges (PandaLM)
+
+
+def test_majority_label():
+  labels = jnp.array([[1, 1, 0], [0, 1, 2], [0, 0, 0], [2, 1, 2], [1, 3, 1],
+                      [1, 1, 2]])
+  # 2 of 3 say 1; no majority; unanimous tie; 2 of 3 say 2; label 3 invalid;
+  # 2 of 3 say 1.
+  out = jax.jit(majority_label)(labels)
+  assert out.tolist() == [1, -1, 0, 2, -2, 1]
+  # Four annotators split 2 / 2: no majority (needs > A / 2 = 2 votes).
+  assert majority_label(jnp.array([[1, 1, 2, 2], [1, 1, 1, 2]])).tolist() == [-1, 1]
+  with pytest.raises(TypeError, match="`labels`.*integer"):
+    majority_label(jnp.zeros((2, 3)))
+
+
+def test_human_agreement_hand_values():
+  first = jnp.array([2.0, 0.0, 1.0, 1.0, 3.0, 1.05, 9.0])
+  second = jnp.array([1.0, 1.0, 1.0, 1.0, 3.0, 1.0, 0.0])
+  labels = jnp.array([
+      [1, 1, 1],  # majority 1, model 1: agree
+      [1, 1, 2],  # majority 1, model 2: disagree
+      [2, 2, 0],  # majority 2, model tie: wrong
+      [0, 0, 1],  # majority tie, model tie
+      [0, 1, 2],  # no majority
+      [0, 0, 0],  # majority tie, model 1 (d = 0.05)
+      [5, 5, 5],  # invalid labels, masked row
+  ])
+  mask = jnp.array([1, 1, 1, 1, 1, 1, 0])
+  fn = jax.jit(human_agreement)  # tie_margin traced: one compilation
+  out = fn(first, second, labels, mask=mask, tie_margin=0.0)
+  # agreement = 1 / 3 decided; with ties: (1 + 1) / 5 rows with a majority;
+  # model tie rate on the 2 majority-tie rows: 1 / 2.
+  _close(out["agreement"], 1 / 3)
+  _close(out["agreement_with_ties"], 2 / 5)
+  _close(out["model_tie_rate_on_majority_ties"], 0.5)
+  _close([out["num_decided"], out["num_majority_tie"], out["num_no_majority"]],
+         [3.0, 2.0, 1.0])
+  # tie_margin 0.1: row 5 (d = 0.05) becomes a model tie, agreeing with the
+  # majority tie: with ties 3 / 5, tie rate 2 / 2.
+  out = fn(first, second, labels, mask=mask, tie_margin=0.1)
+  _close(out["agreement_with_ties"], 3 / 5, tol=1e-5)
+  _close(out["model_tie_rate_on_majority_ties"], 1.0)
+  # The invalid labels of a valid row make everything NaN.
+  out = fn(first, second, labels, mask=jnp.ones(7, int), tie_margin=0.0)
+  assert all(np.isnan(v) for v in out.values())
+
+
+def test_human_agreement_errors():
+  with pytest.raises(ValueError, match=r"`labels`.*N = 2"):
+    human_agreement(jnp.zeros(2), jnp.zeros(2), jnp.zeros((3, 3), int))
+  with pytest.raises(ValueError, match="`score_second`"):
+    human_agreement(jnp.zeros(2), jnp.zeros(3), jnp.zeros((2, 3), int))
+  with pytest.raises(ValueError, match="`tie_margin`"):
+    human_agreement(jnp.zeros(2), jnp.zeros(2), jnp.zeros((2, 3), int),
+                    tie_margin=-1.0)

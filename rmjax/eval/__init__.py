@@ -3,6 +3,8 @@
 Imports only jax, jax.numpy and chex (through `rmjax.losses`).
 """
 
+from rmjax.eval.agreement import human_agreement
+from rmjax.eval.agreement import majority_label
 from rmjax.eval.best_of_n import best_of_n_accuracy
 from rmjax.eval.best_of_n import best_of_n_credit
 from rmjax.eval.best_of_n import one_vs_many_accuracy
@@ -38,6 +40,8 @@ __all__ = (
     "best_of_n_credit",
     "expected_calibration_error",
     "group_mean",
+    "human_agreement",
+    "majority_label",
     "mean_reward_margin",
     "one_vs_many_accuracy",
     "pairwise_accuracy",
