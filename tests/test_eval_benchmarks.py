@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from rmjax import eval as rm_eval
+from rmjax.eval import apply_temperature
 from rmjax.eval import best_of_n_accuracy
 from rmjax.eval import best_of_n_credit
+from rmjax.eval import fit_temperature
 from rmjax.eval import group_mean
 from rmjax.eval import human_agreement
 from rmjax.eval import majority_label
@@ -484,3 +486,69 @@ def test_human_agreement_errors():
   with pytest.raises(ValueError, match="`tie_margin`"):
     human_agreement(jnp.zeros(2), jnp.zeros(2), jnp.zeros((2, 3), int),
                     tie_margin=-1.0)
+
+
+# --------------------------------------------------------------------------
+# Temperature scaling
+
+
+def test_fit_temperature_recovers_a_known_scale():
+  # Labels drawn from sigmoid(2 m): the margin oriented by the label, y m with
+  # y = +-1, has its NLL minimised near s = 2.
+  key_m, key_y = jax.random.split(jax.random.PRNGKey(0))
+  m = 1.5 * jax.random.normal(key_m, (20000,))
+  y = jnp.where(jax.random.uniform(key_y, m.shape) < jax.nn.sigmoid(2 * m), 1.0, -1.0)
+
+  @jax.jit
+  def fit_and_check(margins):
+    fit = fit_temperature(margins)
+    # At the optimum the derivative mean(-m sigmoid(-s m)) is ~0.
+    slope = jnp.mean(-margins * jax.nn.sigmoid(-fit.scale * margins))
+    scaled = apply_temperature(margins, fit.scale)
+    # The existing ECE, before and after.
+    zeros = jnp.zeros_like(margins)
+    return (fit, slope, scaled, rm_eval.pairwise_calibration_error(margins, zeros),
+            rm_eval.pairwise_calibration_error(scaled, zeros))
+
+  fit, slope, scaled, ece_before, ece_after = fit_and_check(y * m)
+  assert not bool(fit.at_bound)
+  assert abs(float(fit.scale) - 2.0) < 0.1
+  assert float(fit.nll_after) <= float(fit.nll_before)
+  assert abs(float(slope)) < 1e-4
+  _close(scaled, fit.scale * y * m)
+  assert float(ece_after) < float(ece_before)
+
+
+def test_fit_temperature_bounds_flat_and_mask():
+  fit_fn = jax.jit(fit_temperature)  # one shape, one compilation
+  mask = jnp.array([True, True, True, False, False])
+  junk = jnp.array([0.0, 0.0, 0.0, jnp.nan, 1e9])  # in the masked rows
+  fit = fit_fn(jnp.array([1.0, 2.0, 0.5, 0.0, 0.0]) + junk, mask=mask)
+  assert bool(fit.at_bound) and float(fit.scale) == 1e3  # all > 0: s -> inf
+  fit = fit_fn(jnp.array([-1.0, -2.0, 0.5, 0.0, 0.0]), mask=mask)
+  assert bool(fit.at_bound) and float(fit.scale) == pytest.approx(1e-3)
+  fit = fit_fn(junk, mask=mask)  # every valid margin 0: flat, scale 1
+  assert not bool(fit.at_bound) and float(fit.scale) == 1.0
+  _close(fit.nll_before, np.log(2.0))
+  # Masked junk is ignored: the same fit as with zeros in the masked rows.
+  m = jnp.array([2.0, -1.0, 0.5, 0.0, 0.0])
+  clean, dirty = fit_fn(m, mask=mask), fit_fn(m + junk, mask=mask)
+  assert float(clean.scale) == float(dirty.scale)
+  assert 0.0 < float(clean.nll_after) <= float(clean.nll_before)
+  assert np.isnan(fit_fn(m + junk, mask=jnp.ones(5, bool)).scale)  # valid NaN
+  # Custom bounds.
+  fit = fit_temperature(jnp.array([1.0, 2.0]), lower=0.5, upper=50.0)
+  assert bool(fit.at_bound) and float(fit.scale) == 50.0
+
+
+def test_fit_temperature_errors():
+  with pytest.raises(ValueError, match="`lower` must be < `upper`"):
+    fit_temperature(jnp.ones(2), lower=2.0, upper=1.0)
+  with pytest.raises(ValueError, match="`upper`"):
+    fit_temperature(jnp.ones(2), upper=float("inf"))
+  with pytest.raises(ValueError, match="`num_iterations`"):
+    fit_temperature(jnp.ones(2), num_iterations=0)
+  with pytest.raises(ValueError, match=r"`margins`.*\[N\]"):
+    fit_temperature(jnp.ones((2, 2)))
+  with pytest.raises(ValueError, match="`scale`"):
+    apply_temperature(jnp.ones(2), jnp.ones(2))

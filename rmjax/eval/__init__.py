@@ -9,6 +9,9 @@ from rmjax.eval.best_of_n import best_of_n_accuracy
 from rmjax.eval.best_of_n import best_of_n_credit
 from rmjax.eval.best_of_n import one_vs_many_accuracy
 from rmjax.eval.best_of_n import reciprocal_rank
+from rmjax.eval.calibration import apply_temperature
+from rmjax.eval.calibration import fit_temperature
+from rmjax.eval.calibration import TemperatureFit
 from rmjax.eval.grouping import group_mean
 from rmjax.eval.pairwise import bayes_optimal_pairwise_accuracy
 from rmjax.eval.pairwise import expected_calibration_error
@@ -35,10 +38,13 @@ __all__ = (
     "REWARDBENCH_EXAMPLE_COUNTS",
     "REWARDBENCH_SECTIONS",
     "RMBENCH_DOMAINS",
+    "TemperatureFit",
+    "apply_temperature",
     "bayes_optimal_pairwise_accuracy",
     "best_of_n_accuracy",
     "best_of_n_credit",
     "expected_calibration_error",
+    "fit_temperature",
     "group_mean",
     "human_agreement",
     "majority_label",
