@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rmjax import eval as rm_eval
+from rmjax.eval import accuracy_by_bucket
 from rmjax.eval import apply_temperature
 from rmjax.eval import best_of_n_accuracy
 from rmjax.eval import best_of_n_credit
@@ -20,6 +21,7 @@ from rmjax.eval import human_agreement
 from rmjax.eval import majority_label
 from rmjax.eval import one_vs_many_accuracy
 from rmjax.eval import pairwise_correct
+from rmjax.eval import position_swap_flip_rate
 from rmjax.eval import reciprocal_rank
 from rmjax.eval import REWARDBENCH_EXAMPLE_COUNTS
 from rmjax.eval import REWARDBENCH_SECTIONS
@@ -552,3 +554,55 @@ def test_fit_temperature_errors():
     fit_temperature(jnp.ones((2, 2)))
   with pytest.raises(ValueError, match="`scale`"):
     apply_temperature(jnp.ones(2), jnp.ones(2))
+
+
+# --------------------------------------------------------------------------
+# Diagnostics
+
+
+def test_accuracy_by_bucket():
+  correct = jnp.array([1.0, 0.0, 1.0, 0.5, 1.0, 0.0])
+  values = jnp.array([-300.0, -10.0, 0.0, 99.0, 100.0, 1e6])
+  edges = jnp.array([-100.0, 0.0, 100.0])
+  mask = jnp.array([1, 1, 1, 1, 1, 0])
+  fn = jax.jit(accuracy_by_bucket)
+  acc, count = fn(correct, values, edges, mask=mask)
+  # Buckets (-inf, -100): -300 -> 1; [-100, 0): -10 -> 0; [0, 100): 0, 99 ->
+  # (1 + 0.5) / 2; [100, inf): 100 -> 1 (1e6 masked).
+  _close(acc, [1.0, 0.0, 0.75, 1.0])
+  _close(count, [1.0, 1.0, 2.0, 1.0])
+  acc, _ = fn(correct, values, jnp.array([0.0, 0.0, 1.0]), mask=mask)
+  assert np.all(np.isnan(acc))  # edges not strictly increasing
+  with pytest.raises(ValueError, match="`values`.*same shape"):
+    accuracy_by_bucket(correct, values[:3], edges)
+  with pytest.raises(ValueError, match=r"`bucket_edges`.*\[E\]"):
+    accuracy_by_bucket(correct, values, edges[None])
+
+
+def test_position_swap_flip_rate():
+  ab = jnp.array([2.0, 1.0, -1.0, 0.0, 3.0])
+  ba = jnp.array([-2.0, 0.5, -3.0, 1.0, 3.0])
+  mask = jnp.array([1, 1, 1, 1, 0])
+  # Consistent; same sign (flip); same sign (flip); zero (no preference);
+  # masked. 2 / 4.
+  _close(jax.jit(position_swap_flip_rate)(ab, ba, mask=mask), 0.5)
+  _close(position_swap_flip_rate(ab, -ab), 0.0)  # a consistent judge
+  with pytest.raises(ValueError, match="`logits_ba`"):
+    position_swap_flip_rate(ab, ba[:2])
+
+
+# --------------------------------------------------------------------------
+# Public API
+
+
+def test_public_api():
+  new = {"group_mean", "pairwise_correct", "REWARDBENCH_EXAMPLE_COUNTS",
+         "REWARDBENCH_SECTIONS", "REWARDBENCH2_SUBSETS", "rewardbench_section_scores",
+         "rewardbench_overall", "rewardbench2_ties_score", "rewardbench2_overall",
+         "best_of_n_credit", "best_of_n_accuracy", "one_vs_many_accuracy",
+         "reciprocal_rank", "RMBENCH_DOMAINS", "rmbench_domain",
+         "style_accuracy_matrix", "style_difficulty", "majority_label",
+         "human_agreement", "TemperatureFit", "fit_temperature", "apply_temperature",
+         "accuracy_by_bucket", "position_swap_flip_rate"}
+  assert new <= set(rm_eval.__all__)
+  assert all(hasattr(rm_eval, name) for name in rm_eval.__all__)

@@ -1,5 +1,12 @@
 """Evaluation metrics over reward-model scores (pure jnp).
 
+Pairwise metrics and calibration (`pairwise`), per-group means (`grouping`),
+and the scoring rules of the field's benchmarks: RewardBench v1 and 2
+(`rewardbench`), best-of-N and one-vs-many ranks (`best_of_n`, RewardMATH),
+RM-Bench's style matrix (`style_matrix`), agreement with human judges who may
+call a tie (`agreement`, PandaLM), temperature scaling (`calibration`) and
+bias diagnostics (`diagnostics`).
+
 Imports only jax, jax.numpy and chex (through `rmjax.losses`).
 """
 
@@ -12,6 +19,8 @@ from rmjax.eval.best_of_n import reciprocal_rank
 from rmjax.eval.calibration import apply_temperature
 from rmjax.eval.calibration import fit_temperature
 from rmjax.eval.calibration import TemperatureFit
+from rmjax.eval.diagnostics import accuracy_by_bucket
+from rmjax.eval.diagnostics import position_swap_flip_rate
 from rmjax.eval.grouping import group_mean
 from rmjax.eval.pairwise import bayes_optimal_pairwise_accuracy
 from rmjax.eval.pairwise import expected_calibration_error
@@ -39,6 +48,7 @@ __all__ = (
     "REWARDBENCH_SECTIONS",
     "RMBENCH_DOMAINS",
     "TemperatureFit",
+    "accuracy_by_bucket",
     "apply_temperature",
     "bayes_optimal_pairwise_accuracy",
     "best_of_n_accuracy",
@@ -54,6 +64,7 @@ __all__ = (
     "pairwise_calibration_error",
     "pairwise_correct",
     "pairwise_reliability_bins",
+    "position_swap_flip_rate",
     "reciprocal_rank",
     "reliability_bins",
     "rewardbench2_overall",
