@@ -56,6 +56,7 @@ from rmjax.data.loading import SOURCES
 from rmjax.data.loading import SPLIT_BY
 from rmjax.data.loading import split_by_prompt
 from rmjax.data.loading import tokenize_pairs
+from rmjax.data.loading import tokenize_responses
 from rmjax.data.synthetic import ground_truth_reward
 from rmjax.data.synthetic import ground_truth_rewards
 from rmjax.data.synthetic import make_synthetic_preferences
@@ -78,5 +79,5 @@ __all__ = [
     "ground_truth_reward", "ground_truth_rewards", "HhRlhf", "load_preference_data",
     "make_synthetic_preferences", "make_tokenizer", "make_world", "MalformedRecordError",
     "PreferenceData", "PreferenceDataset", "PreferenceJsonl", "SOURCES", "SPLIT_BY",
-    "split_by_prompt", "tokenize_pairs", "TOKENIZER_SPECS", "Truncation",
+    "split_by_prompt", "tokenize_pairs", "tokenize_responses", "TOKENIZER_SPECS", "Truncation",
 ]

@@ -107,6 +107,66 @@ class PreferenceData(NamedTuple):
   info: dict[str, Any]
 
 
+def tokenize_responses(
+    prompts: Sequence[str], responses: Sequence[str], *, max_len: int, max_prompt_len: int,
+    sources: Sequence[str] | None = None, tokenizer: Any = None,
+    chat_template: str | chat_lib.ChatTemplate = "plain", what: str = "response",
+    prompt_cache: dict[str, np.ndarray] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """Tokenizes N (prompt, response) sequences, each laid out as `tokenize_pairs` lays out a side.
+
+  Args:
+    prompts, responses: N strings each.
+    max_len: L.
+    max_prompt_len: most prompt tokens kept.
+    sources: optional N labels (e.g. "file:line") named in errors.
+    tokenizer: `ByteTokenizer` (default when None) or `rmjax.data.hf_tokenizer.HFTokenizer`.
+    chat_template: a name of `rmjax.data.chat.CHAT_TEMPLATES` or a `ChatTemplate`.
+    what: what a response is called in errors (e.g. "chosen response").
+    prompt_cache: optional dict prompt text -> ids, filled and reused (prompts repeat
+      across a pair's sides and a benchmark's candidates).
+
+  Returns:
+    arrays: ``tokens`` and ``mask``, int32 [N, L], right-padded with the tokenizer's pad id.
+    cuts: ``prompt`` and ``response``, int64 [N], the tokens truncation cut from each.
+
+  Raises:
+    ValueError: unequal lengths, or a layout that cannot fit (`validate_layout_lengths`).
+    rmjax.data.chat.ChatFormatError: a text that does not fit the template, with its label.
+  """
+  tok = tokenizer if tokenizer is not None else tokenizer_lib.ByteTokenizer()
+  template = chat_lib.get_chat_template(chat_template)
+  fixed = template.fixed_ids(tok)
+  tokenizer_lib.validate_layout_lengths(
+      max_len, max_prompt_len, len(fixed.start) + len(fixed.separator) + len(fixed.end))
+  n = len(prompts)
+  if len(responses) != n:
+    raise ValueError(f"prompts and responses must have equal lengths, got {n} and "
+                     f"{len(responses)}")
+  cache = prompt_cache if prompt_cache is not None else {}
+  label = (lambda i: sources[i]) if sources is not None else (lambda i: f"item {i}")
+  out = {k: np.zeros((n, max_len), dtype=np.int32) for k in ("tokens", "mask")}
+  cuts = {k: np.zeros(n, dtype=np.int64) for k in ("prompt", "response")}
+  for i in range(n):
+    prompt_ids = cache.get(prompts[i])
+    if prompt_ids is None:
+      try:
+        prompt_ids = cache[prompts[i]] = tok.encode(template.prompt_text(prompts[i]))
+      except chat_lib.ChatFormatError as e:
+        raise chat_lib.ChatFormatError(
+            f"{label(i)}: prompt does not fit chat_template {template.name!r}: {e}") from None
+    try:
+      tokens, mask, trunc = chat_lib.encode_pair(
+          tok, template, prompts[i], responses[i], max_len=max_len,
+          max_prompt_len=max_prompt_len, fixed=fixed, prompt_ids=prompt_ids)
+    except chat_lib.ChatFormatError as e:
+      raise chat_lib.ChatFormatError(
+          f"{label(i)}: {what} does not fit chat_template {template.name!r}: {e}") from None
+    out["tokens"][i], out["mask"][i] = tokens, mask
+    cuts["prompt"][i], cuts["response"][i] = trunc.prompt_tokens_cut, trunc.response_tokens_cut
+  return out, cuts
+
+
 def tokenize_pairs(
     prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str], *,
     max_len: int, max_prompt_len: int, sources: Sequence[str] | None = None,
@@ -136,37 +196,22 @@ def tokenize_pairs(
       whose two sequences became equal; kept, but no model can tell them apart) with up to
       20 examples, and ``max_real_length`` / ``mean_real_length`` of the sequences.
   """
-  tok = tokenizer if tokenizer is not None else tokenizer_lib.ByteTokenizer()
-  template = chat_lib.get_chat_template(chat_template)
-  fixed = template.fixed_ids(tok)
-  tokenizer_lib.validate_layout_lengths(
-      max_len, max_prompt_len, len(fixed.start) + len(fixed.separator) + len(fixed.end))
   n = len(prompts)
   if not len(chosen) == len(rejected) == n:
     raise ValueError(f"prompts, chosen and rejected must have equal lengths, got {n}, "
                      f"{len(chosen)}, {len(rejected)}")
-  out = {k: np.zeros((n, max_len), dtype=np.int32) for k in _TOKEN_KEYS}
-  cut = {k: np.zeros(n, dtype=np.int64) for k in ("prompt", "chosen", "rejected")}
-  label = (lambda i: sources[i]) if sources is not None else (lambda i: f"pair {i}")
-  for i in range(n):
-    try:
-      prompt_ids = tok.encode(template.prompt_text(prompts[i]))
-    except chat_lib.ChatFormatError as e:
-      raise chat_lib.ChatFormatError(
-          f"{label(i)}: prompt does not fit chat_template {template.name!r}: {e}") from None
-    for side, texts in (("chosen", chosen), ("rejected", rejected)):
-      try:
-        tokens, mask, trunc = chat_lib.encode_pair(
-            tok, template, prompts[i], texts[i], max_len=max_len,
-            max_prompt_len=max_prompt_len, fixed=fixed, prompt_ids=prompt_ids)
-      except chat_lib.ChatFormatError as e:
-        raise chat_lib.ChatFormatError(
-            f"{label(i)}: {side} response does not fit chat_template {template.name!r}: "
-            f"{e}") from None
-      out[f"{side}_tokens"][i] = tokens
-      out[f"{side}_mask"][i] = mask
-      cut[side][i] = trunc.response_tokens_cut
-      cut["prompt"][i] = trunc.prompt_tokens_cut
+  if sources is None:
+    sources = [f"pair {i}" for i in range(n)]
+  out, cut = {}, {}
+  prompt_cache: dict[str, np.ndarray] = {}
+  for side, texts in (("chosen", chosen), ("rejected", rejected)):
+    arrays, cuts = tokenize_responses(
+        prompts, texts, max_len=max_len, max_prompt_len=max_prompt_len, sources=sources,
+        tokenizer=tokenizer, chat_template=chat_template, what=f"{side} response",
+        prompt_cache=prompt_cache)
+    out[f"{side}_tokens"], out[f"{side}_mask"] = arrays["tokens"], arrays["mask"]
+    cut[side], cut["prompt"] = cuts["response"], cuts["prompt"]
+  label = lambda i: sources[i]
   identical = np.flatnonzero(np.all(out["chosen_tokens"] == out["rejected_tokens"], axis=1))
   lengths = np.concatenate([out["chosen_mask"].sum(1), out["rejected_mask"].sum(1)])
   report = dict(
