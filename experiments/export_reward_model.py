@@ -12,14 +12,11 @@ run's tokenizer's (HF finds each row's last token by it). Decoders only (Llama, 
 Qwen3, Gemma-2 layouts); an encoder run is refused.
 """
 
-import json
 import os
 import sys
 
 from absl import app
 from absl import flags
-import jax
-import ml_collections
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's workdir.", required=True)
 _OUT = flags.DEFINE_string("out", None, "The directory to write.", required=True)
@@ -31,33 +28,16 @@ def export(workdir: str, out: str, step: int | None = None) -> str:
   from rmjax import checkpoints  # pylint: disable=g-import-not-at-top
   from rmjax import data as rm_data  # pylint: disable=g-import-not-at-top
   from rmjax import models  # pylint: disable=g-import-not-at-top
-  from rmjax.tasks import reward_model  # pylint: disable=g-import-not-at-top
   from rmjax.tasks.reward_model import pretrained  # pylint: disable=g-import-not-at-top
-  from rmjax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from rmjax.train import program as program_lib  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks.reward_model import scoring  # pylint: disable=g-import-not-at-top
 
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(config_path):
-    raise FileNotFoundError(f"--workdir={workdir!r}: no config.json (not a training run)")
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = scoring.read_run_config(workdir)
   if config.get("family", "bt") not in ("bt", "scaled_bt"):
     raise ValueError(f"--workdir={workdir!r}: family {config.family!r}; only scalar "
                      "Bradley-Terry reward models (bt, scaled_bt) export to "
                      "*ForSequenceClassification")
-  config.mesh.shape.update(data=-1, fsdp=1, tensor=1)
-  config.train.batch_size = config.eval.batch_size = len(jax.devices())
-  task = reward_model.make_task(config)
-  program = program_lib.build_program(config, task)
-  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                       async_save=False)
-  try:
-    step = checkpointer.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"--workdir={workdir!r}: no checkpoint under checkpoints/")
-    params = jax.device_get(checkpointer.restore(step, program.abstract_state).params)
-  finally:
-    checkpointer.close()
+  run = scoring.restore_run(workdir, step)
+  params = run.params
   base = None
   if pretrained.enabled(config):
     backbone, _, params = pretrained.whole_reward_model(config, params)
