@@ -42,18 +42,20 @@ def plot_curves(workdir: str, *, reference_accuracy: float | None = None) -> str
   return path
 
 
-def plot_reliability(workdir: str, bin_confidence, bin_accuracy, bin_count) -> str:
-  """Reliability diagram of the final eval: predicted P(preferred) vs observed frequency."""
+def plot_reliability(workdir: str, bin_confidence, bin_accuracy, bin_count, *,
+                     filename: str = "reliability.png",
+                     title: str = "Reliability (final eval)") -> str:
+  """Reliability diagram: predicted P(preferred) vs observed frequency, per nonempty bin."""
   conf, acc, count = (np.asarray(a) for a in (bin_confidence, bin_accuracy, bin_count))
   nonempty = count > 0
   fig, ax = plt.subplots(figsize=(5, 5))
   ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
   ax.plot(conf[nonempty], acc[nonempty], "o-", label="model")
   ax.set(xlabel="predicted P(preferred)", ylabel="observed frequency",
-         title="Reliability (final eval)", xlim=(0, 1), ylim=(0, 1))
+         title=title, xlim=(0, 1), ylim=(0, 1))
   ax.legend()
   fig.tight_layout()
-  path = os.path.join(workdir, "reliability.png")
+  path = os.path.join(workdir, filename)
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
