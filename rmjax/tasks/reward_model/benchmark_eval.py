@@ -97,8 +97,16 @@ def candidate_scores(scorer: Any, bench: rm_data.BenchmarkSet,
   return scores, mask
 
 
+def _python(x: Any) -> Any:
+  x = np.asarray(x)
+  if x.ndim:
+    return x.tolist()
+  return int(x) if np.issubdtype(x.dtype, np.integer) else float(x)
+
+
 def _floats(tree: Any) -> Any:
-  return jax.tree.map(lambda x: float(x) if np.ndim(x) == 0 else np.asarray(x).tolist(), tree)
+  """Arrays to Python numbers (ints stay ints) and lists, for results.json."""
+  return jax.tree.map(_python, tree)
 
 
 def _by_tag(values: np.ndarray, tags: tuple[str, ...]) -> dict[str, dict[str, float]]:
@@ -260,8 +268,8 @@ def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[str]:
 
 def report_markdown(results: Mapping[str, Any], describe: Mapping[str, Any]) -> str:
   """report.md: one section per set, its table in the benchmark's own layout."""
-  lines = ["# Reward-model evaluation", "", f"- model: `{json.dumps(describe.get('model', describe))}`"[:2000],
-           ""]
+  model = json.dumps(describe.get("model", describe))
+  lines = ["# Reward-model evaluation", "", f"- model: `{model[:2000]}`", ""]
   lines += _table([(name, r["kind"], str(r["items"]), f"{r['score']:.4f}")
                    for name, r in results["sets"].items()], ("set", "benchmark", "items", "score"))
   for name, r in results["sets"].items():
