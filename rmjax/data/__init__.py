@@ -47,7 +47,8 @@ from rmjax.data.datasets import PreferenceDataset
 from rmjax.data.loading import default_data_config
 from rmjax.data.loading import describe_tokenizer
 from rmjax.data.loading import FORMATS
-from rmjax.data.loading import HHH_PROPERTIES
+from rmjax.data.benchmarks import HHH_PROPERTIES
+from rmjax.data.loading import benchmark_pair_datasets
 from rmjax.data.loading import load_hhh_alignment
 from rmjax.data.loading import load_preference_data
 from rmjax.data.loading import make_tokenizer
@@ -74,6 +75,7 @@ __all__ = [
     "BATCH_KEYS", "ByteTokenizer", "CHAT_TEMPLATES", "ChatFormatError", "ChatTemplate",
     "check_tokenizer_matches_vocab",
     "default_data_config", "describe_tokenizer", "encode_pair", "EpisodeDataset",
+    "benchmark_pair_datasets",
     "eval_index_batches", "FORMATS", "get_chat_template", "HHH_PROPERTIES",
     "layout_pair", "ListDataset", "load_hhh_alignment",
     "ground_truth_reward", "ground_truth_rewards", "HhRlhf", "load_preference_data",

@@ -53,8 +53,9 @@ import numpy as np
 from rmjax.data.builders import records as records_lib
 from rmjax.data.builders.records import Malformed
 from rmjax.data.builders.records import MalformedRecordError
-from rmjax.data.loading import HHH_PROPERTIES
 
+# BIG-bench HHH alignment's properties (Askell et al., 2021).
+HHH_PROPERTIES = ("harmless", "helpful", "honest", "other")
 RMBENCH_STYLES = ("concise", "detailed_plain", "detailed_markdown")
 REWARDBENCH2_TIES_SUBSET = "Ties"
 PANDALM_LABELS = (0, 1, 2)  # tie, response1 better, response2 better

@@ -18,6 +18,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import ml_collections
 import numpy as np
 
+from rmjax.data import benchmarks as benchmarks_lib
 from rmjax.data import chat as chat_lib
 from rmjax.data import synthetic as synthetic_lib
 from rmjax.data import tokenizer as tokenizer_lib
@@ -636,7 +637,47 @@ def load_preference_data(data_config: Any, *, workdir: str) -> PreferenceData:
   return data
 
 
-HHH_PROPERTIES = ("harmless", "helpful", "honest", "other")
+def benchmark_pair_datasets(
+    bench: Any, *, tokenizer: Any = None, chat_template: str | chat_lib.ChatTemplate = "plain",
+    max_len: int = 128, max_prompt_len: int = 64,
+) -> tuple[dict[str, PreferenceDataset], dict[str, Any]]:
+  """A set of pairs of `rmjax.data.read_benchmark` as eval datasets, one per subset.
+
+  Args:
+    bench: a `BenchmarkSet` whose items are pairs (two candidates, the first preferred:
+      HHH, HH-RLHF, RewardBench v1).
+    tokenizer: `ByteTokenizer` (default when None) or `HFTokenizer`.
+    chat_template: a name of `rmjax.data.chat.CHAT_TEMPLATES` or a `ChatTemplate`.
+    max_len, max_prompt_len: the sequence layout (`tokenize_pairs`).
+
+  Returns:
+    datasets: ``<bench.name>_<subset>`` (``<bench.name>`` for items without a subset) ->
+      `PreferenceDataset` (margin 0) of its pairs in file order; subsets sorted.
+    truncation: the same names -> the `tokenize_pairs` report.
+
+  Raises:
+    ValueError: an item that is not a pair with its preferred response first.
+  """
+  tok = tokenizer if tokenizer is not None else tokenizer_lib.ByteTokenizer()
+  template = chat_lib.get_chat_template(chat_template)
+  rows: dict[str, list[int]] = {}
+  for i, (cands, num_correct) in enumerate(zip(bench.responses, bench.num_correct)):
+    if len(cands) != 2 or num_correct != 1:
+      raise ValueError(
+          f"{bench.sources[i]}: benchmark {bench.name!r} item has {len(cands)} candidates "
+          f"with {num_correct} preferred; a pair eval set needs 2 with the first preferred")
+    name = f"{bench.name}_{bench.subsets[i]}" if bench.subsets[i] else bench.name
+    rows.setdefault(name, []).append(i)
+  datasets, truncation = {}, {}
+  for name in sorted(rows):
+    idx = rows[name]
+    arrays, truncation[name] = tokenize_pairs(
+        [bench.prompts[i] for i in idx], [bench.responses[i][0] for i in idx],
+        [bench.responses[i][1] for i in idx], max_len=max_len, max_prompt_len=max_prompt_len,
+        sources=[bench.sources[i] for i in idx], tokenizer=tok, chat_template=template)
+    arrays["margin"] = np.zeros(len(idx), dtype=np.float32)
+    datasets[name] = PreferenceDataset(arrays, name=name, pad_id=tok.pad_id)
+  return datasets, truncation
 
 
 def load_hhh_alignment(
@@ -646,10 +687,11 @@ def load_hhh_alignment(
   """HHH alignment (BIG-bench; Askell et al., 2021) as eval sets, one per property.
 
   The file holds one JSON object per line with ``prompt``, ``chosen``, ``rejected`` (the
-  human-preferred and the other reply) and ``property`` (one of `HHH_PROPERTIES`). Prompts
-  are dialogues whose first human turn carries no marker; `rmjax.data.chat.prompt_turns`
-  reads them under the "chatml" templates. An evaluation set must be exact, so any record
-  that does not fit raises (`MalformedRecordError` with file and line); nothing is skipped.
+  human-preferred and the other reply) and ``property`` (one of `HHH_PROPERTIES`), read by
+  `rmjax.data.read_hhh`. Prompts are dialogues whose first human turn carries no marker;
+  `rmjax.data.chat.prompt_turns` reads them under the "chatml" templates. An evaluation set
+  must be exact, so any record that does not fit raises (`MalformedRecordError` with file
+  and line); nothing is skipped.
 
   Args:
     path: the ``hhh_alignment.jsonl`` file.
@@ -667,46 +709,17 @@ def load_hhh_alignment(
     FileNotFoundError: the file is missing.
     MalformedRecordError: a line that is not a valid record with a known property.
   """
-  records_lib.check_files_exist([path], "path")
-  tok = tokenizer if tokenizer is not None else tokenizer_lib.ByteTokenizer()
-  columns: dict[str, dict[str, list]] = {}
-  read = 0
-  with open(path, "rb") as f:
-    for line_no, raw in enumerate(f, start=1):
-      if not raw.strip():
-        continue
-      read += 1
-      try:
-        try:
-          obj = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-          raise records_lib.Malformed("invalid_json", str(e)) from None
-        prompt, chosen, rejected, _ = records_lib.parse_preference_record(obj)
-        prop = obj.get("property")
-        if prop not in HHH_PROPERTIES:
-          raise records_lib.Malformed(
-              "unknown_property",
-              f"field 'property' must be one of {list(HHH_PROPERTIES)}, got {prop!r}")
-      except records_lib.Malformed as m:
-        raise records_lib.MalformedRecordError(path, line_no, m.reason, m.detail) from None
-      cols = columns.setdefault(prop, dict(prompt=[], chosen=[], rejected=[], sources=[]))
-      for key, value in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected),
-                         ("sources", f"{path}:{line_no}")):
-        cols[key].append(value)
-  if not columns:
+  bench = benchmarks_lib.read_hhh(path)
+  if not bench.prompts:
     raise ValueError(f"HHH alignment file {path!r} holds no record")
+  tok = tokenizer if tokenizer is not None else tokenizer_lib.ByteTokenizer()
   template = chat_lib.get_chat_template(chat_template)
-  datasets, truncation = {}, {}
-  for prop in sorted(columns):
-    cols = columns[prop]
-    arrays, truncation[prop] = tokenize_pairs(
-        cols["prompt"], cols["chosen"], cols["rejected"], max_len=max_len,
-        max_prompt_len=max_prompt_len, sources=cols["sources"], tokenizer=tok,
-        chat_template=template)
-    arrays["margin"] = np.zeros(len(cols["prompt"]), dtype=np.float32)
-    datasets[prop] = PreferenceDataset(arrays, name=f"hhh_{prop}", pad_id=tok.pad_id)
-  info = dict(path=path, records_read=read,
+  named, truncation = benchmark_pair_datasets(
+      bench, tokenizer=tok, chat_template=template, max_len=max_len,
+      max_prompt_len=max_prompt_len)
+  datasets = {name[len("hhh_"):]: d for name, d in named.items()}
+  info = dict(path=path, records_read=bench.report["records_read"],
               pairs={prop: datasets[prop].num_pairs for prop in datasets},
               tokenizer=describe_tokenizer(tok), chat_template=template.name,
-              truncation=truncation)
+              truncation={name[len("hhh_"):]: t for name, t in truncation.items()})
   return datasets, info
