@@ -147,7 +147,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_steps=1000, batch_size=64, log_every=25, eval_every=200, checkpoint_every=200,
       progress_bar=True, tensorboard=True))
   # hhh_path: HHH alignment's pairs, scored by property at every evaluation ("" = none).
-  config.eval = ml_collections.ConfigDict(dict(batch_size=256, num_bins=10, hhh_path=""))
+  # benchmarks: further pair benchmarks scored at every evaluation with the rules of
+  # rmjax.eval, "<benchmark>:<path>,..." with hhh, hh_rlhf or rewardbench (its sections
+  # and overall too), e.g. "rewardbench:/data/reward-bench/filtered.jsonl" ("" = none).
+  config.eval = ml_collections.ConfigDict(dict(batch_size=256, num_bins=10, hhh_path="",
+                                               benchmarks=""))
   # A pretrained backbone instead of config.model ("" = from scratch); see
   # rmjax.tasks.reward_model.pretrained for the fields.
   config.pretrained = ml_collections.ConfigDict(default_pretrained_config())

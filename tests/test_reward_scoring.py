@@ -28,6 +28,9 @@ def smoke_run(tmp_path_factory):
   config = reward_model.get_config("smoke")
   config.train.update(num_steps=4, log_every=2, eval_every=4, checkpoint_every=4)
   config.optim.warmup_steps = 1
+  # The trainer's periodic eval scores pair benchmarks by config, with the same rules.
+  config.eval.benchmarks = (f"rewardbench:{FIXTURES / 'rewardbench.jsonl'},"
+                            f"hhh:{FIXTURES / 'hhh.jsonl'}")
   workdir = tmp_path_factory.mktemp("smoke_run")
   report = rm_task.train_and_evaluate(config, str(workdir))
   return str(workdir), report
@@ -220,6 +223,37 @@ def test_evaluation_on_one_and_eight_devices_is_identical(smoke_run, tmp_path):
     assert one == eight, name
     np.testing.assert_array_equal(np.load(tmp_path / "one" / f"{name}_scores.npz")["scores"],
                                   np.load(tmp_path / "eight" / f"{name}_scores.npz")["scores"])
+
+
+def test_trainer_eval_and_evaluate_agree_on_the_pair_benchmarks(smoke_run, tmp_path):
+  from rmjax.tasks.reward_model import benchmark_eval  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks.reward_model import scoring  # pylint: disable=g-import-not-at-top
+  workdir, report = smoke_run
+  final = report["final_eval"]
+  config = _eval_config(rewardbench=str(FIXTURES / "rewardbench.jsonl"),
+                        hhh=str(FIXTURES / "hhh.jsonl"))
+  scorer = scoring.scorer_from_workdir(workdir, batch_size=8)
+  sets = benchmark_eval.evaluate(config, str(tmp_path), scorer)["sets"]
+  assert final["rewardbench/num_pairs"] == sets["rewardbench"]["items"] == 8
+  assert final["hhh/num_pairs"] == sets["hhh"]["items"] == 4
+  assert abs(final["hhh/accuracy"] - sets["hhh"]["accuracy"]) < 1e-9
+  assert abs(final["rewardbench/score"] - sets["rewardbench"]["score"]) < 1e-6
+  for section, value in sets["rewardbench"]["sections"].items():
+    assert abs(final[f"rewardbench/{section}"] - value) < 1e-6, section
+  for subset, value in sets["rewardbench"]["by_subset"].items():
+    assert abs(final[f"rewardbench_{subset}/accuracy"] - value["score"]) < 1e-9, subset
+
+
+def test_trainer_refuses_benchmarks_it_cannot_score_with_pair_logits():
+  from rmjax.tasks.reward_model import task as task_lib  # pylint: disable=g-import-not-at-top
+  assert task_lib.parse_benchmarks("hhh:/a.jsonl, rewardbench:/b.jsonl") == [
+      ("hhh", "/a.jsonl"), ("rewardbench", "/b.jsonl")]
+  with pytest.raises(ValueError, match="'rewardmath:/m.json'.*one reward per response"):
+    task_lib.parse_benchmarks("rewardmath:/m.json")
+  with pytest.raises(ValueError, match="'hhh' is given twice"):
+    task_lib.parse_benchmarks("hhh:/a,hhh:/b")
+  with pytest.raises(ValueError, match="<benchmark>:<path>"):
+    task_lib.parse_benchmarks("rewardbench")
 
 
 def test_evaluate_names_what_is_missing(tmp_path):

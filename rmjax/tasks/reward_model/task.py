@@ -82,15 +82,28 @@ def evaluate_pairs(eval_step, params, dataset, place, *, batch_size: int, num_bi
                    "bin_count": np.asarray(count)}
 
 
+# Benchmarks the trainer's periodic evaluation scores by config (`config.eval.benchmarks`):
+# the ones whose items are pairs, scored with the family's own pair logits.
+PAIR_BENCHMARKS = ("hhh", "hh_rlhf", "rewardbench")
+
+
 class EvalSets:
   """The eval split and further eval sets (e.g. HHH alignment by property), scored together.
+
+  Args:
+    main: the eval split.
+    extra: set name -> dataset.
+    groups: benchmark name -> the names of its sets in `extra` (one per subset); each
+      benchmark also gets metrics over all of its pairs (and RewardBench v1 its sections).
 
   `num_examples` is the eval split's; `evaluate_sets` reports every set.
   """
 
-  def __init__(self, main: Any, extra: dict[str, Any]):
+  def __init__(self, main: Any, extra: dict[str, Any],
+               groups: dict[str, list[str]] | None = None):
     self.main = main
     self.extra = dict(extra)
+    self.groups = dict(groups or {})
 
   @property
   def num_examples(self) -> int:
@@ -101,27 +114,49 @@ def evaluate_sets(eval_step, params, sets: Any, place, *, batch_size: int, num_b
                   ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
   """`evaluate_pairs` of the eval split, then of each extra set as `<name>/<metric>`.
 
-  Extra sets named `hhh_<property>` also give `hhh/accuracy` and `hhh/num_pairs`, over all
-  of their pairs together.
+  Each benchmark of `sets.groups` (e.g. hhh, whose sets are `hhh_<property>`) also gives
+  `<benchmark>/accuracy` and `<benchmark>/num_pairs` over all of its pairs; RewardBench v1
+  its sections and overall (`rmjax.eval.rewardbench_section_scores`) as
+  `rewardbench/<section>` and `rewardbench/score`.
   """
   if not isinstance(sets, EvalSets):
     return evaluate_pairs(eval_step, params, sets, place, batch_size=batch_size,
                           num_bins=num_bins)
   metrics, arrays = evaluate_pairs(eval_step, params, sets.main, place,
                                    batch_size=batch_size, num_bins=num_bins)
-  hhh_correct = hhh_pairs = 0
   for name, dataset in sets.extra.items():
     extra, _ = evaluate_pairs(eval_step, params, dataset, place, batch_size=batch_size,
                               num_bins=num_bins)
     for key in ("accuracy", "loss", "calibration_error", "mean_margin", "num_pairs"):
       metrics[f"{name}/{key}"] = extra[key]
-    if name.startswith("hhh_"):
-      hhh_correct += extra["accuracy"] * extra["num_pairs"]
-      hhh_pairs += extra["num_pairs"]
-  if hhh_pairs:
-    metrics["hhh/accuracy"] = hhh_correct / hhh_pairs
-    metrics["hhh/num_pairs"] = hhh_pairs
+  for bench, names in sets.groups.items():
+    pairs = sum(metrics[f"{n}/num_pairs"] for n in names)
+    correct = sum(metrics[f"{n}/accuracy"] * metrics[f"{n}/num_pairs"] for n in names)
+    metrics[f"{bench}/accuracy"] = correct / max(pairs, 1)
+    metrics[f"{bench}/num_pairs"] = pairs
+    if bench == "rewardbench":
+      subsets = {n[len(bench) + 1:]: metrics[f"{n}/accuracy"] for n in names}
+      sections = rm_eval.rewardbench_section_scores(subsets)
+      for section, value in sections.items():
+        metrics[f"{bench}/{section}"] = value
+      metrics[f"{bench}/score"] = rm_eval.rewardbench_overall(sections)
   return metrics, arrays
+
+
+def parse_benchmarks(spec: str) -> list[tuple[str, str]]:
+  """`config.eval.benchmarks` ("<benchmark>:<path>,..."), checked: [(benchmark, path)]."""
+  out = []
+  for entry in filter(None, (e.strip() for e in spec.split(","))):
+    name, sep, path = entry.partition(":")
+    if not sep or not path or name not in PAIR_BENCHMARKS:
+      raise ValueError(
+          f"eval.benchmarks: expected comma-separated <benchmark>:<path> with a benchmark of "
+          f"{PAIR_BENCHMARKS}, got {entry!r} (RewardBench 2, RewardMATH, RM-Bench and PandaLM "
+          "need one reward per response: experiments/evaluate_reward_model.py)")
+    if name in dict(out):
+      raise ValueError(f"eval.benchmarks: {name!r} is given twice")
+    out.append((name, path))
+  return out
 
 
 def write_plots(workdir: str, final_eval: dict[str, Any], arrays: dict[str, Any]) -> None:
@@ -146,8 +181,9 @@ def check_config(family: Family, config: ml_collections.ConfigDict) -> None:
 
 def load_data(family: Family, config: ml_collections.ConfigDict, workdir: str) -> TaskData:
   """The family's data (its own loader, or `rmjax.data.load_preference_data`), after its
-  data step; with `config.eval.hhh_path`, HHH alignment's pairs by property as further
-  eval sets; with a frozen pretrained backbone, all of it as cached features."""
+  data step; with `config.eval.hhh_path`, HHH alignment's pairs by property, and with
+  `config.eval.benchmarks`, each benchmark's pairs by subset, as further eval sets; with a
+  frozen pretrained backbone, all of it as cached features."""
   if family.load_data is not None:
     data = family.load_data(config, workdir)
   else:
@@ -155,18 +191,28 @@ def load_data(family: Family, config: ml_collections.ConfigDict, workdir: str) -
   if family.prepare_data is not None:
     data = family.prepare_data(config, data)
   info = dict(data.info)
-  extra = {}
+  extra, groups = {}, {}
+  tokenizer = rm_data.make_tokenizer(config.data.tokenizer)
+  layout = dict(tokenizer=tokenizer, chat_template=config.data.chat_template,
+                max_len=config.data.max_len, max_prompt_len=config.data.max_prompt_len)
   if config.eval.get("hhh_path"):
-    hhh, info["hhh_alignment"] = rm_data.load_hhh_alignment(
-        config.eval.hhh_path, tokenizer=rm_data.make_tokenizer(config.data.tokenizer),
-        chat_template=config.data.chat_template, max_len=config.data.max_len,
-        max_prompt_len=config.data.max_prompt_len)
+    hhh, info["hhh_alignment"] = rm_data.load_hhh_alignment(config.eval.hhh_path, **layout)
     extra = {f"hhh_{prop}": dataset for prop, dataset in hhh.items()}
+    groups["hhh"] = list(extra)
+  for name, path in parse_benchmarks(config.eval.get("benchmarks", "")):
+    if name in groups:
+      raise ValueError(f"eval.benchmarks names {name!r}, which eval.hhh_path already scores")
+    bench = rm_data.read_benchmark(name, path)
+    datasets, truncation = rm_data.benchmark_pair_datasets(bench, **layout)
+    extra.update(datasets)
+    groups[name] = list(datasets)
+    info[f"benchmark_{name}"] = dict(path=path, read=bench.report, truncation=truncation,
+                                     pairs={n: d.num_pairs for n, d in datasets.items()})
   inputs = functools.partial(pretrained.model_inputs, config, workdir=workdir)
   train = inputs(data.train)
   evaluation = inputs(data.eval)
   if extra:
-    evaluation = EvalSets(evaluation, {name: inputs(d) for name, d in extra.items()})
+    evaluation = EvalSets(evaluation, {name: inputs(d) for name, d in extra.items()}, groups)
   return TaskData(train, evaluation, info)
 
 
