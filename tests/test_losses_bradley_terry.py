@@ -417,7 +417,7 @@ def test_import_is_light():
   code = (
       "import sys, rmjax.losses, rmjax.eval, rmjax.transforms\n"
       "heavy = ('flax', 'optax', 'orbax', 'tensorflow_datasets', 'grain',"
-      " 'tensorflow')\n"
+      " 'tensorflow', 'safetensors', 'gguf', 'tokenizers', 'matplotlib')\n"
       "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n")
   repo_root = pathlib.Path(__file__).resolve().parents[1]
   result = subprocess.run([sys.executable, "-c", code], capture_output=True,
