@@ -2,7 +2,9 @@
 responses)`, 1 device against 8, fixed shapes, ensembles, and evaluate() on the fixtures."""
 
 import json
+import os
 import pathlib
+import subprocess
 import sys
 
 import jax
@@ -270,3 +272,14 @@ def test_evaluate_names_what_is_missing(tmp_path):
   config.model.update(workdir="a", checkpoint="b")
   with pytest.raises(ValueError, match="set exactly one of workdir, workdirs, checkpoint"):
     benchmark_eval.make_scorer(config)
+
+
+def test_cli_bad_input_is_one_clear_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.evaluate_reward_model", "--config",
+       "configs/evaluate.py:smoke", "--config.sets=hhh,rewardbench9",
+       f"--workdir={tmp_path}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+      env={k: v for k, v in os.environ.items() if k != "RMJAX_TRACEBACK"})
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "error: config.sets: unknown set(s) ['rewardbench9']" in proc.stderr
+  assert "Traceback" not in proc.stderr
