@@ -10,7 +10,6 @@ arrays for a train and an eval split, served by the datasets of `rmjax.data.data
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -26,7 +25,6 @@ from rmjax.data.builders import base as builders_base
 from rmjax.data.builders import records as records_lib
 from rmjax.data.builders.hh_rlhf import HhRlhf
 from rmjax.data.builders.preference_jsonl import PreferenceJsonl
-from rmjax.data.datasets import _TOKEN_KEYS
 from rmjax.data.datasets import _check_int
 from rmjax.data.datasets import EpisodeDataset
 from rmjax.data.datasets import ListDataset
