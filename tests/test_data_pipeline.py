@@ -435,7 +435,7 @@ def test_hhh_alignment_by_property(tmp_path):
   with pytest.raises(data_lib.MalformedRecordError,
                      match=r"bad.jsonl:2: malformed record \(unknown_property\): field "
                            r"'property' must be one of \['harmless', 'helpful', 'honest', "
-                           r"'other'\], got 'kind'"):
+                           r"'other'\], got str 'kind'"):
     data_lib.load_hhh_alignment(str(bad))
   with pytest.raises(FileNotFoundError, match="missing.jsonl"):
     data_lib.load_hhh_alignment(str(tmp_path / "missing.jsonl"))
