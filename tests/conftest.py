@@ -54,3 +54,21 @@ def hh_rlhf_file():
   if not HH_RLHF_FILE.exists():
     pytest.skip(f"real HH-RLHF data not found at {HH_RLHF_FILE} (needs ../shared beside the repo)")
   return HH_RLHF_FILE
+
+
+# End-to-end files whose tests each train, spawn processes or load real weights.
+_HEAVY_FILES = ("test_train_reward_model.py", "test_train_sharded.py", "test_pretrained_reward.py",
+                "test_studies.py", "test_notebooks.py", "test_imports.py",
+                "test_reward_scoring.py")
+
+
+def pytest_collection_modifyitems(config, items):
+  """Slow tests first, then the end-to-end files, then the rest (each group in its order).
+
+  Under xdist the long tests then run beside the many short ones, instead of in a tail at
+  the end where one worker would wait for another; without xdist the order changes nothing.
+  """
+  del config
+  rank = lambda item: (item.get_closest_marker("slow") is None,
+                       item.path.name not in _HEAVY_FILES)
+  items.sort(key=rank)
