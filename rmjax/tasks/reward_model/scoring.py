@@ -157,8 +157,9 @@ def token_model_from_config(config: ml_collections.ConfigDict,
     config.pretrained.trainable = "all"
     model = pretrained.build_model(family, config)
     _, abstract = jax.eval_shape(model.init_params, rng)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    params = model.load_params(rng, jax.tree.map(lambda _: device, abstract))
+    one = NamedSharding(parallel.make_mesh({"data": 1, "fsdp": 1, "tensor": 1},
+                                           jax.devices()[:1]), PartitionSpec())
+    params = model.load_params(rng, jax.tree.map(lambda _: one, abstract))
   else:
     model = family.build_model(family, config)
     _, params = model.init_params(rng)
