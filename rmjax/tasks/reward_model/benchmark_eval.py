@@ -197,6 +197,7 @@ def summarize(kind: str, bench: rm_data.BenchmarkSet, scores: np.ndarray, mask: 
   elif kind == "pandalm":
     first, second = scores[:, 0], scores[:, 1]
     agreement = _floats(rm_eval.human_agreement(first, second, jnp.asarray(bench.labels)))
+    agreement = {k: int(v) if k.startswith("num_") else v for k, v in agreement.items()}
     results.update(agreement)
     results["score"] = agreement["agreement"]
     majority = np.asarray(rm_eval.majority_label(jnp.asarray(bench.labels)))
