@@ -33,6 +33,7 @@ import numpy as np
 
 from rmjax import data as rm_data
 from rmjax import eval as rm_eval
+from rmjax import losses
 from rmjax.tasks.reward_model import scoring
 
 # Set name (configs/evaluate.py) -> reader kind (`rmjax.data.read_benchmark`).
@@ -140,8 +141,7 @@ def pair_diagnostics(chosen: np.ndarray, rejected: np.ndarray, length_difference
   fit = rm_eval.fit_temperature(margins, mask=jnp.asarray(fit_rows))
   held = jnp.asarray(~fit_rows)
   scaled = rm_eval.apply_temperature(margins, fit.scale)
-  nll = lambda m: float(jnp.sum(jnp.where(held, jax.nn.softplus(-m), 0.0))
-                        / jnp.maximum(jnp.sum(held), 1))
+  nll = lambda m: float(losses.bradley_terry_loss(m, jnp.zeros_like(m), mask=held))
   correct = (chosen > rejected).astype(jnp.float32)
   bucket_accuracy, bucket_counts = rm_eval.accuracy_by_bucket(
       correct, jnp.asarray(length_difference, jnp.float32), jnp.asarray(bucket_edges))
