@@ -1,7 +1,9 @@
 """Pure reward-model losses: arrays in, arrays out.
 
 Reward-model losses, advantage estimators, policy-gradient and KL losses, token
-log-probabilities (plain and chunked), direct-preference losses. Imports only
+log-probabilities (plain and chunked), direct-preference losses (the DPO
+family and the other loss types of TRL's DPOTrainer, by name in
+`PAIRED_LOSSES`). Imports only
 jax, jax.numpy and chex, so that other projects can use the losses without the
 training stack. Every loss takes an optional validity `mask`, and reduces with
 `reduce_loss` (`reduction` in {"mean", "sum", "none"}; "mean" is over valid
@@ -44,20 +46,37 @@ from rmjax.losses.bradley_terry import l2_reward_penalty
 from rmjax.losses.bradley_terry import reward_centering_penalty
 from rmjax.losses.bradley_terry import scaled_bradley_terry_loss
 from rmjax.losses.contrastive import info_nce_loss
+from rmjax.losses.direct_preference import aot_loss
+from rmjax.losses.direct_preference import aot_unpaired_loss
+from rmjax.losses.direct_preference import apo_down_loss
+from rmjax.losses.direct_preference import apo_zero_loss
+from rmjax.losses.direct_preference import bco_pair_loss
+from rmjax.losses.direct_preference import bco_reward_shift
+from rmjax.losses.direct_preference import BcoShiftState
+from rmjax.losses.direct_preference import discopop_loss
 from rmjax.losses.direct_preference import dno_loss
 from rmjax.losses.direct_preference import dpo_loss
+from rmjax.losses.direct_preference import exo_pair_loss
+from rmjax.losses.direct_preference import f_divergence_dpo_loss
+from rmjax.losses.direct_preference import F_DIVERGENCES
+from rmjax.losses.direct_preference import get_paired_loss
 from rmjax.losses.direct_preference import hinge_loss
 from rmjax.losses.direct_preference import implicit_rewards
 from rmjax.losses.direct_preference import ipo_loss
 from rmjax.losses.direct_preference import kto_loss
+from rmjax.losses.direct_preference import ld_dpo_log_probs
 from rmjax.losses.direct_preference import lipo_lambda_loss
 from rmjax.losses.direct_preference import mah_dpo_loss
 from rmjax.losses.direct_preference import mix_head_logits
+from rmjax.losses.direct_preference import nca_pair_loss
 from rmjax.losses.direct_preference import orpo_loss
+from rmjax.losses.direct_preference import PAIRED_LOSSES
 from rmjax.losses.direct_preference import pro_loss
 from rmjax.losses.direct_preference import robust_dpo_loss
 from rmjax.losses.direct_preference import selm_loss
 from rmjax.losses.direct_preference import simpo_loss
+from rmjax.losses.direct_preference import sppo_hard_loss
+from rmjax.losses.direct_preference import wpo_weights
 from rmjax.losses.general_preference import general_preference_loss
 from rmjax.losses.general_preference import general_preference_score
 from rmjax.losses.kl import adaptive_kl_controller
@@ -122,8 +141,10 @@ __all__ = (
     "AGGREGATION_MODES",
     "AGGREGATIONS",
     "ESTIMATORS",
+    "F_DIVERGENCES",
     "HELPSTEER2_ATTRIBUTES",
     "HELPSTEER2_SCORE_WEIGHTS",
+    "PAIRED_LOSSES",
     "PAL_INIT_LOG_TEMPERATURE",
     "SCALE_REWARDS",
     "SCALES",
@@ -135,8 +156,15 @@ __all__ = (
     "AdaptiveKLState",
     "aggregate_token_losses",
     "all_pairs_bradley_terry_loss",
+    "aot_loss",
+    "aot_unpaired_loss",
+    "apo_down_loss",
+    "apo_zero_loss",
     "attribute_regression_loss",
     "batch_whiten",
+    "bco_pair_loss",
+    "bco_reward_shift",
+    "BcoShiftState",
     "bnpo_advantages",
     "bnpo_beta_parameters",
     "bnpo_decomposed_advantages",
@@ -146,12 +174,15 @@ __all__ = (
     "chunked_token_log_probs",
     "cispo_loss",
     "clipped_value_loss",
+    "discopop_loss",
     "dler_advantages",
     "dno_loss",
     "dpo_loss",
     "dr_grpo_advantages",
     "dynamic_sampling_mask",
     "entropy_from_logits",
+    "exo_pair_loss",
+    "f_divergence_dpo_loss",
     "fixed_kl_controller",
     "fixed_kl_init",
     "fixed_kl_update",
@@ -161,6 +192,7 @@ __all__ = (
     "gdpo_advantages",
     "general_preference_loss",
     "general_preference_score",
+    "get_paired_loss",
     "group_normalize",
     "group_rows",
     "grpo_advantages",
@@ -177,6 +209,7 @@ __all__ = (
     "KLControllerState",
     "kto_loss",
     "l2_reward_penalty",
+    "ld_dpo_log_probs",
     "lipo_lambda_loss",
     "lipo_lambda_weights",
     "mah_dpo_loss",
@@ -185,6 +218,7 @@ __all__ = (
     "mix_head_logits",
     "mixture_bradley_terry_loss",
     "mixture_posterior",
+    "nca_pair_loss",
     "normalize_then_sum",
     "opo_advantages",
     "orpo_loss",
@@ -211,6 +245,7 @@ __all__ = (
     "selm_loss",
     "sequence_log_probs",
     "simpo_loss",
+    "sppo_hard_loss",
     "StatefulTransform",
     "stable_reinforce_loss",
     "token_log_probs",
@@ -218,4 +253,5 @@ __all__ = (
     "vpl_loss",
     "vpl_reward_scaling",
     "weighted_task_loss",
+    "wpo_weights",
 )

@@ -42,14 +42,36 @@ def log_ratios(policy_chosen_logps, policy_rejected_logps,
   return pc - rc, pr - rr, valid
 
 
+def log_ratio_loss(policy_chosen_logps, policy_rejected_logps,
+                   reference_chosen_logps, reference_rejected_logps, weights,
+                   mask, beta, *, per_pair, reduction):
+  """Reduces `per_pair(a, b, beta)` of the log-ratios a = pi_w - ref_w and
+  b = pi_l - ref_l: the shared body of the paired losses that see a pair only
+  through its two log-ratios. Checks `beta` and `reduction` (after the
+  caller's own hyperparameters), then the arrays."""
+  beta = _reduction.scalar_hyperparameter(beta, "beta")
+  _reduction.check_reduction(reduction)
+  *logps, weights, mask = as_arrays(
+      policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+      reference_rejected_logps, weights, mask)
+  return reduce_pairs(
+      named_pair_logps(*logps), weights, mask, reduction,
+      lambda pc, pr, rc, rr: per_pair(pc - rc, pr - rr, beta))
+
+
 def dpo_from_arrays(policy_chosen_logps, policy_rejected_logps,
                     reference_chosen_logps, reference_rejected_logps, weights,
-                    mask, beta, label_smoothing, reduction):
+                    mask, beta, label_smoothing, reduction, score=None):
   """The DPO / cDPO loss of checked arrays (`dpo_loss`, and per head in
-  `mah_dpo_loss`): `bradley_terry_loss` of the implicit rewards."""
+  `mah_dpo_loss`): `bradley_terry_loss` of the implicit rewards.
+
+  `score`, if given, maps each log-ratio to the score whose beta multiple is
+  the implicit reward (f-DPO's f'; None is DPO's identity)."""
   chosen, rejected, valid = log_ratios(
       policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
       reference_rejected_logps, mask)
+  if score is not None:
+    chosen, rejected = score(chosen), score(rejected)
   return bradley_terry.bradley_terry_loss(
       beta * chosen, beta * rejected, label_smoothing=label_smoothing,
       weights=weights, mask=valid, reduction=reduction)

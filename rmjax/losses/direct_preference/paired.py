@@ -1,9 +1,14 @@
 """Paired direct-preference losses: one chosen and one rejected response per prompt.
 
 DPO and cDPO, robust DPO, IPO, hinge (SLiC), SimPO, ORPO, SELM and DNO, and DPO's
-`implicit_rewards`; notation and conventions in `rmjax.losses.direct_preference`.
+`implicit_rewards`; and the per-pair losses of TRL's DPOTrainer beyond those:
+EXO, NCA, SPPO (hard labels), APO-zero and APO-down, DiscoPOP and f-DPO
+(`f_divergence_dpo_loss`). Notation and conventions in
+`rmjax.losses.direct_preference`.
 """
 
+import functools
+import math
 import numbers
 from typing import Optional
 
@@ -18,6 +23,15 @@ from rmjax.losses.direct_preference import _shared
 # this are clamped to it (odds of at most ~1e6).
 _MAX_MEAN_LOGP = -1e-6
 
+# exp overflows float32 at 88.7: the exponentials of DiscoPOP and f-DPO take
+# their argument capped at 80 (reached only by log-ratios far beyond any sane
+# policy's, e.g. -80 nats for the forward KL).
+_MAX_EXP_ARGUMENT = 80.0
+
+# f-DPO's divergences (`f_divergence_dpo_loss`), TRL's f_divergence_type names.
+F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence",
+                 "alpha_divergence")
+
 
 def _margin_loss(policy_chosen_logps, policy_rejected_logps,
                  reference_chosen_logps, reference_rejected_logps, weights,
@@ -25,22 +39,13 @@ def _margin_loss(policy_chosen_logps, policy_rejected_logps,
   """Reduces `per_pair(h, beta, *static_args)` of the log-ratio margins h.
 
   The shared body of the losses that depend on a pair only through
-  h = (pi_w - ref_w) - (pi_l - ref_l) (rDPO, IPO, hinge): checks `beta` and
-  `reduction` (after the caller's own hyperparameters), then the arrays.
+  h = (pi_w - ref_w) - (pi_l - ref_l) (rDPO, IPO, hinge, EXO, DiscoPOP).
   """
-  beta = _reduction.scalar_hyperparameter(beta, "beta")
-  _reduction.check_reduction(reduction)
-  (policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-   reference_rejected_logps, weights, mask) = _shared.as_arrays(
-       policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-       reference_rejected_logps, weights, mask)
-  return _shared.reduce_pairs(
-      _shared.named_pair_logps(policy_chosen_logps, policy_rejected_logps,
-                               reference_chosen_logps,
-                               reference_rejected_logps),
-      weights, mask, reduction,
-      lambda pc, pr, rc, rr: per_pair((pc - rc) - (pr - rr), beta,
-                                      *static_args))
+  return _shared.log_ratio_loss(
+      policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+      reference_rejected_logps, weights, mask, beta,
+      per_pair=lambda a, b, beta: per_pair(a - b, beta, *static_args),
+      reduction=reduction)
 
 
 def _check_real_number(x, name: str) -> float:
@@ -674,3 +679,528 @@ def _dno_loss(policy_logps_1, policy_logps_2, reference_logps_1,
        ("reference_logps_2", reference_logps_2),
        ("rewards_1", rewards_1), ("rewards_2", rewards_2)],
       weights, mask, reduction, per_pair)
+
+
+def exo_pair_loss(
+    policy_chosen_logps: chex.Array,
+    policy_rejected_logps: chex.Array,
+    reference_chosen_logps: chex.Array,
+    reference_rejected_logps: chex.Array,
+    *,
+    beta: chex.Numeric = 0.1,
+    label_smoothing: float = 1e-3,
+    weights: Optional[chex.Array] = None,
+    mask: Optional[chex.Array] = None,
+    reduction: str = "mean",
+) -> jnp.ndarray:
+  """EXO (pair form): the reverse KL from the policy's pair distribution to the
+  smoothed label.
+
+    q_i = sigmoid(beta h_i)
+    loss_i = KL((q_i, 1 - q_i) || (1 - e, e))
+           = q_i (log q_i - log(1 - e)) + (1 - q_i) (log(1 - q_i) - log e)
+
+  EXO minimises KL(p_f || p_rh) between the policy's softmax over the K = 2
+  responses, here sigmoid(beta h), and the label distribution with label
+  smoothing e (Ji et al. 2024, eq. 16); DPO minimises the forward KL
+  instead, so EXO is mode-seeking. TRL's loss_type="exo_pair" computes the
+  same and replaces label_smoothing = 0 by 1e-3, the paper's value: here e
+  defaults to 1e-3 and must be > 0 (log e).
+
+  Sanity values: h = 0 -> log(1/2) - (log(1 - e) + log e) / 2 = 2.7612 at
+  e = 1e-3; the minimum 0 is at beta h = log((1 - e) / e) (6.9068 at
+  e = 1e-3), beyond which the gradient with respect to h turns positive.
+
+  Args:
+    policy_chosen_logps: [B] log pi(y_w | x), summed over response tokens.
+    policy_rejected_logps: [B] log pi(y_l | x).
+    reference_chosen_logps: [B] log pi_ref(y_w | x).
+    reference_rejected_logps: [B] log pi_ref(y_l | x).
+    beta: scalar > 0 (default 0.1).
+    label_smoothing: Python float e in (0, 0.5) (default 1e-3).
+    weights: optional [B] per-pair weights.
+    mask: optional [B] validity mask.
+    reduction: "mean" (default), "sum" or "none".
+
+  Returns:
+    float32 scalar, or [B] per-pair losses for reduction="none".
+
+  Raises:
+    ValueError: bad hyperparameters or `reduction`, or wrongly shaped inputs.
+    TypeError: non-real inputs.
+
+  References:
+    Ji et al. (2024), "Towards Efficient Exact Optimization of Language Model
+    Alignment", arXiv:2402.00856.
+
+  >>> import jax.numpy as jnp
+  >>> from rmjax.losses.direct_preference import exo_pair_loss
+  >>> z = jnp.zeros(1)
+  >>> float(exo_pair_loss(z, z, z, z))
+  2.7612...
+  """
+  e = _reduction.check_probability(label_smoothing, "label_smoothing")
+  if e == 0.0:
+    raise ValueError(
+        "`label_smoothing` must be in (0, 0.5) for EXO (its log is taken); "
+        "got 0.0. The EXO paper and TRL use 1e-3.")
+  return _margin_loss(
+      policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+      reference_rejected_logps, weights, mask, beta, per_pair=_exo_per_pair,
+      static_args=(math.log1p(-e), math.log(e)), reduction=reduction)
+
+
+def _exo_per_pair(h, beta, log_target_w, log_target_l):
+  """KL((q, 1 - q) || target) with q = sigmoid(beta h), target logs given."""
+  z = beta * h
+  return (jax.nn.sigmoid(z) * (jax.nn.log_sigmoid(z) - log_target_w)
+          + jax.nn.sigmoid(-z) * (jax.nn.log_sigmoid(-z) - log_target_l))
+
+
+def nca_pair_loss(
+    policy_chosen_logps: chex.Array,
+    policy_rejected_logps: chex.Array,
+    reference_chosen_logps: chex.Array,
+    reference_rejected_logps: chex.Array,
+    *,
+    beta: chex.Numeric = 0.1,
+    weights: Optional[chex.Array] = None,
+    mask: Optional[chex.Array] = None,
+    reduction: str = "mean",
+) -> jnp.ndarray:
+  """NCA (pair form): noise-contrastive alignment with absolute implicit
+  rewards.
+
+    r_w = beta (logp(y_w) - logp_ref(y_w)),  r_l = beta (logp(y_l) - logp_ref(y_l))
+    loss_i = -log sigmoid(r_w) - 1/2 log sigmoid(-r_w) - 1/2 log sigmoid(-r_l)
+
+  NCA classifies each response against noise from the reference, one
+  reward at a time. DPO sees only the difference of the two rewards, so both
+  likelihoods may fall together; NCA fixes each reward's level (the chosen
+  one is pulled up towards log 2, the rejected one down), which keeps the
+  chosen likelihood from decreasing. This is Chen et al.'s K = 2 loss with
+  the hard preference label, and TRL's loss_type="nca_pair".
+
+  Sanity values: r_w = r_l = 0 -> 2 log 2 = 1.3863. The gradient with
+  respect to the rejected log-probability is always positive; the one with
+  respect to the chosen is negative while r_w < log 2, where the chosen
+  term has its minimum (it does not push the chosen reward to infinity).
+
+  Args:
+    policy_chosen_logps: [B] log pi(y_w | x), summed over response tokens.
+    policy_rejected_logps: [B] log pi(y_l | x).
+    reference_chosen_logps: [B] log pi_ref(y_w | x).
+    reference_rejected_logps: [B] log pi_ref(y_l | x).
+    beta: scalar > 0 (default 0.1).
+    weights: optional [B] per-pair weights.
+    mask: optional [B] validity mask.
+    reduction: "mean" (default), "sum" or "none".
+
+  Returns:
+    float32 scalar, or [B] per-pair losses for reduction="none".
+
+  Raises:
+    ValueError: bad `beta` or `reduction`, or wrongly shaped inputs.
+    TypeError: non-real inputs.
+
+  References:
+    Chen et al. (2024), "Noise Contrastive Alignment of Language Models with
+    Explicit Rewards", arXiv:2402.05369.
+
+  >>> import jax.numpy as jnp
+  >>> from rmjax.losses.direct_preference import nca_pair_loss
+  >>> z = jnp.zeros(1)
+  >>> float(nca_pair_loss(z, z, z, z))  # 2 log 2
+  1.3862...
+  """
+  return _shared.log_ratio_loss(
+      policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+      reference_rejected_logps, weights, mask, beta,
+      per_pair=_nca_per_pair, reduction=reduction)
+
+
+def _nca_per_pair(a, b, beta):
+  r_w, r_l = beta * a, beta * b
+  return (jax.nn.softplus(-r_w) + 0.5 * jax.nn.softplus(r_w)
+          + 0.5 * jax.nn.softplus(r_l))
+
+
+def sppo_hard_loss(
+    policy_chosen_logps: chex.Array,
+    policy_rejected_logps: chex.Array,
+    reference_chosen_logps: chex.Array,
+    reference_rejected_logps: chex.Array,
+    *,
+    beta: chex.Numeric = 0.1,
+    weights: Optional[chex.Array] = None,
+    mask: Optional[chex.Array] = None,
+    reduction: str = "mean",
+) -> jnp.ndarray:
+  """SPPO with hard labels: square regression of each log-ratio on +-1/(2 beta).
+
+    a = logp(y_w) - logp_ref(y_w),  b = logp(y_l) - logp_ref(y_l)
+    loss_i = (a_i - 1 / (2 beta))^2 + (b_i + 1 / (2 beta))^2
+
+  SPPO regresses log(pi(y) / pi_t(y)) on eta (P(y > pi_t) - 1/2), eta =
+  1 / beta, with P the estimated win probability of y against the current
+  policy pi_t (here the "reference"; SPPO is iterative). With the hard
+  labels P = 1 for the chosen and 0 for the rejected response this is
+  TRL's loss_type="sppo_hard"; the soft-probability version needs the win
+  rates from a preference model.
+
+  Sanity values: a = b = 0 -> 2 / (4 beta^2) = 50 at beta = 0.1; 0 at
+  a = 1 / (2 beta), b = -1 / (2 beta).
+
+  Args:
+    policy_chosen_logps: [B] log pi(y_w | x), summed over response tokens.
+    policy_rejected_logps: [B] log pi(y_l | x).
+    reference_chosen_logps: [B] log pi_t(y_w | x).
+    reference_rejected_logps: [B] log pi_t(y_l | x).
+    beta: scalar > 0 (default 0.1).
+    weights: optional [B] per-pair weights.
+    mask: optional [B] validity mask.
+    reduction: "mean" (default), "sum" or "none".
+
+  Returns:
+    float32 scalar, or [B] per-pair losses for reduction="none".
+
+  Raises:
+    ValueError: bad `beta` or `reduction`, or wrongly shaped inputs.
+    TypeError: non-real inputs.
+
+  References:
+    Wu et al. (2024), "Self-Play Preference Optimization for Language Model
+    Alignment", arXiv:2405.00675.
+
+  >>> import jax.numpy as jnp
+  >>> from rmjax.losses.direct_preference import sppo_hard_loss
+  >>> z = jnp.zeros(1)
+  >>> float(sppo_hard_loss(z, z, z, z))  # 25 + 25
+  50.0
+  """
+  return _shared.log_ratio_loss(
+      policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+      reference_rejected_logps, weights, mask, beta,
+      per_pair=_sppo_hard_per_pair, reduction=reduction)
+
+
+def _sppo_hard_per_pair(a, b, beta):
+  target = 0.5 / beta
+  return jnp.square(a - target) + jnp.square(b + target)
+
+
+def apo_zero_loss(
+    policy_chosen_logps: chex.Array,
+    policy_rejected_logps: chex.Array,
+    reference_chosen_logps: chex.Array,
+    reference_rejected_logps: chex.Array,
+    *,
+    beta: chex.Numeric = 0.1,
+    weights: Optional[chex.Array] = None,
+    mask: Optional[chex.Array] = None,
+    reduction: str = "mean",
+) -> jnp.ndarray:
+  """APO-zero: raise the chosen and lower the rejected likelihood, anchored at 0.
+
+    loss_i = (1 - sigmoid(beta a_i)) + sigmoid(beta b_i)
+
+  with a, b the chosen and rejected log-ratios. For data whose chosen
+  responses are better than what the model says now (Anchored Preference
+  Optimization, eq. 7; TRL's loss_type="apo_zero"): each log-ratio is
+  anchored at 0 separately, so the chosen likelihood rises and the rejected
+  one falls, whatever the margin.
+
+  Sanity values: a = b = 0 -> 1; the gradient is negative with respect to
+  the chosen and positive with respect to the rejected log-probability.
+
+  Args:
+    policy_chosen_logps: [B] log pi(y_w | x), summed over response tokens.
+    policy_rejected_logps: [B] log pi(y_l | x).
+    reference_chosen_logps: [B] log pi_ref(y_w | x).
+    reference_rejected_logps: [B] log pi_ref(y_l | x).
+    beta: scalar > 0 (default 0.1).
+    weights: optional [B] per-pair weights.
+    mask: optional [B] validity mask.
+    reduction: "mean" (default), "sum" or "none".
+
+  Returns:
+    float32 scalar, or [B] per-pair losses for reduction="none".
+
+  Raises:
+    ValueError: bad `beta` or `reduction`, or wrongly shaped inputs.
+    TypeError: non-real inputs.
+
+  References:
+    D'Oosterlinck et al. (2024), "Anchored Preference Optimization and
+    Contrastive Revisions: Addressing Underspecification in Alignment",
+    arXiv:2408.06266.
+
+  >>> import jax.numpy as jnp
+  >>> from rmjax.losses.direct_preference import apo_zero_loss
+  >>> z = jnp.zeros(1)
+  >>> float(apo_zero_loss(z, z, z, z))
+  1.0
+  """
+  return _shared.log_ratio_loss(
+      policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+      reference_rejected_logps, weights, mask, beta,
+      per_pair=_apo_zero_per_pair, reduction=reduction)
+
+
+def _apo_zero_per_pair(a, b, beta):
+  return jax.nn.sigmoid(-beta * a) + jax.nn.sigmoid(beta * b)
+
+
+def apo_down_loss(
+    policy_chosen_logps: chex.Array,
+    policy_rejected_logps: chex.Array,
+    reference_chosen_logps: chex.Array,
+    reference_rejected_logps: chex.Array,
+    *,
+    beta: chex.Numeric = 0.1,
+    weights: Optional[chex.Array] = None,
+    mask: Optional[chex.Array] = None,
+    reduction: str = "mean",
+) -> jnp.ndarray:
+  """APO-down: lower the chosen likelihood, and the rejected one more.
+
+    loss_i = sigmoid(beta a_i) + (1 - sigmoid(beta (a_i - b_i)))
+
+  with a, b the chosen and rejected log-ratios. For data whose chosen
+  responses are worse than what the model says now (Anchored Preference
+  Optimization, eq. 8; TRL's loss_type="apo_down"): the first term pulls
+  the chosen log-ratio below its anchor 0, the second keeps the margin
+  h = a - b growing.
+
+  Sanity values: a = b = 0 -> 1. The gradient with respect to the rejected
+  log-probability is positive; the one with respect to the chosen is
+  beta (sigmoid'(beta a) - sigmoid'(beta h)): 0 at a = b = 0, positive
+  (the chosen likelihood falls) while |a| < |h|.
+
+  Args:
+    policy_chosen_logps: [B] log pi(y_w | x), summed over response tokens.
+    policy_rejected_logps: [B] log pi(y_l | x).
+    reference_chosen_logps: [B] log pi_ref(y_w | x).
+    reference_rejected_logps: [B] log pi_ref(y_l | x).
+    beta: scalar > 0 (default 0.1).
+    weights: optional [B] per-pair weights.
+    mask: optional [B] validity mask.
+    reduction: "mean" (default), "sum" or "none".
+
+  Returns:
+    float32 scalar, or [B] per-pair losses for reduction="none".
+
+  Raises:
+    ValueError: bad `beta` or `reduction`, or wrongly shaped inputs.
+    TypeError: non-real inputs.
+
+  References:
+    D'Oosterlinck et al. (2024), "Anchored Preference Optimization and
+    Contrastive Revisions: Addressing Underspecification in Alignment",
+    arXiv:2408.06266.
+
+  >>> import jax.numpy as jnp
+  >>> from rmjax.losses.direct_preference import apo_down_loss
+  >>> z = jnp.zeros(1)
+  >>> float(apo_down_loss(z, z, z, z))
+  1.0
+  """
+  return _shared.log_ratio_loss(
+      policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+      reference_rejected_logps, weights, mask, beta,
+      per_pair=_apo_down_per_pair, reduction=reduction)
+
+
+def _apo_down_per_pair(a, b, beta):
+  return jax.nn.sigmoid(beta * a) + jax.nn.sigmoid(-beta * (a - b))
+
+
+def discopop_loss(
+    policy_chosen_logps: chex.Array,
+    policy_rejected_logps: chex.Array,
+    reference_chosen_logps: chex.Array,
+    reference_rejected_logps: chex.Array,
+    *,
+    beta: chex.Numeric = 0.1,
+    tau: chex.Numeric = 0.05,
+    weights: Optional[chex.Array] = None,
+    mask: Optional[chex.Array] = None,
+    reduction: str = "mean",
+) -> jnp.ndarray:
+  """DiscoPOP: the log-ratio modulated loss (LRML), a blend of DPO's logistic
+  loss and an exponential loss.
+
+    z_i = beta h_i,   m_i = sigmoid(z_i / tau)
+    loss_i = (1 - m_i) (-log sigmoid(z_i)) + m_i exp(-z_i)
+
+  Found by an LLM-driven search over objectives (Chris Lu et al. 2024,
+  eq. 5); TRL's loss_type="discopop" with discopop_tau = tau, default 0.05
+  as in the paper. The exponential term is evaluated as
+  exp(log sigmoid(z / tau) - z), its exponent capped at 80, so that neither
+  the value nor the gradient overflows where m_i underflows to 0.
+
+  The loss is not monotone in h: near h = 0 the blend moves quickly from
+  the logistic to the (larger) exponential part, so its derivative with
+  respect to z = beta h is positive in a band around 0 (about
+  -0.118 < z < 0.072 for tau = 0.05; +0.784 at z = 0) and negative outside
+  it; the paper notes this non-convexity.
+
+  Sanity values: h = 0 -> (log 2 + 1) / 2 = 0.8466; large beta h ->
+  exp(-beta h); very negative beta h -> -beta h (DPO's asymptote).
+
+  Args:
+    policy_chosen_logps: [B] log pi(y_w | x), summed over response tokens.
+    policy_rejected_logps: [B] log pi(y_l | x).
+    reference_chosen_logps: [B] log pi_ref(y_w | x).
+    reference_rejected_logps: [B] log pi_ref(y_l | x).
+    beta: scalar > 0 (default 0.1).
+    tau: scalar > 0 (default 0.05), the modulation temperature.
+    weights: optional [B] per-pair weights.
+    mask: optional [B] validity mask.
+    reduction: "mean" (default), "sum" or "none".
+
+  Returns:
+    float32 scalar, or [B] per-pair losses for reduction="none".
+
+  Raises:
+    ValueError: bad hyperparameters or `reduction`, or wrongly shaped inputs.
+    TypeError: non-real inputs.
+
+  References:
+    Chris Lu et al. (2024), "Discovering Preference Optimization Algorithms
+    with and for Large Language Models", arXiv:2406.08414.
+
+  >>> import jax.numpy as jnp
+  >>> from rmjax.losses.direct_preference import discopop_loss
+  >>> z = jnp.zeros(1)
+  >>> float(discopop_loss(z, z, z, z))  # (log 2 + 1) / 2
+  0.8465...
+  """
+  tau = _reduction.scalar_hyperparameter(tau, "tau")
+  return _margin_loss(
+      policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+      reference_rejected_logps, weights, mask, beta,
+      per_pair=_discopop_per_pair, static_args=(tau,), reduction=reduction)
+
+
+def _discopop_per_pair(h, beta, tau):
+  z = beta * h
+  logistic = jax.nn.sigmoid(-z / tau) * jax.nn.softplus(-z)
+  exponential = jnp.exp(jnp.minimum(jax.nn.log_sigmoid(z / tau) - z,
+                                    _MAX_EXP_ARGUMENT))
+  return logistic + exponential
+
+
+def f_divergence_dpo_loss(
+    policy_chosen_logps: chex.Array,
+    policy_rejected_logps: chex.Array,
+    reference_chosen_logps: chex.Array,
+    reference_rejected_logps: chex.Array,
+    *,
+    divergence: str = "reverse_kl",
+    alpha: chex.Numeric = 0.5,
+    beta: chex.Numeric = 0.1,
+    label_smoothing: float = 0.0,
+    weights: Optional[chex.Array] = None,
+    mask: Optional[chex.Array] = None,
+    reduction: str = "mean",
+) -> jnp.ndarray:
+  """f-DPO: DPO under an f-divergence constraint instead of the reverse KL.
+
+    u = pi / pi_ref,  a = log u(y_w),  b = log u(y_l)
+    loss_i = -(1 - e) log sigmoid(beta (f'(u_w) - f'(u_l)))
+             - e log sigmoid(-beta (f'(u_w) - f'(u_l)))
+
+  With an f-divergence regulariser the optimal policy satisfies
+  r = beta f'(pi / pi_ref) + const, so beta f'(u) replaces DPO's implicit
+  reward beta log u (Wang et al. 2023, Thm. 1). f' up to a constant (which
+  cancels in the difference):
+
+    "reverse_kl"        f'(u) = log u                  = a      (DPO)
+    "forward_kl"        f'(u) = -1 / u                 = -exp(-a)
+    "js_divergence"     f'(u) = log(2u / (1 + u))     ~ log sigmoid(a)
+    "alpha_divergence"  f'(u) = (1 - u^-alpha) / alpha = -expm1(-alpha a) / alpha
+
+  "reverse_kl" is `dpo_loss` exactly (the same computation); the
+  alpha-divergence goes to the reverse KL as alpha -> 0 and is the forward
+  KL at alpha = 1. alpha is the paper's and TRL's FDivergenceConstants
+  convention; TRL's newer DPOTrainer writes f'(t) = (t^(alpha-1) - 1) /
+  (alpha - 1), i.e. its alpha is 1 - ours; at the default 0.5 (TRL's
+  f_alpha_divergence_coef) the two agree. The exponents are capped at 80
+  (as TRL caps them) so that very negative log-ratios stay finite. e is
+  cDPO's label smoothing (TRL's loss_type="sigmoid").
+
+  Sanity values: h = 0 (a = b) -> log 2 for every divergence; f' is
+  increasing, so the gradient is negative with respect to the chosen and
+  positive with respect to the rejected log-probability.
+
+  Args:
+    policy_chosen_logps: [B] log pi(y_w | x), summed over response tokens.
+    policy_rejected_logps: [B] log pi(y_l | x).
+    reference_chosen_logps: [B] log pi_ref(y_w | x).
+    reference_rejected_logps: [B] log pi_ref(y_l | x).
+    divergence: one of `F_DIVERGENCES` (default "reverse_kl").
+    alpha: scalar > 0 (default 0.5), used by "alpha_divergence" only.
+    beta: scalar > 0 (default 0.1).
+    label_smoothing: Python float e in [0, 0.5) (default 0).
+    weights: optional [B] per-pair weights.
+    mask: optional [B] validity mask.
+    reduction: "mean" (default), "sum" or "none".
+
+  Returns:
+    float32 scalar, or [B] per-pair losses for reduction="none".
+
+  Raises:
+    ValueError: unknown `divergence`, bad hyperparameters or `reduction`, or
+      wrongly shaped inputs.
+    TypeError: non-real inputs.
+
+  References:
+    Wang et al. (2023), "Beyond Reverse KL: Generalizing Direct Preference
+    Optimization with Diverse Divergence Constraints", arXiv:2309.16240.
+
+  >>> import jax.numpy as jnp
+  >>> from rmjax.losses.direct_preference import f_divergence_dpo_loss
+  >>> z = jnp.zeros(1)
+  >>> # a = 0, b = -2: the forward KL's f' differ by -1 + e^2 = 6.389
+  >>> float(f_divergence_dpo_loss(z, z - 2.0, z, z, divergence="forward_kl"))
+  0.4238...
+  >>> float(f_divergence_dpo_loss(z, z - 2.0, z, z))  # reverse KL: DPO
+  0.5981...
+  """
+  if not isinstance(divergence, str) or divergence not in F_DIVERGENCES:
+    raise ValueError(
+        f"`divergence` must be one of {F_DIVERGENCES}; got {divergence!r}.")
+  alpha = _reduction.scalar_hyperparameter(alpha, "alpha")
+  beta = _reduction.scalar_hyperparameter(beta, "beta")
+  label_smoothing = _reduction.check_probability(label_smoothing,
+                                                 "label_smoothing")
+  _reduction.check_reduction(reduction)
+  if divergence == "reverse_kl":
+    score = None
+  elif divergence == "alpha_divergence":
+    score = functools.partial(_alpha_divergence_score, alpha=alpha)
+  else:
+    score = _F_DIVERGENCE_SCORES[divergence]
+  return _shared.dpo_from_arrays(
+      *_shared.as_arrays(policy_chosen_logps, policy_rejected_logps,
+                         reference_chosen_logps, reference_rejected_logps,
+                         weights, mask), beta, label_smoothing=label_smoothing,
+      reduction=reduction, score=score)
+
+
+def _forward_kl_score(log_ratio):
+  """f'(u) = -1/u of the forward KL (f(u) = -log u)."""
+  return -jnp.exp(jnp.minimum(-log_ratio, _MAX_EXP_ARGUMENT))
+
+
+def _alpha_divergence_score(log_ratio, alpha):
+  """f'(u) = (1 - u^-alpha) / alpha of the alpha-divergence."""
+  return -jnp.expm1(jnp.minimum(-alpha * log_ratio, _MAX_EXP_ARGUMENT)) / alpha
+
+
+_F_DIVERGENCE_SCORES = {
+    "forward_kl": _forward_kl_score,
+    # log(2u / (1 + u)) = log 2 + log sigmoid(log u); the log 2 cancels.
+    "js_divergence": jax.nn.log_sigmoid,
+}
