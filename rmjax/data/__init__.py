@@ -44,6 +44,7 @@ from rmjax.data.datasets import EpisodeDataset
 from rmjax.data.datasets import eval_index_batches
 from rmjax.data.datasets import ListDataset
 from rmjax.data.datasets import PreferenceDataset
+from rmjax.data.datasets import SequenceDataset
 from rmjax.data.loading import default_data_config
 from rmjax.data.loading import describe_tokenizer
 from rmjax.data.loading import FORMATS
@@ -80,6 +81,6 @@ __all__ = [
     "layout_pair", "ListDataset", "load_hhh_alignment",
     "ground_truth_reward", "ground_truth_rewards", "HhRlhf", "load_preference_data",
     "make_synthetic_preferences", "make_tokenizer", "make_world", "MalformedRecordError",
-    "PreferenceData", "PreferenceDataset", "PreferenceJsonl", "SOURCES", "SPLIT_BY",
+    "PreferenceData", "PreferenceDataset", "SequenceDataset", "PreferenceJsonl", "SOURCES", "SPLIT_BY",
     "split_by_prompt", "tokenize_pairs", "tokenize_responses", "TOKENIZER_SPECS", "Truncation",
 ]

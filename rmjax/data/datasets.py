@@ -211,6 +211,9 @@ _OPTIONAL_PAIR_ARRAYS = {
     "user_ids": np.int32,
     # Tokens of [BOS] + prompt at the start of both sequences (heads that read the prompt).
     "prompt_lengths": np.int32,
+    # Direct preference optimisation: log pi_ref of each response, computed once.
+    "reference_chosen_logps": np.float32,
+    "reference_rejected_logps": np.float32,
 }
 
 
@@ -334,6 +337,53 @@ class ListDataset(_IndexedArrays):
   def __repr__(self) -> str:
     n, k, length = self._arrays["tokens"].shape
     return f"ListDataset(name={self.name!r}, num_lists={n}, list_size={k}, max_len={length})"
+
+
+class SequenceDataset(_IndexedArrays):
+  """(prompt, response) sequences for policy training: ``tokens``, ``mask`` int32 [N, L]
+  (right-padded, >= 2 real tokens), ``prompt_lengths`` int32 [N] (the tokens before the
+  response, in [1, real length)), and optional float arrays [N] (e.g. ``true_log_prob``,
+  ``true_reward``) that stay on the host unless a task reads them."""
+
+  def __init__(self, arrays: Mapping[str, np.ndarray], *, name: str = "dataset",
+               pad_id: int = tokenizer_lib.PAD_ID):
+    self.name = name
+    self.pad_id = int(pad_id)
+    arrays = dict(arrays)
+    missing = [k for k in ("tokens", "mask", "prompt_lengths") if k not in arrays]
+    if missing:
+      raise ValueError(f"{name}: sequence arrays must hold tokens, mask and prompt_lengths; "
+                       f"missing {missing}")
+    shape = np.shape(arrays["tokens"])
+    if len(shape) != 2 or shape[0] < 1:
+      raise ValueError(f"{name}: tokens must be int32 [N, L] with N >= 1, got shape "
+                       f"{list(shape)}")
+    n = shape[0]
+    arrays["tokens"] = _check_array(name, "tokens", arrays["tokens"], shape, np.int32)
+    arrays["mask"] = _check_array(name, "mask", arrays["mask"], shape, np.int32)
+    arrays["prompt_lengths"] = _check_array(name, "prompt_lengths", arrays["prompt_lengths"],
+                                            (n,), np.int32)
+    for key in sorted(set(arrays) - {"tokens", "mask", "prompt_lengths"}):
+      arrays[key] = _check_array(name, key, arrays[key], (n,), np.float32)
+    _check_right_padded(name, "sequence", arrays["mask"], arrays["tokens"], self.pad_id)
+    real = arrays["mask"].sum(1)
+    bad = (arrays["prompt_lengths"] < 1) | (arrays["prompt_lengths"] >= real)
+    if bad.any():
+      row = int(np.argmax(bad))
+      raise ValueError(f"{name}: prompt_lengths[{row}]={arrays['prompt_lengths'][row]} must be "
+                       f"in [1, {real[row]}) (the response needs at least one token)")
+    self._arrays = arrays
+    self._num_examples = int(n)
+    self._init_index()
+
+  @property
+  def max_len(self) -> int:
+    """L, tokens per sequence."""
+    return int(self._arrays["tokens"].shape[1])
+
+  def __repr__(self) -> str:
+    return (f"SequenceDataset(name={self.name!r}, num_sequences={self._num_examples}, "
+            f"max_len={self.max_len})")
 
 
 class EpisodeDataset(_IndexedArrays):

@@ -126,7 +126,10 @@ def tokenize_responses(
       across a pair's sides and a benchmark's candidates).
 
   Returns:
-    arrays: ``tokens`` and ``mask``, int32 [N, L], right-padded with the tokenizer's pad id.
+    arrays: ``tokens`` and ``mask``, int32 [N, L], right-padded with the tokenizer's pad id;
+      ``prompt_lengths``, int32 [N], the tokens before the response (the template's start,
+      the kept prompt and the separator): the response and end are tokens
+      ``[prompt_lengths, mask.sum(1))``.
     cuts: ``prompt`` and ``response``, int64 [N], the tokens truncation cut from each.
 
   Raises:
@@ -145,6 +148,7 @@ def tokenize_responses(
   cache = prompt_cache if prompt_cache is not None else {}
   label = (lambda i: sources[i]) if sources is not None else (lambda i: f"item {i}")
   out = {k: np.zeros((n, max_len), dtype=np.int32) for k in ("tokens", "mask")}
+  out["prompt_lengths"] = np.zeros(n, dtype=np.int32)
   cuts = {k: np.zeros(n, dtype=np.int64) for k in ("prompt", "response")}
   for i in range(n):
     prompt_ids = cache.get(prompts[i])
@@ -162,6 +166,8 @@ def tokenize_responses(
       raise chat_lib.ChatFormatError(
           f"{label(i)}: {what} does not fit chat_template {template.name!r}: {e}") from None
     out["tokens"][i], out["mask"][i] = tokens, mask
+    out["prompt_lengths"][i] = (len(fixed.start) + len(prompt_ids) - trunc.prompt_tokens_cut
+                                + len(fixed.separator))
     cuts["prompt"][i], cuts["response"][i] = trunc.prompt_tokens_cut, trunc.response_tokens_cut
   return out, cuts
 

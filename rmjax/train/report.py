@@ -42,6 +42,28 @@ def plot_curves(workdir: str, *, reference_accuracy: float | None = None) -> str
   return path
 
 
+def plot_metrics(workdir: str, panels: list[tuple[str, list[tuple[str, str]]]], *,
+                 filename: str = "curves.png") -> str:
+  """Any task's curves: one panel per (title, [(split, metric), ...]) of metrics.jsonl,
+  each metric against the step (metrics a split never logged are left out)."""
+  records = metrics_io.read_metrics(workdir)
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+  for ax, (title, series) in zip(axes[0], panels):
+    for split, key in series:
+      rows = [r for r in records if r["split"] == split and key in r]
+      if rows:
+        ax.plot([r["step"] for r in rows], [r[key] for r in rows],
+                "o-" if split == "eval" else "-", label=f"{split} {key}")
+    ax.set(title=title, xlabel="step")
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
+  fig.tight_layout()
+  path = os.path.join(workdir, filename)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
 def plot_reliability(workdir: str, bin_confidence, bin_accuracy, bin_count, *,
                      filename: str = "reliability.png",
                      title: str = "Reliability (final eval)") -> str:
