@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from flax import nnx
 import jax
@@ -591,6 +591,28 @@ class RMSNorm(nnx.Module):
     return (x32 * inv_rms * scale).astype(self.dtype)
 
 
+class KVCache(NamedTuple):
+  """Keys and values of every layer for autoregressive decoding (`Transformer.prefill`).
+
+  Fixed shapes (S = prompt length + max new tokens slots), so a decode loop over it
+  compiles once. Slot s of every row holds the s-th token fed to the model (left-padded
+  prompt first, then the generated tokens); `key_mask` says which slots hold real tokens.
+
+  Attributes:
+    keys: num_layers arrays [B, S, KV, K] (RoPE applied), compute dtype.
+    values: num_layers arrays [B, S, KV, K].
+    key_mask: [B, S] bool, True at slots written with real tokens.
+    positions: [B] int32, the RoPE position of each row's next token (its number of real
+      tokens so far).
+    index: [] int32, the slot of the next token (the same for every row).
+  """
+  keys: tuple[jax.Array, ...]
+  values: tuple[jax.Array, ...]
+  key_mask: jax.Array
+  positions: jax.Array
+  index: jax.Array
+
+
 class CausalSelfAttention(nnx.Module):
   """Multi-head (or grouped-query) causal self-attention with RoPE and a key mask.
 
@@ -686,6 +708,76 @@ class CausalSelfAttention(nnx.Module):
     context = jnp.einsum("bhqs,bshk->bqhk", probs, v)
     return jnp.einsum("blhk,hkd->bld", context, self.out[...].astype(dt))
 
+  def cached(self, x: jax.Array, positions: jax.Array, key_mask: jax.Array,
+             cache_k: jax.Array, cache_v: jax.Array, index: jax.Array
+             ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Attention of L new positions over a key/value cache (prefill and decode).
+
+    The new keys and values (RoPE applied) are written into the cache at slots
+    index .. index + L - 1; the query at slot t then attends to the cached slots s <= t
+    (s > t - W as well with a sliding window W) whose `key_mask` is True. On the slots
+    of a whole sequence this is `__call__` (same projections, scaling, soft-cap,
+    window and masking); only the summation order of the grouped-query products
+    differs (no `jnp.repeat` of the cache).
+
+    Args:
+      x: [B, L, D] normalised inputs of the new positions, compute dtype.
+      positions: [B, L] int RoPE positions of the new positions.
+      key_mask: [B, S] bool, True at cached slots holding real tokens (the new slots
+        included).
+      cache_k: [B, S, KV, K] cached keys (RoPE applied), compute dtype.
+      cache_v: [B, S, KV, K] cached values.
+      index: scalar int, the slot of x[:, 0]; index + L <= S (not checked under jit:
+        `lax.dynamic_update_slice` would clamp).
+
+    Returns:
+      (out [B, L, D] in the compute dtype, cache_k, cache_v updated).
+    """
+    cfg = self.config
+    dt = cfg.compute_dtype
+    batch, length = x.shape[:2]
+    num_slots = cache_k.shape[1]
+    q = jnp.einsum("bld,dhk->blhk", x, self.query[...].astype(dt))
+    k = jnp.einsum("bld,dhk->blhk", x, self.key[...].astype(dt))
+    v = jnp.einsum("bld,dhk->blhk", x, self.value[...].astype(dt))
+    if cfg.qkv_bias:
+      q = q + self.query_bias[...].astype(dt)
+      k = k + self.key_bias[...].astype(dt)
+      v = v + self.value_bias[...].astype(dt)
+    if cfg.qk_norm:
+      q = self.query_norm(q)
+      k = self.key_norm(k)
+    inv_freq = (None if cfg.rope_scaling is None
+                else rope_inverse_frequencies(cfg.head_dim, cfg.rope_base,
+                                              cfg.rope_scaling_dict))
+    q = apply_rope(q, positions, cfg.rope_base, inv_freq=inv_freq)
+    k = apply_rope(k, positions, cfg.rope_base, inv_freq=inv_freq)
+    cache_k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), index, 1)
+    cache_v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), index, 1)
+    # Grouped-query attention without repeating the cache: query head h = g * G + r reads
+    # key/value head g.
+    kv_heads, groups = cfg.kv_heads, cfg.num_heads // cfg.kv_heads
+    q = q.reshape(batch, length, kv_heads, groups, cfg.head_dim)
+    logits = jnp.einsum("blgrk,bsgk->bgrls", q, cache_k.astype(dt),
+                        preferred_element_type=jnp.float32)
+    logits = logits.reshape(batch, cfg.num_heads, length, num_slots)
+    scalar = cfg.head_dim if cfg.query_pre_attn_scalar is None else cfg.query_pre_attn_scalar
+    logits = logits * (1.0 / math.sqrt(scalar))
+    if cfg.attn_logit_softcap is not None:
+      logits = cfg.attn_logit_softcap * jnp.tanh(logits / cfg.attn_logit_softcap)
+    query_slot = index + jnp.arange(length)[:, None]  # [L, 1]
+    key_slot = jnp.arange(num_slots)[None, :]  # [1, S]
+    causal = key_slot <= query_slot
+    if self.sliding_window is not None:
+      causal = causal & (key_slot > query_slot - self.sliding_window)
+    allowed = causal[None, None, :, :] & key_mask[:, None, None, :]  # [B, 1, L, S]
+    logits = jnp.where(allowed, logits, _MASK_VALUE)
+    probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+    probs = probs.reshape(batch, kv_heads, groups, length, num_slots)
+    context = jnp.einsum("bgrls,bsgk->blgrk", probs, cache_v.astype(dt))
+    context = context.reshape(batch, length, cfg.num_heads, cfg.head_dim)
+    return jnp.einsum("blhk,hkd->bld", context, self.out[...].astype(dt)), cache_k, cache_v
+
 
 class GatedMLP(nnx.Module):
   """SwiGLU feed-forward layer (Shazeer 2020): down(silu(gate(x)) * up(x)).
@@ -758,6 +850,24 @@ class TransformerBlock(nnx.Module):
       return x + self.mlp_post_norm(self.mlp(self.mlp_norm(x)))
     x = x + self.attention(self.attention_norm(x), mask)
     return x + self.mlp(self.mlp_norm(x))
+
+  def cached(self, x: jax.Array, positions: jax.Array, key_mask: jax.Array,
+             cache_k: jax.Array, cache_v: jax.Array, index: jax.Array
+             ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`__call__` on L new positions with the attention over a key/value cache.
+
+    Args and cache layout as `CausalSelfAttention.cached`; x: [B, L, D] residual stream.
+
+    Returns:
+      (x [B, L, D], cache_k, cache_v updated).
+    """
+    attended, cache_k, cache_v = self.attention.cached(
+        self.attention_norm(x), positions, key_mask, cache_k, cache_v, index)
+    if self.post_norms:
+      x = x + self.attention_post_norm(attended)
+      return x + self.mlp_post_norm(self.mlp(self.mlp_norm(x))), cache_k, cache_v
+    x = x + attended
+    return x + self.mlp(self.mlp_norm(x)), cache_k, cache_v
 
 
 class Transformer(nnx.Module):
@@ -896,3 +1006,88 @@ class Transformer(nnx.Module):
       [B, L, V] float32; the logits at position t predict token t + 1.
     """
     return self.lm_logits(self(tokens, mask))
+
+  def init_cache(self, batch_size: int, length: int) -> KVCache:
+    """An empty `KVCache` of `length` slots for `batch_size` sequences (compute dtype)."""
+    cfg = self.config
+    shape = (batch_size, length, cfg.kv_heads, cfg.head_dim)
+    empty = tuple(jnp.zeros(shape, cfg.compute_dtype) for _ in range(cfg.num_layers))
+    return KVCache(keys=empty, values=empty,
+                   key_mask=jnp.zeros((batch_size, length), jnp.bool_),
+                   positions=jnp.zeros((batch_size,), jnp.int32),
+                   index=jnp.zeros((), jnp.int32))
+
+  def prefill(self, tokens: jax.Array, mask: jax.Array, *, max_new_tokens: int
+              ) -> tuple[jax.Array, KVCache]:
+    """Runs LEFT-padded prompts through the model and caches their keys and values.
+
+    The prompt fills slots 0..P-1 of a cache of S = P + max_new_tokens slots; the
+    logits at slot P-1 (each row's last real token, as the prompts are left-padded)
+    predict the first new token. Equal to `logits(tokens, mask)[:, -1]` up to float
+    rounding.
+
+    Args:
+      tokens: [B, P] integer token ids, left-padded.
+      mask: [B, P] bool or int, nonzero at real tokens (padding first; not checked here,
+        see `rmjax.generation`).
+      max_new_tokens: slots kept free for `decode_step`; P + max_new_tokens <= max_len.
+
+    Returns:
+      (logits [B, V] float32, cache) with cache.index = P and cache.positions the
+      number of real tokens of each row (the RoPE position of its next token).
+
+    Raises:
+      ValueError: no LM head (lm_head="none"), bad shapes, or P + max_new_tokens >
+        config.max_len.
+    """
+    cfg = self.config
+    if cfg.lm_head == "none":
+      raise ValueError("prefill needs an LM head; this backbone's config has lm_head='none'.")
+    mask = check_tokens_and_mask(tokens, mask, cfg.max_len)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or (
+        max_new_tokens < 0):
+      raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}.")
+    batch_size, prompt_len = tokens.shape
+    if prompt_len + max_new_tokens > cfg.max_len:
+      raise ValueError(
+          f"prompt length P={prompt_len} plus max_new_tokens={max_new_tokens} exceeds the "
+          f"config's max_len={cfg.max_len}.")
+    cache = self.init_cache(batch_size, prompt_len + max_new_tokens)
+    hidden, cache = self._extend_cache(tokens, mask, positions_from_mask(mask), cache)
+    return self.lm_logits(hidden[:, -1]), cache
+
+  def decode_step(self, token: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
+    """Appends one token per row at slot cache.index and returns the next logits.
+
+    Args:
+      token: [B] integer token ids in [0, vocab_size).
+      cache: the `KVCache` of `prefill` or of the previous `decode_step`, with a free
+        slot (cache.index < S; not checked under jit).
+
+    Returns:
+      (logits [B, V] float32 predicting the token after `token`, cache advanced by one
+      slot and one position).
+    """
+    if getattr(token, "ndim", None) != 1:
+      raise ValueError(f"token must have shape [B], got {getattr(token, 'shape', None)}.")
+    tokens = token[:, None]
+    hidden, cache = self._extend_cache(tokens, jnp.ones(tokens.shape, jnp.bool_),
+                                       cache.positions[:, None], cache)
+    return self.lm_logits(hidden[:, 0]), cache
+
+  def _extend_cache(self, tokens: jax.Array, mask: jax.Array, positions: jax.Array,
+                    cache: KVCache) -> tuple[jax.Array, KVCache]:
+    """Final-normed hidden states [B, L, D] of L new tokens at slot cache.index, and the
+    cache holding them; the next RoPE position continues from positions[:, -1]."""
+    x = self.hidden_before_layer(tokens, mask, 0)
+    key_mask = jax.lax.dynamic_update_slice_in_dim(cache.key_mask, mask, cache.index, 1)
+    keys, values = [], []
+    for block, cache_k, cache_v in zip(self.layers, cache.keys, cache.values):
+      x, cache_k, cache_v = block.cached(x, positions, key_mask, cache_k, cache_v,
+                                         cache.index)
+      keys.append(cache_k)
+      values.append(cache_v)
+    cache = KVCache(keys=tuple(keys), values=tuple(values), key_mask=key_mask,
+                    positions=(positions[:, -1] + 1).astype(jnp.int32),
+                    index=(cache.index + tokens.shape[1]).astype(jnp.int32))
+    return self.final_norm(x), cache
