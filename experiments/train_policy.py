@@ -1,0 +1,75 @@
+r"""Train a policy: supervised fine-tuning or direct preference optimisation (config.task).
+
+  python -m experiments.train_policy                                   # SFT, synthetic world
+  python -m experiments.train_policy --config configs/dpo.py --workdir runs/dpo_default
+  python -m experiments.train_policy --config configs/dpo.py:smoke --workdir /tmp/dpo_smoke
+
+Re-running a command on the same --workdir resumes from its latest checkpoint. A DPO run on
+synthetic data without --config.dpo.reference_workdir first trains its reference (SFT,
+configs/sft.py:<dpo.reference_preset>) in <workdir>/reference_sft, or reuses it there.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from rmjax.train import config_overrides
+
+_CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "configs", "sft.py")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", _CONFIG_FILE, "Config file, optionally with `:preset`.", lock_config=False)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Output directory; default: runs/<config.name> under the cwd.")
+
+
+def train_reference(config, workdir: str) -> str:
+  """The SFT reference of a synthetic DPO run: trained in <workdir>/reference_sft (or
+  resumed / reused there); returns its workdir."""
+  from rmjax.tasks import policy  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks.policy.config import get_config  # pylint: disable=g-import-not-at-top
+
+  sft_config = get_config("sft", config.dpo.reference_preset)
+  for section in ("model", "mesh"):
+    sft_config[section] = config[section]
+  sft_config.data.synthetic.update(world_seed=config.data.synthetic.world_seed)
+  ref_dir = os.path.join(workdir, "reference_sft")
+  logging.info("training the SFT reference in %s", ref_dir)
+  policy.train_and_evaluate(sft_config, ref_dir)
+  return ref_dir
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or os.path.join("runs", config.name)
+  from rmjax import parallel  # pylint: disable=g-import-not-at-top
+  from rmjax import train  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks import policy  # pylint: disable=g-import-not-at-top
+  logging.info("workdir: %s", os.path.abspath(workdir))
+  try:
+    parallel.initialize_distributed(config)
+    if (config.task == "dpo" and not config.dpo.reference_workdir
+        and not config.pretrained.checkpoint and config.data.source == "synthetic"):
+      config.dpo.reference_workdir = train_reference(config, workdir)
+    policy.train_and_evaluate(config, workdir)
+  except train.Preempted as e:
+    print(f"preempted: {e}", file=sys.stderr)
+    sys.exit(75)
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    if os.environ.get("RMJAX_TRACEBACK"):
+      raise
+    print(f"error: {e}\n(set RMJAX_TRACEBACK=1 for the traceback)", file=sys.stderr)
+    sys.exit(2)
+  if jax.process_index() == 0:
+    print(open(os.path.join(workdir, "report.md")).read())
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=config_overrides.flags_parser_rejecting_unknown_keys(_CONFIG_FILE))
