@@ -660,6 +660,29 @@ class CausalSelfAttention(nnx.Module):
       self.query_norm = RMSNorm(k, **norm_kwargs)
       self.key_norm = RMSNorm(k, **norm_kwargs)
 
+  def _project(self, x: jax.Array, positions: jax.Array
+               ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Queries [B, L, H, K], keys and values [B, L, KV, K] of x [B, L, D] (compute dtype):
+    projections, optional biases and q/k norms, then RoPE at `positions` [B, L]."""
+    cfg = self.config
+    dt = cfg.compute_dtype
+    q = jnp.einsum("bld,dhk->blhk", x, self.query[...].astype(dt))
+    k = jnp.einsum("bld,dhk->blhk", x, self.key[...].astype(dt))
+    v = jnp.einsum("bld,dhk->blhk", x, self.value[...].astype(dt))
+    if cfg.qkv_bias:
+      q = q + self.query_bias[...].astype(dt)
+      k = k + self.key_bias[...].astype(dt)
+      v = v + self.value_bias[...].astype(dt)
+    if cfg.qk_norm:
+      q = self.query_norm(q)
+      k = self.key_norm(k)
+    inv_freq = (None if cfg.rope_scaling is None
+                else rope_inverse_frequencies(cfg.head_dim, cfg.rope_base,
+                                              cfg.rope_scaling_dict))
+    q = apply_rope(q, positions, cfg.rope_base, inv_freq=inv_freq)
+    k = apply_rope(k, positions, cfg.rope_base, inv_freq=inv_freq)
+    return q, k, v
+
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     """Attends each position to itself and earlier real positions.
 
@@ -673,22 +696,7 @@ class CausalSelfAttention(nnx.Module):
     cfg = self.config
     dt = cfg.compute_dtype
     seq_len = x.shape[1]
-    q = jnp.einsum("bld,dhk->blhk", x, self.query[...].astype(dt))
-    k = jnp.einsum("bld,dhk->blhk", x, self.key[...].astype(dt))
-    v = jnp.einsum("bld,dhk->blhk", x, self.value[...].astype(dt))
-    if cfg.qkv_bias:
-      q = q + self.query_bias[...].astype(dt)
-      k = k + self.key_bias[...].astype(dt)
-      v = v + self.value_bias[...].astype(dt)
-    if cfg.qk_norm:
-      q = self.query_norm(q)
-      k = self.key_norm(k)
-    positions = positions_from_mask(mask)  # [B, L]
-    inv_freq = (None if cfg.rope_scaling is None
-                else rope_inverse_frequencies(cfg.head_dim, cfg.rope_base,
-                                              cfg.rope_scaling_dict))
-    q = apply_rope(q, positions, cfg.rope_base, inv_freq=inv_freq)
-    k = apply_rope(k, positions, cfg.rope_base, inv_freq=inv_freq)
+    q, k, v = self._project(x, positions_from_mask(mask))
     groups = cfg.num_heads // cfg.kv_heads
     if groups > 1:  # grouped-query attention: query head h reads kv head h // groups
       k = jnp.repeat(k, groups, axis=2)
@@ -737,21 +745,7 @@ class CausalSelfAttention(nnx.Module):
     dt = cfg.compute_dtype
     batch, length = x.shape[:2]
     num_slots = cache_k.shape[1]
-    q = jnp.einsum("bld,dhk->blhk", x, self.query[...].astype(dt))
-    k = jnp.einsum("bld,dhk->blhk", x, self.key[...].astype(dt))
-    v = jnp.einsum("bld,dhk->blhk", x, self.value[...].astype(dt))
-    if cfg.qkv_bias:
-      q = q + self.query_bias[...].astype(dt)
-      k = k + self.key_bias[...].astype(dt)
-      v = v + self.value_bias[...].astype(dt)
-    if cfg.qk_norm:
-      q = self.query_norm(q)
-      k = self.key_norm(k)
-    inv_freq = (None if cfg.rope_scaling is None
-                else rope_inverse_frequencies(cfg.head_dim, cfg.rope_base,
-                                              cfg.rope_scaling_dict))
-    q = apply_rope(q, positions, cfg.rope_base, inv_freq=inv_freq)
-    k = apply_rope(k, positions, cfg.rope_base, inv_freq=inv_freq)
+    q, k, v = self._project(x, positions)
     cache_k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), index, 1)
     cache_v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), index, 1)
     # Grouped-query attention without repeating the cache: query head h = g * G + r reads
