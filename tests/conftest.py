@@ -8,6 +8,13 @@ three-run seed test take 54 s instead of 79 s). The directory is made by the fir
 process (the xdist controller), handed to the workers and subprocesses through the
 environment (JAX_COMPILATION_CACHE_DIR), and removed at the end of the run; a fresh run
 starts empty. Set RMJAX_TEST_JAX_CACHE=0 to run without it.
+
+XLA's backend optimisation level 0: the suite's programs are small and run a few times each,
+so compiling is most of their cost. At level 0 XLA:CPU compiles them about a third faster
+(measured: the generation, transformer and new DPO-loss tests, 169 of them on 2 workers,
+60 s instead of 93 s) and every test passes unchanged. It reaches the workers and the
+subprocesses through XLA_FLAGS (set before jax is imported). Set RMJAX_TEST_XLA_OPT=1 to test
+the optimised programs instead.
 """
 
 import os
@@ -15,7 +22,12 @@ import pathlib
 import shutil
 import tempfile
 
-import jax
+if os.environ.get("RMJAX_TEST_XLA_OPT", "0") != "1":
+  _FLAG = "--xla_backend_optimization_level=0"
+  if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FLAG}".strip()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 

@@ -78,6 +78,7 @@ import importlib, os, sys, traceback
 # rmjax module loaded (a fork: no new interpreter per module), one child per core at a time.
 import chex, flax, grain, jax, ml_collections, numpy, optax, orbax.checkpoint
 import tensorflow_datasets
+import absl.app, gguf, matplotlib.pyplot, safetensors, tokenizers
 failures, running = [], {}
 names = list(sys.argv[1:])
 while names or running:

@@ -245,6 +245,11 @@ def _start(args, env_extra):
   for k in ("RMJAX_TRACEBACK", "RMJAX_COORDINATOR_ADDRESS", "RMJAX_NUM_PROCESSES",
             "RMJAX_PROCESS_ID", "XLA_FLAGS"):
     env.pop(k, None)
+  # The suite's compile setting (conftest.py) still applies; device flags do not.
+  kept = [f for f in os.environ.get("XLA_FLAGS", "").split()
+          if f.startswith("--xla_backend_optimization_level")]
+  if kept:
+    env["XLA_FLAGS"] = " ".join(kept)
   env.update(env_extra)
   return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
