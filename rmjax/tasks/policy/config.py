@@ -69,7 +69,9 @@ def get_config(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
   # BOS + prompt (<= 5) + response (<= 12) + EOS = 19 tokens; sampling adds up to 14.
   config.data.max_len = 24
   config.data.max_prompt_len = 8
-  config.data.max_records = 0  # Real data: 0 = every training record.
+  # Real data: the first max_records training / max_eval_records eval records (0 = all).
+  config.data.max_records = 0
+  config.data.max_eval_records = 0
 
   config.model = ml_collections.ConfigDict(dict(
       vocab_size=259, d_model=128, num_layers=2, num_heads=4, d_ff=344, lm_head="tied",
@@ -113,13 +115,15 @@ def get_config(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
     if task == "dpo":
       config.dpo.reference_preset = "smoke"
   elif preset == "hh_rlhf":
+    # Sized for a CPU: 64 training and 32 eval records, 10 steps of 4 (documented times in
+    # the README); drop max_records / max_eval_records and raise num_steps on an accelerator.
     config.data.update(source="hh_rlhf", path=HH_RLHF_FILE, tokenizer="smollm2",
-                       chat_template="chatml_smollm2", max_len=320, max_prompt_len=192,
-                       eval_fraction=0.1, max_records=256)
+                       chat_template="chatml_smollm2", max_len=256, max_prompt_len=160,
+                       eval_fraction=0.1, max_records=64, max_eval_records=32)
     config.pretrained.checkpoint = "smollm2"
-    config.optim.update(learning_rate=5e-6 if task == "dpo" else 1e-5, warmup_steps=5,
+    config.optim.update(learning_rate=5e-6 if task == "dpo" else 1e-5, warmup_steps=2,
                         weight_decay=0.0)
-    config.train.update(num_steps=20, batch_size=8, log_every=2, eval_every=20,
+    config.train.update(num_steps=10, batch_size=4, log_every=2, eval_every=10,
                         checkpoint_every=10)
     config.eval.batch_size = 8
     config.generation.update(max_new_tokens=48, num_eval_prompts=8, batch_size=8)

@@ -155,9 +155,11 @@ def _hh_split(config: ml_collections.ConfigDict) -> tuple[Any, np.ndarray, np.nd
   bench = rm_data.read_hh_rlhf(config.data.path)
   train_idx, eval_idx, counts = rm_data.split_by_prompt(
       bench.prompts, config.data.eval_fraction, config.data.split_seed)
-  limit = config.data.get("max_records", 0)
-  if limit:
-    train_idx = train_idx[:limit]
+  # Short runs on a CPU: the first max_records / max_eval_records of each side (0 = all).
+  if config.data.get("max_records", 0):
+    train_idx = train_idx[:config.data.max_records]
+  if config.data.get("max_eval_records", 0):
+    eval_idx = eval_idx[:config.data.max_eval_records]
   return bench, np.asarray(train_idx), np.asarray(eval_idx), counts
 
 
