@@ -67,8 +67,8 @@ import os
 import ml_collections
 
 from rmjax.data import default_data_config
-from rmjax.models import DEFAULT_LOGICAL_AXIS_RULES
 from rmjax.parallel import MESH_PRESETS
+from rmjax.train import run_config
 from rmjax.tasks.reward_model import family_names
 from rmjax.tasks.reward_model import get_family
 from rmjax.tasks.reward_model.pretrained import default_pretrained_config
@@ -156,14 +156,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # rmjax.tasks.reward_model.pretrained for the fields.
   config.pretrained = ml_collections.ConfigDict(default_pretrained_config())
   config.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=3, async_save=True))
-  config.mesh = ml_collections.ConfigDict(dict(
-      shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)),
-      logical_axis_rules=tuple(DEFAULT_LOGICAL_AXIS_RULES)))
-  # Multi-process runs (rmjax.parallel.initialize_distributed): empty = one process, or a
-  # SLURM / Cloud TPU cluster detected from the environment; auto=True forces detection.
-  config.distributed = ml_collections.ConfigDict(dict(
-      coordinator_address="", num_processes=0, process_id=-1, auto=False,
-      initialization_timeout=300))
+  config.mesh = run_config.mesh_config()
+  # Multi-process runs (rmjax.parallel.initialize_distributed).
+  config.distributed = run_config.distributed_config()
 
   if preset == "smoke":
     config.data.synthetic.num_train = 512

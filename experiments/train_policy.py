@@ -10,12 +10,10 @@ configs/sft.py:<dpo.reference_preset>) in <workdir>/reference_sft, or reuses it 
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
 from rmjax.train import config_overrides
@@ -50,25 +48,17 @@ def main(argv):
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("runs", config.name)
   from rmjax import parallel  # pylint: disable=g-import-not-at-top
-  from rmjax import train  # pylint: disable=g-import-not-at-top
   from rmjax.tasks import policy  # pylint: disable=g-import-not-at-top
-  logging.info("workdir: %s", os.path.abspath(workdir))
-  try:
+  from rmjax.train import cli  # pylint: disable=g-import-not-at-top
+
+  def run():
     parallel.initialize_distributed(config)
     if (config.task == "dpo" and not config.dpo.reference_workdir
         and not config.pretrained.checkpoint and config.data.source == "synthetic"):
       config.dpo.reference_workdir = train_reference(config, workdir)
     policy.train_and_evaluate(config, workdir)
-  except train.Preempted as e:
-    print(f"preempted: {e}", file=sys.stderr)
-    sys.exit(75)
-  except (FileNotFoundError, ValueError, KeyError) as e:
-    if os.environ.get("RMJAX_TRACEBACK"):
-      raise
-    print(f"error: {e}\n(set RMJAX_TRACEBACK=1 for the traceback)", file=sys.stderr)
-    sys.exit(2)
-  if jax.process_index() == 0:
-    print(open(os.path.join(workdir, "report.md")).read())
+
+  cli.run_experiment(run, workdir)
 
 
 if __name__ == "__main__":

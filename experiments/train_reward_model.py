@@ -14,14 +14,10 @@ Cloud TPU cluster) says how they connect, before any JAX computation:
       --config configs/reward_model.py:smoke --workdir /tmp/rm_2proc
 """
 
-import logging as std_logging
 import os
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging
-import jax
 from ml_collections import config_flags
 
 from rmjax.train import config_overrides
@@ -34,39 +30,22 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory; default: runs/reward_model_<preset> under the cwd.")
 
 
-class _QuietLibraries(std_logging.Filter):
-  """Keeps orbax's and TFDS's per-save INFO chatter out of the run log (warnings stay)."""
-
-  def filter(self, record):
-    noisy = any(part in record.pathname for part in ("orbax", "tensorflow_datasets"))
-    return record.levelno >= std_logging.WARNING or not noisy
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("runs", f"reward_model_{config.name}")
   from rmjax import parallel  # pylint: disable=g-import-not-at-top
   from rmjax import train  # pylint: disable=g-import-not-at-top
   from rmjax.tasks import reward_model  # pylint: disable=g-import-not-at-top
-  logging.info("workdir: %s", os.path.abspath(workdir))
-  try:
+  from rmjax.train import cli  # pylint: disable=g-import-not-at-top
+
+  def run():
     # Joins a multi-process run (if configured) before anything touches a device.
     parallel.initialize_distributed(config)
-    report = train.train_and_evaluate(config, workdir, reward_model.make_task(config))
-  except train.Preempted as e:
-    print(f"preempted: {e}", file=sys.stderr)
-    sys.exit(75)
-  except (FileNotFoundError, ValueError, KeyError) as e:
-    if os.environ.get("RMJAX_TRACEBACK"):
-      raise
-    print(f"error: {e}\n(set RMJAX_TRACEBACK=1 for the traceback)", file=sys.stderr)
-    sys.exit(2)
-  if jax.process_index() == 0:  # Process 0 wrote the report.
-    print(open(os.path.join(workdir, "report.md")).read())
-  del report  # Also in workdir/report.json.
+    train.train_and_evaluate(config, workdir, reward_model.make_task(config))
+
+  cli.run_experiment(run, workdir)  # The report is also in workdir/report.json.
 
 
 if __name__ == "__main__":

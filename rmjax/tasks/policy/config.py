@@ -23,8 +23,8 @@ import ml_collections
 from rmjax.data import default_data_config
 from rmjax.data import synthetic_policy
 from rmjax.losses import direct_preference
-from rmjax.models import DEFAULT_LOGICAL_AXIS_RULES
 from rmjax.parallel import MESH_PRESETS
+from rmjax.train import run_config
 from rmjax.tasks.reward_model.pretrained import default_pretrained_config
 
 PRESETS = ("default", "smoke", "hh_rlhf", "pod")
@@ -92,12 +92,9 @@ def get_config(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
       max_new_tokens=14, temperature=1.0, top_k=0, top_p=1.0, num_eval_prompts=512,
       batch_size=128, seed=0))
   config.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True))
-  config.mesh = ml_collections.ConfigDict(dict(
-      shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)),
-      logical_axis_rules=tuple(DEFAULT_LOGICAL_AXIS_RULES)))
-  config.distributed = ml_collections.ConfigDict(dict(
-      coordinator_address="", num_processes=0, process_id=-1, auto=False,
-      initialization_timeout=300))
+  config.mesh = run_config.mesh_config()
+  # Multi-process runs (rmjax.parallel.initialize_distributed).
+  config.distributed = run_config.distributed_config()
   if task == "dpo":
     config.dpo = ml_collections.ConfigDict(default_dpo_config())
     config.data.synthetic.num_train = 8192

@@ -1,0 +1,21 @@
+"""Config sections every training config has, with their defaults (one home for them)."""
+
+import ml_collections
+
+from rmjax.models import DEFAULT_LOGICAL_AXIS_RULES
+
+
+def mesh_config() -> ml_collections.ConfigDict:
+  """config.mesh: shape (data -1 = every device, fsdp 1, tensor 1) and the logical-axis rules
+  (`rmjax.models.DEFAULT_LOGICAL_AXIS_RULES`); mesh presets replace the shape."""
+  return ml_collections.ConfigDict(dict(
+      shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)),
+      logical_axis_rules=tuple(DEFAULT_LOGICAL_AXIS_RULES)))
+
+
+def distributed_config() -> ml_collections.ConfigDict:
+  """config.distributed (`rmjax.parallel.initialize_distributed`): empty = one process, or a
+  SLURM / Cloud TPU cluster detected from the environment; auto=True forces detection."""
+  return ml_collections.ConfigDict(dict(
+      coordinator_address="", num_processes=0, process_id=-1, auto=False,
+      initialization_timeout=300))
