@@ -8,7 +8,8 @@ r"""Direct preference optimisation of a policy: config and presets (rmjax.tasks.
 
 dpo.loss: any name of rmjax.losses.direct_preference.PAIRED_LOSSES ("sigmoid" = DPO, "ipo",
 "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
-"apo_zero", "apo_down", "discopop", "f_divergence"); dpo.options holds its other keyword
+"apo_zero", "apo_down", "discopop", "f_divergence") or the reference-free, length-normalised
+"simpo" and "orpo" (dpo.beta is SimPO's beta; set it to ~2 for SimPO); dpo.options holds its other keyword
 arguments (e.g. --config.dpo.options.divergence=js_divergence for "f_divergence"); dpo.wpo and
 dpo.ld_alpha add WPO weighting and LD-DPO. On synthetic data without dpo.reference_workdir
 the experiment first trains the SFT reference (configs/sft.py:<dpo.reference_preset>) in

@@ -293,3 +293,24 @@ def test_smollm2_policy_answers_like_transformers():
                                                         greedy=True, eos_ids=(2,), pad_id=2))
   assert int(out.lengths[0]) == len(answer)
   assert np.asarray(out.response_tokens[0, :len(answer)]).tolist() == answer
+
+
+def test_simpo_and_orpo_take_mean_log_probs_and_no_reference():
+  config = get_config("dpo", "smoke")
+  config.dpo.update(loss="simpo", beta=2.0)
+  assert dpo.aggregation(config) == "mean"
+  pc, pr = jnp.array([-1.0, -2.0]), jnp.array([-1.5, -1.0])
+  junk = jnp.array([jnp.nan, jnp.nan])  # the reference is not read
+  loss, _ = dpo.preference_loss(config, pc, pr, junk, junk, jnp.array([True, True]))
+  want = np.mean(np.log1p(np.exp(-(2.0 * np.array([0.5, -1.0]) - 0.5))))
+  assert abs(float(loss) - want) < 1e-6
+  config.dpo.update(loss="orpo")
+  loss, _ = dpo.preference_loss(config, pc, pr, junk, junk, jnp.array([True, True]))
+  log_odds = lambda l: l - np.log1p(-np.exp(l))
+  ratio = log_odds(np.array([-1.0, -2.0])) - log_odds(np.array([-1.5, -1.0]))
+  want = np.mean(np.array([1.0, 2.0]) + 0.1 * np.log1p(np.exp(-ratio)))
+  assert abs(float(loss) - want) < 1e-5
+  config.dpo.ld_alpha = 0.5
+  with pytest.raises(ValueError, match="dpo.ld_alpha"):
+    dpo.check_config(config)
+  assert {"simpo", "orpo", "sigmoid", "apo_zero"} <= set(dpo.loss_names())

@@ -22,7 +22,6 @@ import ml_collections
 
 from rmjax.data import default_data_config
 from rmjax.data import synthetic_policy
-from rmjax.losses import direct_preference
 from rmjax.parallel import MESH_PRESETS
 from rmjax.train import run_config
 from rmjax.tasks.reward_model.pretrained import default_pretrained_config
@@ -35,7 +34,8 @@ HH_RLHF_FILE = os.path.normpath(os.path.join(_SHARED_DATA, "hh_rlhf",
 
 
 def default_dpo_config() -> dict:
-  """config.dpo: loss ("sigmoid" = DPO; any name of `PAIRED_LOSSES`), beta (0.1), options
+  """config.dpo: loss ("sigmoid" = DPO; any name of `rmjax.tasks.policy.dpo.loss_names()`:
+  `PAIRED_LOSSES` and the reference-free "simpo" and "orpo"), beta (0.1), options
   (the loss's other keyword arguments, e.g. label_smoothing for "robust", divergence and
   alpha for "f_divergence"), wpo (False), ld_alpha (1.0 = off), reference_workdir ("" = the
   pretrained checkpoint, or for synthetic data an SFT run made first by the experiment),
@@ -139,7 +139,3 @@ def get_config(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
     config.mesh.shape.update(MESH_PRESETS[meshes[0]])
   return config
 
-
-def loss_names() -> list[str]:
-  """The names `dpo.loss` accepts."""
-  return sorted(direct_preference.PAIRED_LOSSES)

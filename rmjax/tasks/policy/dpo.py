@@ -52,13 +52,25 @@ PAIR_FIELDS = ("chosen_tokens", "chosen_mask", "rejected_tokens", "rejected_mask
                "prompt_lengths", "reference_chosen_logps", "reference_rejected_logps")
 # Paired losses that take no per-pair weights (their terms are ranks over the batch).
 _NO_WEIGHTS = ("aot", "aot_unpaired", "aot_pair")
+# Reference-free losses on length-normalised (mean token) log-probs: (policy_chosen,
+# policy_rejected, **options) with SimPO's beta taken from dpo.beta.
+REFERENCE_FREE = {"simpo": direct_preference.simpo_loss, "orpo": direct_preference.orpo_loss}
+
+
+def loss_names() -> list[str]:
+  """Every name dpo.loss takes: `PAIRED_LOSSES` and the reference-free `REFERENCE_FREE`."""
+  return sorted([*direct_preference.PAIRED_LOSSES, *REFERENCE_FREE])
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """The loss name and options, before any data or model is made."""
   sft.check_config(config)
   dpo = config.dpo
-  direct_preference.get_paired_loss(dpo.loss)  # An unknown name lists the known ones.
+  if dpo.loss not in REFERENCE_FREE:
+    direct_preference.get_paired_loss(dpo.loss)  # An unknown name lists the known ones.
+  if dpo.loss in REFERENCE_FREE and dpo.ld_alpha < 1.0:
+    raise ValueError(f"dpo.loss={dpo.loss!r} takes mean token log-probs; dpo.ld_alpha "
+                     f"(LD-DPO's sums) must stay 1.0, got {dpo.ld_alpha}")
   if not dpo.reference_workdir and not config.pretrained.checkpoint:
     raise ValueError("dpo.reference_workdir (an SFT run) or pretrained.checkpoint must name "
                      "the reference policy")
@@ -68,8 +80,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"dpo.ld_alpha must lie in [0, 1] (1 = plain DPO), got {dpo.ld_alpha}")
 
 
-def sequence_logps(ld_alpha: float, chosen_lp, chosen_mask, rejected_lp, rejected_mask):
-  """[B] log-probs of both sides: sums over the response, or LD-DPO's (ld_alpha < 1)."""
+def sequence_logps(ld_alpha: float, chosen_lp, chosen_mask, rejected_lp, rejected_mask, *,
+                   aggregation: str = "sum"):
+  """[B] log-probs of both sides: sums over the response, LD-DPO's (ld_alpha < 1), or
+  means over the response tokens (aggregation "mean": SimPO, ORPO)."""
+  if aggregation == "mean":
+    return (losses.sequence_log_probs(chosen_lp, chosen_mask, aggregation="mean"),
+            losses.sequence_log_probs(rejected_lp, rejected_mask, aggregation="mean"))
   if ld_alpha < 1.0:
     return direct_preference.ld_dpo_log_probs(
         chosen_lp, rejected_lp, alpha=ld_alpha, chosen_mask=chosen_mask,
@@ -80,7 +97,7 @@ def sequence_logps(ld_alpha: float, chosen_lp, chosen_mask, rejected_lp, rejecte
 
 def pair_log_probs(graphdef, params, chosen_tokens, chosen_mask, rejected_tokens,
                    rejected_mask, prompt_lengths, *, ld_alpha: float, wpo: bool,
-                   chunk_size: int | None = None):
+                   chunk_size: int | None = None, aggregation: str = "sum"):
   """(log pi(y_w), log pi(y_l), WPO weights or None), one forward pass over [2B, L]."""
   b = chosen_tokens.shape[0]
   tokens = jnp.concatenate([chosen_tokens, rejected_tokens])
@@ -98,7 +115,8 @@ def pair_log_probs(graphdef, params, chosen_tokens, chosen_mask, rejected_tokens
     lp, targets = model_lib.response_log_probs(graphdef, params, tokens, mask, lengths,
                                                chunk_size=chunk_size)
     weights = None
-  chosen, rejected = sequence_logps(ld_alpha, lp[:b], targets[:b], lp[b:], targets[b:])
+  chosen, rejected = sequence_logps(ld_alpha, lp[:b], targets[:b], lp[b:], targets[b:],
+                                    aggregation=aggregation)
   return chosen, rejected, weights
 
 
@@ -115,7 +133,12 @@ def preference_loss(config: ml_collections.ConfigDict, pc, pr, rc, rr, valid, we
     count = jnp.maximum(jnp.sum(valid), 1)
     shift = jnp.sum(jnp.where(valid, chosen_reward + rejected_reward, 0.0)) / (2 * count)
     kwargs["reward_shift"] = jax.lax.stop_gradient(shift)
-  loss = direct_preference.get_paired_loss(dpo.loss)(pc, pr, rc, rr, **kwargs)
+  if dpo.loss in REFERENCE_FREE:
+    if dpo.loss == "orpo":
+      del kwargs["beta"]
+    loss = REFERENCE_FREE[dpo.loss](pc, pr, **kwargs)
+  else:
+    loss = direct_preference.get_paired_loss(dpo.loss)(pc, pr, rc, rr, **kwargs)
   h = (pc - rc) - (pr - rr)
   mean = lambda x: jnp.sum(jnp.where(valid, x, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
   return loss, {"loss": loss,
@@ -127,11 +150,17 @@ def preference_loss(config: ml_collections.ConfigDict, pc, pr, rc, rr, valid, we
                 "policy_rejected_logps": mean(pr)}
 
 
+def aggregation(config: ml_collections.ConfigDict) -> str:
+  """How a response's token log-probs make its log-prob: "mean" for SimPO and ORPO."""
+  return "mean" if config.dpo.loss in REFERENCE_FREE else "sum"
+
+
 def make_functions(config: ml_collections.ConfigDict, graphdef: Any, shard):
   """(loss_fn, eval_fn): the loss of a pair batch; the eval's per-pair log-probs."""
   chunk = config.logprob_chunk_size or None
   logps = shard(functools.partial(pair_log_probs, graphdef, ld_alpha=config.dpo.ld_alpha,
-                                  wpo=config.dpo.wpo, chunk_size=chunk))
+                                  wpo=config.dpo.wpo, chunk_size=chunk,
+                                  aggregation=aggregation(config)))
 
   def policy_logps(params, batch):
     return logps(params, batch["chosen_tokens"], batch["chosen_mask"],
@@ -217,7 +246,7 @@ def reference_log_probs(config: ml_collections.ConfigDict, reference: Reference,
   (reference, tokens, ld_alpha) and cached as ``<workdir>/reference_logps-<key>.npz``."""
   arrays = dataset.arrays
   digest = hashlib.sha256(reference.source.encode())
-  digest.update(str(config.dpo.ld_alpha).encode())
+  digest.update(f"{config.dpo.ld_alpha} {aggregation(config)}".encode())
   for name in ("chosen_tokens", "chosen_mask", "rejected_tokens", "rejected_mask",
                "prompt_lengths"):
     digest.update(np.ascontiguousarray(arrays[name]).tobytes())
@@ -227,7 +256,7 @@ def reference_log_probs(config: ml_collections.ConfigDict, reference: Reference,
     return cached["chosen"], cached["rejected"]
   graphdef = jax.eval_shape(reference.policy.init_params, jax.random.key(0))[0]
   fn = jax.jit(functools.partial(pair_log_probs, graphdef, ld_alpha=config.dpo.ld_alpha,
-                                 wpo=False))
+                                 wpo=False, aggregation=aggregation(config)))
   params = jax.device_put(reference.params)
   chosen, rejected = [], []
   for indices, valid in rm_data.eval_index_batches(dataset.num_examples,
