@@ -79,6 +79,7 @@ import importlib, os, sys, traceback
 import chex, flax, grain, jax, ml_collections, numpy, optax, orbax.checkpoint
 import tensorflow_datasets
 import absl.app, gguf, matplotlib.pyplot, safetensors, tokenizers
+import flax.linen, flax.nnx, jax.experimental.pallas
 failures, running = [], {}
 names = list(sys.argv[1:])
 while names or running:
