@@ -14,7 +14,6 @@ import pytest
 from flax import nnx
 
 from rmjax import data as rm_data
-from rmjax import losses
 from rmjax import models
 from rmjax.data import synthetic_policy as sp
 from rmjax.tasks import policy

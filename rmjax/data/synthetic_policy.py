@@ -242,7 +242,7 @@ def win_rate(rewards: np.ndarray, baseline_rewards: np.ndarray) -> float:
   if rewards.shape != baseline_rewards.shape or rewards.ndim != 1 or not rewards.size:
     raise ValueError(f"rewards and baseline_rewards must be equal non-empty [N] arrays, got "
                      f"{rewards.shape} and {baseline_rewards.shape}")
-  return float(np.mean((rewards > baseline_rewards) + 0.5 * (rewards == baseline_rewards)))
+  return synthetic.ground_truth_label_accuracy(rewards, baseline_rewards)
 
 
 class PolicyPairs(NamedTuple):
@@ -269,7 +269,7 @@ def sample_preference_pairs(num_pairs: int, rng: np.random.Generator, world: Pol
   a = sample_responses(prompts, rng, world)
   b = sample_responses(prompts, rng, world)
   r_a, r_b = true_rewards(world, prompts, a), true_rewards(world, prompts, b)
-  p_a = 0.5 * (1.0 + np.tanh(0.5 * (r_a - r_b) / world.temperature))
+  p_a = synthetic._sigmoid((r_a - r_b) / world.temperature)  # pylint: disable=protected-access
   a_preferred = rng.random(num_pairs) < p_a
   return PolicyPairs(
       prompt=prompts,

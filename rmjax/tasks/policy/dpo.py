@@ -320,10 +320,12 @@ def evaluate(config: ml_collections.ConfigDict, reference: Reference, cache: dic
   metrics["kl_to_reference"] = sampling_eval.kl_estimate(samples["log_probs"].sum(1),
                                                          np.asarray(ref_logps))
   if eval_data.world is not None:
-    ref_samples = sampling_eval.sample(run, ref_params, eval_data.prompts, key,
-                                       batch_size=batch_size)
+    if "reference_texts" not in cache:  # The reference is frozen: its samples, once.
+      ref_samples = sampling_eval.sample(run, ref_params, eval_data.prompts, key,
+                                         batch_size=batch_size)
+      cache["reference_texts"] = sampling_eval.decode_responses(tokenizer, ref_samples, eos)
     texts = sampling_eval.decode_responses(tokenizer, samples, eos)
-    ref_texts = sampling_eval.decode_responses(tokenizer, ref_samples, eos)
+    ref_texts = cache["reference_texts"]
     metrics.update(sampling_eval.world_metrics(eval_data.world, eval_data.prompts.texts,
                                                texts, ref_texts, "reference"))
   return metrics, {}
