@@ -13,10 +13,36 @@ Every process of a multi-process run calls save and restore (orbax coordinates t
 """
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
+
+from rmjax.train.state import TrainState
+
+
+class _StoredTrainState(NamedTuple):
+  """The on-disk layout of a `TrainState` whose task_state is None: its four other fields,
+  the layout every checkpoint had before task states existed."""
+  step: Any
+  params: Any
+  opt_state: Any
+  rng: Any
+
+
+def _stored(tree: Any) -> Any:
+  """What is written for `tree`: a TrainState without task state loses the empty field (orbax
+  would otherwise record a fifth entry that older checkpoints lack, and refuse to restore
+  them)."""
+  if isinstance(tree, TrainState) and tree.task_state is None:
+    return _StoredTrainState(*tree[:4])
+  return tree
+
+
+def _loaded(target: Any, restored: Any) -> Any:
+  if isinstance(target, TrainState) and target.task_state is None:
+    return TrainState(*restored)
+  return restored
 
 
 def abstract_like(tree: Any) -> Any:
@@ -71,12 +97,16 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, *, force: bool = False) -> bool:
     """Saves `state` at `step` if `should_save(step)` or `force`; returns whether it did."""
-    return self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    return self._manager.save(step, args=ocp.args.StandardSave(_stored(state)), force=force)
 
   def restore(self, step: int, target: Any) -> Any:
     """Restores `step` into the structure, dtypes and shardings of `target` (arrays or
-    `jax.ShapeDtypeStruct`s with shardings, on any mesh)."""
-    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_like(target)))
+    `jax.ShapeDtypeStruct`s with shardings, on any mesh). A `TrainState` target with
+    task_state None reads the four-field layout (`_stored`), also that of checkpoints written
+    before task states existed."""
+    restored = self._manager.restore(
+        step, args=ocp.args.StandardRestore(abstract_like(_stored(target))))
+    return _loaded(target, restored)
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -33,16 +33,17 @@ class Program(NamedTuple):
     graphdef: the model's static graph definition.
     num_params: parameter count.
     param_specs: `PartitionSpec` of every parameter.
-    state_shardings: `TrainState` of `NamedSharding`s (step and rng replicated, parameters by
-      the task's specs, optimiser state like the parameters it tracks).
+    state_shardings: `TrainState` of `NamedSharding`s (step, rng and the task state
+      replicated, parameters by the task's specs, optimiser state like the parameters it
+      tracks).
     abstract_state: `TrainState` of `jax.ShapeDtypeStruct`s with those shardings (the
       restore target of a checkpoint).
     init: `(rng) -> TrainState` in `state_shardings`: a jitted fresh init, or the task's
       pretrained parameters (`Task.load_params`) with a fresh optimiser state.
     train_step: `(state, batch) -> (state, metrics)`, jitted with in/out shardings and the
-      state donated; metrics replicated.
+      state donated, metrics replicated; or the task's own step (`Task.make_train_step`).
     eval_step: `(params, batch) -> outputs`, jitted; outputs replicated.
-    schedule: the learning-rate schedule.
+    schedule: the learning rate of a train step (`Task.updates_per_step` updates each).
   """
   mesh: jax.sharding.Mesh
   batch_sharding: NamedSharding
@@ -140,12 +141,18 @@ def build_program(config: ml_collections.ConfigDict, task: Task, *,
   seed_key = jax.random.PRNGKey(config.seed)
   graphdef, abstract_params = jax.eval_shape(task.init_params, seed_key)
   param_specs = task.param_specs(mesh)
-  optimizer, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
+  updates = task.updates_per_step
+  if isinstance(updates, bool) or not isinstance(updates, int) or updates < 1:
+    raise ValueError(f"Task.updates_per_step: expected an int >= 1, got {updates!r}")
+  optimizer, update_schedule = optim.make_optimizer(config.optim,
+                                                    config.train.num_steps * updates)
+  schedule = update_schedule if updates == 1 else (lambda step: update_schedule(step * updates))
+  init_task_state = task.init_task_state or (lambda: None)
 
   def init_state(rng):
     init_rng, state_rng = jax.random.split(rng)
     _, params = task.init_params(init_rng)
-    return TrainState.create(params, optimizer, state_rng)
+    return TrainState.create(params, optimizer, state_rng, init_task_state())
 
   # Shardings from shapes alone: parameters by the task's specs, the optimiser's moments like
   # the parameters they track (optax.tree_map_params), its counters and the rest replicated.
@@ -155,8 +162,11 @@ def build_program(config: ml_collections.ConfigDict, task: Task, *,
                                     param_specs, transform_non_params=lambda _: PartitionSpec(),
                                     is_leaf=is_spec)
   to_sharding = lambda spec: NamedSharding(mesh, spec)
+  task_state_shardings = jax.tree.map(lambda _: replicated,
+                                      jax.eval_shape(init_task_state))
   state_shardings = TrainState(replicated, jax.tree.map(to_sharding, param_specs, is_leaf=is_spec),
-                               jax.tree.map(to_sharding, opt_specs, is_leaf=is_spec), replicated)
+                               jax.tree.map(to_sharding, opt_specs, is_leaf=is_spec), replicated,
+                               task_state_shardings)
   abstract_state = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       jax.eval_shape(init_state, seed_key), state_shardings)
@@ -165,7 +175,8 @@ def build_program(config: ml_collections.ConfigDict, task: Task, *,
   else:
     # Pretrained weights: read on the host and placed into their shardings by the task,
     # then the optimiser state is built around them.
-    create = jax.jit(lambda params, rng: TrainState.create(params, optimizer, rng),
+    create = jax.jit(lambda params, rng: TrainState.create(params, optimizer, rng,
+                                                           init_task_state()),
                      out_shardings=state_shardings)
 
     def init(rng):
@@ -180,9 +191,12 @@ def build_program(config: ml_collections.ConfigDict, task: Task, *,
                             example_sharding=example_sharding)
   # Every batch field is split along its leading (example) axis: one sharding, a pytree
   # prefix. Metrics and eval outputs come back replicated, so every process can read them.
-  train_step = jax.jit(make_train_step(task.make_loss(graphdef, shard), optimizer),
-                       in_shardings=(state_shardings, batch_sharding),
-                       out_shardings=(state_shardings, replicated), donate_argnums=0)
+  if task.make_train_step is not None:
+    train_step = task.make_train_step(graphdef, shard, optimizer, state_shardings)
+  else:
+    train_step = jax.jit(make_train_step(task.make_loss(graphdef, shard), optimizer),
+                         in_shardings=(state_shardings, batch_sharding),
+                         out_shardings=(state_shardings, replicated), donate_argnums=0)
   eval_step = jax.jit(task.make_eval(graphdef, shard),
                       in_shardings=(state_shardings.params, batch_sharding),
                       out_shardings=replicated)

@@ -13,12 +13,22 @@ DPO, RL, ...; see `rmjax.tasks`) owns the rest, given to the trainer as a `Task`
   load_data(workdir) -> TaskData                 its train and eval datasets and a report
   evaluate(eval_fn, params, dataset, place)      -> (metrics, arrays), over a whole eval set
   batch_fields                                   the batch fields its functions read
+  make_train_step(graphdef, shard, optimizer, shardings) -> step   optional: its own step
+  init_task_state() -> pytree                    optional: state beside the params
 
 `shard(fn)` wraps a function `fn(params, *inputs)` with the layout the mesh wants (weights
 gathered where they are used, examples split along the batch axes); `place(indices, valid)`
 puts the examples at `indices` of a dataset on the mesh. The loss is differentiated with
 respect to `params`; its metrics are scalars averaged between log steps. Everything a task
 needs from its config it closes over when it is made.
+
+A task whose step is not one gradient of one loss (online RL: a jitted rollout, rewards
+computed on the host from text, then several jitted optimiser updates) supplies
+`make_train_step`; the program calls it instead of jitting its default step, and the
+trainer's loop, checkpoints, logs and evaluations stay the same. Its state beyond the
+parameters (a KL controller, Lagrange multipliers, running statistics, cached reference
+rewards) lives in `TrainState.task_state`, made by `init_task_state` and checkpointed with
+the rest.
 """
 
 import dataclasses
@@ -32,6 +42,8 @@ ShardFn = Callable[[Callable], Callable]
 LossFn = Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 EvalFn = Callable[[Any, Batch], Any]
 PlaceFn = Callable[..., Batch]
+# (state, batch) -> (state, metrics): the trainer calls it once per step.
+StepFn = Callable[[Any, Batch], tuple[Any, dict[str, Any]]]
 
 
 class TaskData(NamedTuple):
@@ -75,6 +87,20 @@ class Task:
       `NamedSharding`s matching params); `rng` initialises what the checkpoint lacks (a
       new head). Without it, `init_params` is jitted. A resumed run restores its own
       checkpoint instead.
+    make_train_step: optional `(graphdef, shard, optimizer, shardings) -> step`, with
+      `step(state, batch) -> (state, metrics)` a Python function (it jits its own pieces)
+      that replaces the program's jitted default step (`rmjax.train.program.
+      make_train_step` of `make_loss`). `shardings` is the `TrainState` of the state's
+      `NamedSharding`s (its mesh: `shardings.step.mesh`); `batch` is the placed batch of
+      `batch_fields`; `state.step` must come back incremented by one; metrics are scalars
+      (averaged between log steps, and must include "loss"). Its key for step s is the
+      task's to choose, e.g. `fold_in(state.rng, s)` as the default step's.
+    init_task_state: optional `() -> pytree` of arrays with fixed shapes: the initial
+      `TrainState.task_state` (replicated on the mesh, checkpointed, restored). None: the
+      task state is None.
+    updates_per_step: optimiser updates per train step (default 1); the learning-rate
+      schedule is built for `train.num_steps * updates_per_step` updates, and the logged
+      learning rate of step s is the schedule's at update `s * updates_per_step`.
   """
   name: str
   init_params: Callable[[jax.Array], tuple[Any, Any]]
@@ -90,3 +116,6 @@ class Task:
   flops_per_token: float | None = None
   report: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   load_params: Callable[[jax.Array, Any], Any] | None = None
+  make_train_step: Callable[[Any, ShardFn, Any, Any], StepFn] | None = None
+  init_task_state: Callable[[], Any] | None = None
+  updates_per_step: int = 1
