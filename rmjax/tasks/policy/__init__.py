@@ -1,5 +1,5 @@
-"""The policy tasks on the task-agnostic trainer: supervised fine-tuning (`sft`) and direct
-preference optimisation (`dpo`), with their policy model (`model`), data (`data`), config
+"""The policy tasks on the task-agnostic trainer: supervised fine-tuning (`sft`), direct
+preference optimisation (`dpo`) and online RL against rewards (`rl`, `rl_algorithms`), with their policy model (`model`), data (`data`), config
 (`config`) and the evaluation of samples they share (`sampling_eval`).
 
   from rmjax.tasks import policy
@@ -11,14 +11,15 @@ from typing import Any
 import ml_collections
 
 from rmjax.tasks.policy import dpo
+from rmjax.tasks.policy import rl
 from rmjax.tasks.policy import sft
 from rmjax.train import trainer
 
-TASKS = {"sft": sft.make_task, "dpo": dpo.make_task}
+TASKS = {"sft": sft.make_task, "dpo": dpo.make_task, "rl": rl.make_task}
 
 
 def make_task(config: ml_collections.ConfigDict):
-  """The task `config.task` names ("sft" or "dpo")."""
+  """The task `config.task` names ("sft", "dpo" or "rl")."""
   if config.get("task") not in TASKS:
     raise ValueError(f"config.task must be one of {sorted(TASKS)}, got {config.get('task')!r}")
   return TASKS[config.task](config)

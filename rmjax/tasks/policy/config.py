@@ -44,8 +44,20 @@ def default_dpo_config() -> dict:
               ld_alpha=1.0, reference_workdir="", reference_preset="default")
 
 
+def rl_sections(preset: str) -> dict:
+  """config.rl and config.rewards of the rl task (`rmjax.tasks.policy.rl`,
+  `rmjax.tasks.policy.rewards`) for `preset`."""
+  from rmjax.tasks.policy import rl as rl_lib  # noqa: PLC0415  (imports flax)
+
+  rl = ml_collections.ConfigDict(rl_lib.default_rl_config())
+  rewards = ml_collections.ConfigDict(rl_lib.rewards_lib.default_rewards_config())
+  if preset == "smoke":
+    rl.update(group_size=4, reference_preset="smoke")
+  return dict(rl=rl, rewards=rewards)
+
+
 def get_config(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """The `task` ("sft" or "dpo") config of `arg` = "preset[,mesh]"."""
+  """The `task` ("sft", "dpo" or "rl") config of `arg` = "preset[,mesh]"."""
   parts = [p for p in (arg or "default").split(",") if p]
   presets = [p for p in parts if p in PRESETS]
   meshes = [p for p in parts if p in MESH_PRESETS]
@@ -100,6 +112,15 @@ def get_config(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.synthetic.num_train = 8192
     config.optim.update(learning_rate=1e-4, warmup_steps=20, weight_decay=0.0)
     config.train.update(num_steps=400, eval_every=100, checkpoint_every=100)
+  if task == "rl":
+    # B = 16 prompts x G = 8 samples per step; the learning-rate schedule counts optimiser
+    # updates (rl.epochs x N / rl.minibatch_size per step).
+    config.update(rl_sections(preset))
+    config.optim.update(learning_rate=2e-4, schedule="constant", warmup_steps=0,
+                        weight_decay=0.0)
+    config.train.update(num_steps=200, batch_size=16, log_every=10, eval_every=50,
+                        checkpoint_every=50)
+    config.generation.update(num_eval_prompts=256, batch_size=128)
 
   if preset == "smoke":
     config.data.synthetic.update(num_train=256, num_eval=64)
@@ -111,6 +132,11 @@ def get_config(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
     config.generation.update(num_eval_prompts=16, batch_size=16)
     if task == "dpo":
       config.dpo.reference_preset = "smoke"
+    if task == "rl":
+      config.train.update(num_steps=4, batch_size=8, log_every=2, eval_every=4,
+                          checkpoint_every=2)
+      config.generation.update(max_new_tokens=6, num_eval_prompts=16, batch_size=8)
+      config.data.update(max_len=16)
   elif preset == "hh_rlhf":
     # Sized for a CPU: 64 training and 32 eval records, 10 steps of 4 (documented times in
     # the README); drop max_records / max_eval_records and raise num_steps on an accelerator.

@@ -1,0 +1,595 @@
+"""Online RL of a policy against rewards: the `rl` task on the task-agnostic trainer.
+
+One train step (the task's own step, `Task.make_train_step`):
+
+  1. prompts: B = train.batch_size prompts of the training prompt set, batch `step` a
+     function of (data_seed, step) as every task's batches (the trainer places them);
+  2. rollout (jit): G = rl.group_size responses per prompt from the policy
+     (`rmjax.generation`, sharded, with config.generation's temperature / top-k / top-p and
+     key fold_in(fold_in(state.rng, step), 0)); rows b * G + g, N = B * G;
+  3. log-probs (jit): the policy's own (the "old" log-probs pi_old, recomputed by a forward
+     pass at the sampling temperature) and the frozen reference's, per response token;
+  4. rewards (host): the responses are decoded and scored by the reward pipeline
+     (`rewards.make_reward_pipeline`: sources -> transforms -> combination, its state in
+     the task state); ReMax also scores one greedy response per prompt;
+  5. advantages (jit): by algorithm name (`rl_algorithms`), with the KL to the reference in
+     the reward (rl.kl_in = "reward", `kl_in_reward` shaping with estimator rl.kl_estimator)
+     or in the loss ("loss", `kl_penalty`), coefficient fixed or adaptive (Ziegler et al.
+     2019, `adaptive_kl_controller`, its beta in the task state); rows whose combined
+     reward is NaN and, with rl.dynamic_sampling, groups whose rewards are all equal (DAPO)
+     are masked out (not refilled: the kept fraction is logged);
+  6. update (jit): rl.epochs passes over the N rows in minibatches of rl.minibatch_size
+     (a fresh permutation per epoch), one optimiser update each, as one `lax.scan`:
+     U = epochs * N / minibatch_size updates per step. The optimiser is the trainer's
+     (config.optim); its learning-rate schedule counts optimiser updates and is built for
+     train.num_steps * U of them (`Task.updates_per_step`), so warmup_steps is in updates.
+
+The reference pi_0 is the SFT run of rl.reference_workdir (its latest checkpoint), else the
+pretrained checkpoint (pretrained.checkpoint), else the policy's own initialisation from
+config.seed (tests, bandits); the policy starts from the reference's weights.
+
+Train metrics per step (averaged between logs): loss, policy_loss, entropy, clip_fraction,
+approx_kl, grad_norm (means over the step's updates), the pipeline's reward metrics
+("reward/<source>/raw_mean", ..., "reward/combined_mean"), true_reward (synthetic world),
+kl_k1 and kl_k3 (sequence KL(pi_old || pi_ref) estimated on the samples), kl_coef,
+response_length, valid_fraction (finite combined reward), kept_fraction (rows in the loss),
+param_norm; the trainer adds the learning rate.
+
+Eval (held-out prompts, one sample each at config.generation's settings): response_length,
+ended_with_eos, kl_to_reference (k1), and in the synthetic world the samples' true reward,
+the reference's, and the win rate over pi_0 (the reference's samples drawn once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
+
+from rmjax import data as rm_data
+from rmjax import generation
+from rmjax import losses
+from rmjax import models
+from rmjax import parallel
+from rmjax.data import datasets as datasets_lib
+from rmjax.data import synthetic_policy
+from rmjax.losses import kl as kl_lib
+from rmjax.losses import policy_gradient as pg
+from rmjax.tasks.policy import data as data_lib
+from rmjax.tasks.policy import dpo
+from rmjax.tasks.policy import model as model_lib
+from rmjax.tasks.policy import rl_algorithms as algos
+from rmjax.tasks.policy import sampling_eval
+from rmjax.tasks.policy import sft
+from rmjax.train import report as report_lib
+from rmjax.train.state import TrainState
+from rmjax.train.task import Task
+from rmjax.train.task import TaskData
+
+try:  # The reward pipeline (issue 15); a true-reward stand-in until it is merged.
+  from rmjax.tasks.policy import rewards as rewards_lib
+except ImportError:  # pragma: no cover
+  from rmjax.tasks.policy import rewards_standin as rewards_lib
+
+PROMPT_FIELDS = ("prompt_tokens", "prompt_mask", "prompt_id")
+# Key streams of a step: fold_in(step key, stream).
+_ROLLOUT, _REFERENCE, _GREEDY, _UPDATE = 0, 1, 2, 3
+
+
+def default_rl_config() -> dict:
+  """config.rl: algorithm ("grpo"; `rl_algorithms.ALGORITHMS`), group_size G (8), epochs
+  (1), minibatch_size (0 = all N = B * G rows: one update per epoch), eps_low / eps_high
+  (PPO clip 0.2 / 0.2; CISPO's upper clip is eps_high, no lower clip), dual_clip (0 = off),
+  gspo_eps_low / gspo_eps_high (3e-4 / 4e-4), kl_in ("reward" | "loss" | "none"),
+  kl_estimator ("k1" | "k2" | "k3"), kl_coef (0.05; the initial beta when adaptive),
+  adaptive_kl (False), kl_target (KL per sequence, 1.0) and kl_horizon (10000 samples),
+  entropy_coef (0), loss_aggregation (`AGGREGATION_MODES`, "token-mean"), norm_constant
+  (0 = generation.max_new_tokens; "seq-mean-token-sum-norm" only), dynamic_sampling
+  (False), scale_rewards (GRPO: "group" | "batch" | "none"), baseline (REINFORCE's constant,
+  0), reward_range (BNPO, (0, 1)), reference_workdir ("" = pretrained.checkpoint, or for
+  synthetic data an SFT run made first by the experiment, or the policy's initialisation),
+  reference_preset (the configs/sft.py preset of that run)."""
+  return dict(algorithm="grpo", group_size=8, epochs=1, minibatch_size=0, eps_low=0.2,
+              eps_high=0.2, dual_clip=0.0, gspo_eps_low=3e-4, gspo_eps_high=4e-4,
+              kl_in="reward", kl_estimator="k1", kl_coef=0.05, adaptive_kl=False,
+              kl_target=1.0, kl_horizon=10000.0, entropy_coef=0.0,
+              loss_aggregation="token-mean", norm_constant=0.0, dynamic_sampling=False,
+              scale_rewards="group", baseline=0.0, reward_range=(0.0, 1.0),
+              reference_workdir="", reference_preset="default")
+
+
+def num_rows(config: ml_collections.ConfigDict) -> int:
+  """N = B * G rows of a rollout."""
+  return int(config.train.batch_size) * int(config.rl.group_size)
+
+
+def minibatch_size(config: ml_collections.ConfigDict) -> int:
+  return int(config.rl.minibatch_size) or num_rows(config)
+
+
+def updates_per_step(config: ml_collections.ConfigDict) -> int:
+  """U = epochs * N / minibatch_size optimiser updates per train step."""
+  return int(config.rl.epochs) * (num_rows(config) // minibatch_size(config))
+
+
+def _check_choice(name: str, value: Any, choices) -> None:
+  import difflib  # noqa: PLC0415
+  if value not in choices:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"{name}={value!r} is not known{hint}; expected one of {tuple(choices)}")
+
+
+def _check_reference_workdir(workdir: str) -> None:
+  if not os.path.isfile(os.path.join(workdir, "config.json")):
+    raise ValueError(f"rl.reference_workdir={workdir!r}: no config.json there (expected an SFT "
+                     "run's workdir)")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  steps = [d for d in (os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []) if d.isdigit()]
+  if not steps:
+    raise ValueError(f"rl.reference_workdir={workdir!r}: no checkpoint under checkpoints/ "
+                     "(train the SFT run first, or point at a finished one)")
+
+
+def check_config(config: ml_collections.ConfigDict, *, check_rewards: bool = True) -> None:
+  """Everything about config.rl (and with `check_rewards` config.rewards, by the pipeline's
+  `check_rewards_config`) checkable without data or compiling: ValueError naming the field,
+  and for names the closest known one."""
+  sft.check_config(config)
+  rl = config.rl
+  algorithm = algos.get_algorithm(rl.algorithm)
+  for name in ("group_size", "epochs", "minibatch_size"):
+    value = rl[name]
+    low = 0 if name == "minibatch_size" else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      raise ValueError(f"rl.{name}: expected an int >= {low}, got {value!r}")
+  n = num_rows(config)
+  mb = minibatch_size(config)
+  if n % mb:
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    raise ValueError(f"rl.minibatch_size={mb} does not divide the N = train.batch_size x "
+                     f"rl.group_size = {config.train.batch_size} x {rl.group_size} = {n} rows "
+                     f"of a step; use one of {divisors}")
+  group_estimators = ("grpo", "dr_grpo", "rloo", "opo", "bnpo", "reinforce_pp_baseline")
+  if algorithm.advantages in group_estimators and rl.group_size < 2:
+    raise ValueError(f"rl.algorithm={rl.algorithm!r} compares the samples of a prompt: "
+                     f"rl.group_size must be >= 2, got {rl.group_size}")
+  _check_choice("rl.kl_in", rl.kl_in, algos.KL_PLACES)
+  _check_choice("rl.kl_estimator", rl.kl_estimator, algos.KL_ESTIMATORS)
+  _check_choice("rl.loss_aggregation", rl.loss_aggregation, pg.AGGREGATION_MODES)
+  _check_choice("rl.scale_rewards", rl.scale_rewards, ("group", "batch", "none"))
+  for name in ("kl_coef", "entropy_coef", "norm_constant", "eps_low", "eps_high",
+               "gspo_eps_low", "gspo_eps_high", "dual_clip"):
+    if not (np.isfinite(rl[name]) and rl[name] >= 0):
+      raise ValueError(f"rl.{name}: expected a finite number >= 0, got {rl[name]!r}")
+  if rl.adaptive_kl and not (rl.kl_target > 0 and rl.kl_horizon > 0):
+    raise ValueError(f"rl.adaptive_kl needs rl.kl_target > 0 and rl.kl_horizon > 0, got "
+                     f"{rl.kl_target} and {rl.kl_horizon}")
+  if rl.reference_workdir:
+    _check_reference_workdir(rl.reference_workdir)
+  if config.generation.temperature <= 0:
+    raise ValueError("generation.temperature must be > 0 for RL sampling (the old log-probs "
+                     f"are taken at it), got {config.generation.temperature}")
+  if check_rewards:
+    rewards_lib.check_rewards_config(config)
+
+
+def _dpo_view(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The fields `dpo.Reference` and `dpo.check_reference_run` read, from config.rl."""
+  view = ml_collections.ConfigDict({"dpo": {"reference_workdir": config.rl.reference_workdir},
+                                    "pretrained": config.pretrained.to_dict(),
+                                    "data": config.data.to_dict()})
+  return view
+
+
+class Reference:
+  """pi_0: the SFT run, the pretrained checkpoint, or the policy's initialisation."""
+
+  def __init__(self, config: ml_collections.ConfigDict, policy: model_lib.PolicyModel):
+    self.config = config
+    self.policy = policy
+    self.from_init = not config.rl.reference_workdir and not config.pretrained.checkpoint
+    self._dpo = None if self.from_init else dpo.Reference(_dpo_view(config), policy)
+    self.source = (f"initialisation (seed {config.seed})" if self.from_init
+                   else self._dpo.source)
+    self._params = None
+    self._placed = None
+
+  @property
+  def params(self) -> Any:
+    if self._params is None:
+      if self.from_init:
+        # The key the program gives a fresh run's init (`build_program`): the same params.
+        init_rng = jax.random.split(jax.random.PRNGKey(self.config.seed))[0]
+        self._params = jax.device_get(jax.jit(self.policy.init_params)(init_rng)[1])
+      else:
+        self._params = self._dpo.params
+    return self._params
+
+  def placed(self, like: Any) -> Any:
+    if self._placed is None:
+      self._placed = jax.device_put(self.params, jax.tree.map(lambda x: x.sharding, like))
+    return self._placed
+
+
+class PromptDataset(datasets_lib._IndexedArrays):  # pylint: disable=protected-access
+  """The training prompts as a dataset: prompt_tokens, prompt_mask int32 [N, P] (left-
+  padded), prompt_id int32 [N]; batches are a function of (seed, step) as every dataset's."""
+
+  def __init__(self, prompts: data_lib.PromptSet, name: str = "train"):
+    self.name = name
+    self.prompts = prompts
+    n = len(prompts.texts)
+    self._arrays = {"prompt_tokens": prompts.tokens.astype(np.int32),
+                    "prompt_mask": prompts.mask.astype(np.int32),
+                    "prompt_id": np.arange(n, dtype=np.int32)}
+    self._num_examples = n
+    self._init_index()
+
+
+def load_prompts(config: ml_collections.ConfigDict):
+  """(train PromptSet, eval PromptSet, world or None, info): the prompts RL samples from.
+
+  Synthetic: the world's train prompts (synthetic.num_train of stream 0, distinct) and the
+  eval prompts (stream 1, as the SFT and DPO tasks'); HH-RLHF: the prompts of the train and
+  eval splits (as the other policy tasks split them)."""
+  data_lib._check_source(config)  # pylint: disable=protected-access
+  layout = data_lib._layout(config)  # pylint: disable=protected-access
+  gen = config.generation
+  if config.data.source == "synthetic":
+    syn = config.data.synthetic
+    world = synthetic_policy.make_policy_world(syn)
+    train_texts = synthetic_policy.sample_prompts(syn.num_train,
+                                                  np.random.default_rng([syn.seed, 0]), world)
+    eval_texts = synthetic_policy.sample_prompts(syn.num_eval,
+                                                 np.random.default_rng([syn.seed, 1]), world)
+  else:
+    world = None
+    bench, train_idx, eval_idx, _ = data_lib._hh_split(config)  # pylint: disable=protected-access
+    train_texts = [bench.prompts[i] for i in train_idx]
+    eval_texts = [bench.prompts[i] for i in eval_idx]
+  train = data_lib.prompt_set(train_texts, layout=layout, limit=len(train_texts),
+                              max_new_tokens=gen.max_new_tokens)
+  evals = data_lib.prompt_set(eval_texts, layout=layout, limit=gen.num_eval_prompts,
+                              max_new_tokens=gen.max_new_tokens)
+  info = dict(source=config.data.source, num_train_prompts=len(train.texts),
+              num_eval_prompts=len(evals.texts), prompt_width=int(train.tokens.shape[1]),
+              tokenizer=config.data.tokenizer, chat_template=config.data.chat_template)
+  return train, evals, world, info
+
+
+def _pad_rows(x: np.ndarray, multiple: int) -> np.ndarray:
+  extra = -len(x) % multiple
+  return x if not extra else np.concatenate([x, np.repeat(x[-1:], extra, axis=0)])
+
+
+class _Clock:
+  """Phase times of a step when `timings` is a dict (benchmarks): each `lap(name, x)` waits
+  for x and appends the seconds since the previous lap to timings[name]. A no-op otherwise
+  (the step then never waits)."""
+
+  def __init__(self, timings: dict[str, list[float]] | None):
+    self.timings = timings
+    self.last = None if timings is None else time.perf_counter()
+
+  def lap(self, name: str, x: Any = None) -> None:
+    if self.timings is None:
+      return
+    jax.block_until_ready(x)
+    now = time.perf_counter()
+    self.timings.setdefault(name, []).append(now - self.last)
+    self.last = now
+
+
+def make_step(config: ml_collections.ConfigDict, ctx: dict, graphdef: Any, shard,
+              optimizer: optax.GradientTransformation, shardings: TrainState):
+  """The RL train step `step(state, batch) -> (state, metrics)` (see the module docstring)."""
+  rl = config.rl
+  algorithm = algos.get_algorithm(rl.algorithm)
+  policy, tokenizer, eos = ctx["policy"], ctx["tokenizer"], ctx["eos"]
+  pipeline, reference = ctx["pipeline"], ctx["reference"]
+  mesh = shardings.step.mesh
+  shards = parallel.num_batch_shards(mesh)
+  rows = parallel.batch_sharding(mesh)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  g = int(rl.group_size)
+  n = num_rows(config)
+  mb = minibatch_size(config)
+  epochs = int(rl.epochs)
+  temperature = float(config.generation.temperature)
+  max_new = int(config.generation.max_new_tokens)
+  norm_constant = float(rl.norm_constant or max_new)
+  kl_in_reward = rl.kl_in == "reward"
+  base_gen = sampling_eval.generation_config(config, tokenizer)
+  specs = policy.param_specs(mesh)
+  make_gen = lambda **kw: generation.make_sharded_generate(
+      graphdef, specs, mesh, dataclasses.replace(base_gen, **kw))
+  rollout = make_gen(num_samples=g)
+  lazy: dict[str, Any] = {}
+  train_prompts = ctx["train_prompts"]
+  controller_update = jax.jit(ctx["controller"].update)
+
+  def logps(params, tokens, mask, response_tokens, response_mask):
+    return algos.response_token_log_probs(graphdef, params, tokens, mask, response_tokens,
+                                          response_mask, temperature=temperature)
+
+  logps_fn = jax.jit(shard(logps))
+
+  @jax.jit
+  def sequence_kl(old_logp, ref_logp, response_mask):
+    """[N] sequence sums of the k1 and k3 estimates of KL(pi_old || pi_ref)."""
+    est = lambda e: jnp.sum(kl_lib.kl_penalty(old_logp, ref_logp, estimator=e,
+                                              mask=response_mask), axis=-1)
+    return est("k1"), est("k3")
+
+  @jax.jit
+  def prepare(old_logp, ref_logp, response_mask, lengths, rewards, valid, greedy, beta):
+    """(token advantages [N, T], rows kept [N])."""
+    kl_tokens = kl_lib.kl_penalty(old_logp, ref_logp, estimator=rl.kl_estimator,
+                                  mask=response_mask)
+    if rl.dynamic_sampling:
+      seq = algos.sequence_rewards(jnp.where(valid, rewards, 0.0), kl_tokens, beta,
+                                   kl_in_reward)
+      keep = losses.dynamic_sampling_mask(seq.reshape(n // g, g), mask=valid.reshape(n // g, g))
+      valid = valid & jnp.repeat(keep, g)
+    adv = algos.advantages(algorithm, rl, rewards, valid, response_mask, kl_tokens, beta,
+                           kl_in_reward=kl_in_reward, lengths=lengths,
+                           greedy_rewards=greedy)
+    return adv, valid
+
+  loss_fn = algos.make_minibatch_loss(algorithm, rl, graphdef, temperature=temperature,
+                                      norm_constant=norm_constant)
+
+  def update(params, opt_state, batch, beta, key):
+    perms = jnp.concatenate([jax.random.permutation(jax.random.fold_in(key, e), n)
+                             for e in range(epochs)]).reshape(-1, mb)
+
+    def body(carry, idx):
+      params, opt_state = carry
+      minibatch = jax.tree.map(lambda x: x[idx], batch)
+      (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, minibatch, beta)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      params = optax.apply_updates(params, updates)
+      metrics["grad_norm"] = optax.tree.norm(grads)
+      return (params, opt_state), metrics
+
+    (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), perms)
+    metrics = jax.tree.map(jnp.mean, metrics)
+    metrics["param_norm"] = optax.tree.norm(params)
+    return params, opt_state, metrics
+
+  update_fn = jax.jit(update, out_shardings=(shardings.params, shardings.opt_state, replicated),
+                      donate_argnums=(0, 1))
+
+  def decode(gen_out) -> tuple[list[str], np.ndarray]:
+    samples = {"response_tokens": np.asarray(jax.device_get(gen_out.response_tokens)),
+               "lengths": np.asarray(jax.device_get(gen_out.lengths))}
+    return sampling_eval.decode_responses(tokenizer, samples, eos), samples["lengths"]
+
+  def sample_prompts(run, params, prompt_ids: np.ndarray, key):
+    ids = _pad_rows(np.asarray(prompt_ids), shards)
+    return run(params, train_prompts.tokens[ids], train_prompts.mask[ids], key), len(prompt_ids)
+
+  def step(state: TrainState, batch):
+    clock = _Clock(ctx.get("timings"))
+    s = int(jax.device_get(state.step))
+    key = jax.random.fold_in(state.rng, s)
+    params = state.params
+    ref_params = reference.placed(params)
+    prompt_ids = np.asarray(jax.device_get(batch["prompt_id"]))
+    b = len(prompt_ids)
+
+    # Rollout, then the old and the reference log-probs of the sampled tokens.
+    out = rollout(params, batch["prompt_tokens"], batch["prompt_mask"],
+                  jax.random.fold_in(key, _ROLLOUT))
+    clock.lap("generation", out)
+    old_logp = logps_fn(params, out.tokens, out.mask, out.response_tokens, out.response_mask)
+    ref_logp = logps_fn(ref_params, out.tokens, out.mask, out.response_tokens,
+                        out.response_mask)
+    clock.lap("log_probs", ref_logp)
+
+    # Rewards on the host, from text.
+    responses, lengths = decode(out)
+    row_prompts = np.repeat(prompt_ids, g)
+    texts = [train_prompts.texts[i] for i in row_prompts]
+    reward_batch = rewards_lib.RewardBatch(row_prompts.astype(np.int64), texts, responses,
+                                           lengths.astype(np.int32), g)
+
+    def sample_reference(ids: np.ndarray, k: int) -> list[list[str]]:
+      if ("ref", k) not in lazy:
+        lazy[("ref", k)] = make_gen(num_samples=k)
+      got, m = sample_prompts(lazy[("ref", k)], ref_params, ids,
+                              jax.random.fold_in(key, _REFERENCE))
+      flat, _ = decode(got)
+      return [flat[i * k:(i + 1) * k] for i in range(m)]
+
+    task_state = state.task_state
+    reward_state = jax.device_get(task_state["rewards"])
+    combined, reward_state, reward_metrics, _ = pipeline(reward_state, reward_batch,
+                                                         sample_reference)
+    combined = np.asarray(combined, np.float32)
+    greedy = np.zeros(b, np.float32)
+    if algorithm.needs_greedy:  # ReMax: the greedy response's reward is the baseline.
+      if "greedy" not in lazy:
+        lazy["greedy"] = make_gen(num_samples=1, greedy=True)
+      got, _ = sample_prompts(lazy["greedy"], params, prompt_ids,
+                              jax.random.fold_in(key, _GREEDY))
+      greedy_texts, greedy_lengths = decode(got)
+      greedy_batch = rewards_lib.RewardBatch(
+          prompt_ids.astype(np.int64), [train_prompts.texts[i] for i in prompt_ids],
+          greedy_texts[:b], greedy_lengths[:b].astype(np.int32), 1)
+      # Scored with the state after the samples' call; its own new state is dropped.
+      greedy = np.asarray(pipeline(reward_state, greedy_batch, sample_reference)[0],
+                          np.float32)
+    finite = np.isfinite(combined)
+    clock.lap("scoring")
+
+    # KL coefficient (the controller's beta before it sees this batch), advantages.
+    seq_k1, seq_k3 = (np.asarray(x) for x in jax.device_get(
+        sequence_kl(old_logp, ref_logp, out.response_mask)))
+    beta, kl_state = controller_update(task_state["kl"], np.float32(seq_k1.mean()),
+                                       np.float32(n))
+    put = lambda x: jax.device_put(x, rows)
+    adv, kept = prepare(old_logp, ref_logp, out.response_mask, out.lengths,
+                        put(np.where(finite, combined, 0.0).astype(np.float32)), put(finite),
+                        jnp.asarray(np.where(np.isfinite(greedy), greedy, 0.0)), beta)
+
+    # Update: epochs x (N / minibatch) optimiser steps.
+    loss_mask = out.response_mask & kept[:, None]
+    update_batch = {"tokens": out.tokens, "mask": out.mask,
+                    "response_tokens": out.response_tokens, "response_mask": loss_mask,
+                    "old_logp": old_logp, "ref_logp": ref_logp, "advantages": adv}
+    new_params, opt_state, metrics = update_fn(params, state.opt_state, update_batch, beta,
+                                               jax.random.fold_in(key, _UPDATE))
+    new_task_state = jax.device_put({"kl": kl_state, "rewards": reward_state}, replicated)
+    new_state = TrainState(state.step + 1, new_params, opt_state, state.rng, new_task_state)
+    clock.lap("update", new_state)
+
+    metrics = {k: v for k, v in jax.device_get(metrics).items()}
+    metrics.update({k: float(v) for k, v in reward_metrics.items()})
+    if ctx["world"] is not None:
+      metrics["true_reward"] = float(synthetic_policy.true_rewards(
+          ctx["world"], texts, responses).mean())
+    metrics.update(kl_k1=float(seq_k1.mean()), kl_k3=float(seq_k3.mean()),
+                   kl_coef=float(beta), response_length=float(lengths.mean()),
+                   valid_fraction=float(finite.mean()),
+                   kept_fraction=float(np.asarray(jax.device_get(kept)).mean()))
+    return new_state, metrics
+
+  return step
+
+
+def evaluate(config: ml_collections.ConfigDict, ctx: dict, eval_fn, params, eval_data,
+             place) -> tuple[dict[str, Any], dict[str, Any]]:
+  """The policy's samples on the held-out prompts (`sampling_eval`), against pi_0's."""
+  del eval_fn, place
+  run, eos, tokenizer = ctx["generate"], ctx["eos"], ctx["tokenizer"]
+  reference = ctx["reference"]
+  key = jax.random.key(config.generation.seed)
+  batch_size = config.generation.batch_size
+  samples = sampling_eval.sample(run, params, eval_data.prompts, key, batch_size=batch_size)
+  ref_params = reference.placed(params)
+  metrics: dict[str, Any] = sampling_eval.sample_metrics(samples, eos)
+  ref_logps = ctx["sequence_logps"](ref_params, samples["tokens"], samples["mask"])
+  metrics["kl_to_reference"] = sampling_eval.kl_estimate(samples["log_probs"].sum(1),
+                                                         np.asarray(ref_logps))
+  if eval_data.world is not None:
+    if "reference_texts" not in ctx:  # pi_0 is frozen: its samples, once.
+      ref_samples = sampling_eval.sample(run, ref_params, eval_data.prompts, key,
+                                         batch_size=batch_size)
+      ctx["reference_texts"] = sampling_eval.decode_responses(tokenizer, ref_samples, eos)
+    texts = sampling_eval.decode_responses(tokenizer, samples, eos)
+    metrics.update(sampling_eval.world_metrics(eval_data.world, eval_data.prompts.texts,
+                                               texts, ctx["reference_texts"], "reference"))
+  return metrics, {}
+
+
+def write_plots(workdir: str, final_eval: dict[str, Any], arrays: dict[str, Any]) -> None:
+  """curves.png: rewards, KL and entropy, the eval samples against pi_0."""
+  del final_eval, arrays
+  report_lib.plot_metrics(workdir, [
+      ("Reward", [("train", "reward/combined_mean"), ("train", "true_reward")]),
+      ("KL and entropy", [("train", "kl_k1"), ("train", "kl_k3"), ("train", "entropy")]),
+      ("Samples", [("eval", "true_reward"), ("eval", "reference_true_reward"),
+                   ("eval", "win_rate_vs_reference"), ("eval", "kl_to_reference")])])
+
+
+def make_task(config: ml_collections.ConfigDict, *, reward_pipeline: Any = None,
+              timings: dict[str, list[float]] | None = None) -> Task:
+  """The RL task of `config` (`configs/rl.py`).
+
+  Args:
+    config: the run config (config.rl, config.rewards, ...).
+    reward_pipeline: optional object with the `RewardPipeline` interface used instead of
+      `rewards.make_reward_pipeline(config, ...)` (tests: a bandit's known reward).
+    timings: optional dict: each step appends its phase times (generation, log_probs,
+      scoring, update; waiting for each phase) under those names (benchmarks/rl_step.py).
+  """
+  check_config(config, check_rewards=reward_pipeline is None)
+  policy = model_lib.build_policy_model(config)
+  if config.rl.reference_workdir:
+    dpo.check_reference_run(_dpo_view(config), policy)
+  reference = Reference(config, policy)
+  tokenizer = rm_data.make_tokenizer(config.data.tokenizer)
+  train_prompts, eval_prompts, world, info = load_prompts(config)
+  pipeline = reward_pipeline or rewards_lib.make_reward_pipeline(
+      config, world=world, policy_tokenizer=tokenizer)
+  rl = config.rl
+  controller = (losses.adaptive_kl_controller(rl.kl_coef, rl.kl_target, rl.kl_horizon)
+                if rl.adaptive_kl else losses.fixed_kl_controller(rl.kl_coef))
+  ctx: dict[str, Any] = {
+      "policy": policy, "tokenizer": tokenizer, "reference": reference,
+      "eos": sampling_eval.end_ids(tokenizer, config.data.chat_template),
+      "pipeline": pipeline, "world": world, "train_prompts": train_prompts,
+      "controller": controller, "timings": timings}
+
+  def init_task_state():
+    reward_state = pipeline.init_state(len(train_prompts.texts))
+    return {"kl": controller.init(), "rewards": jax.tree.map(jnp.asarray, reward_state)}
+
+  def make_eval(graphdef, shard):
+    del shard
+    ctx["generate"] = sft.sharded_generate(config, policy, graphdef, tokenizer)
+
+    def sequence_logps(params, tokens, mask):
+      width = tokens.shape[1] - config.generation.max_new_tokens
+      lp, _ = model_lib.response_log_probs(graphdef, params, tokens, mask,
+                                           jnp.full(tokens.shape[:1], width))
+      return jnp.sum(lp, axis=1)
+
+    ctx["sequence_logps"] = jax.jit(sequence_logps)
+    return lambda params, batch: batch["prompt_id"]
+
+  def load_data(workdir):
+    del workdir
+    evals = PromptDataset(eval_prompts, name="eval")
+    return TaskData(PromptDataset(train_prompts),
+                    sft.PolicyEvalData(evals, eval_prompts, world),
+                    dict(info, reference=reference.source))
+
+  def load_params(rng, shardings):
+    del rng
+    return jax.device_put(reference.params, shardings)
+
+  def check_mesh(mesh):
+    shards = parallel.num_batch_shards(mesh)
+    if minibatch_size(config) % shards:
+      raise ValueError(f"rl.minibatch_size={minibatch_size(config)} does not split over the "
+                       f"{shards} batch shards of the mesh; use a multiple of {shards}")
+    if config.generation.batch_size % shards:
+      raise ValueError(f"generation.batch_size={config.generation.batch_size} does not split "
+                       f"over the {shards} batch shards of the mesh")
+
+  def loss_not_used(graphdef, shard):
+    raise NotImplementedError("the rl task has its own step (make_train_step)")
+
+  return Task(
+      name=f"rl/{config.rl.algorithm}",
+      init_params=policy.init_params,
+      param_specs=policy.param_specs,
+      make_loss=loss_not_used,
+      make_eval=make_eval,
+      load_data=load_data,
+      evaluate=functools.partial(evaluate, config, ctx),
+      batch_fields=PROMPT_FIELDS,
+      token_mask_fields=("prompt_mask",),
+      check_mesh=check_mesh,
+      write_plots=write_plots,
+      flops_per_token=models.flops_per_token(policy.model_config, config.data.max_len),
+      report={"task": "rl", "algorithm": config.rl.algorithm,
+              "group_size": config.rl.group_size, "reference": reference.source,
+              "updates_per_step": updates_per_step(config)},
+      load_params=load_params,
+      make_train_step=functools.partial(make_step, config, ctx),
+      init_task_state=init_task_state,
+      updates_per_step=updates_per_step(config))
