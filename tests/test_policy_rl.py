@@ -123,13 +123,21 @@ def _batch(config, task, program, data, step):
 # ---------------------------------------------------------------- the one-step bandit
 
 
-def test_bandit_reinforce_gradient_matches_the_exact_policy_gradient():
-  config = _smoke_config(algorithm="reinforce", baseline=0.3, group_size=256, kl_in="none",
-                         entropy_coef=0.0)
+@pytest.fixture(scope="module")
+def bandit():
+  """The one-step bandit's run: responses of one token, REINFORCE with a constant baseline,
+  SGD with learning rate 1; the adaptive KL controller is on (the KL is not in the reward or
+  the loss, but its coefficient moves: task state for the resume test)."""
+  config = _smoke_config(algorithm="reinforce", baseline=0.3, group_size=128, kl_in="none",
+                         entropy_coef=0.0, adaptive_kl=True, kl_target=1e-4, kl_horizon=10.0)
   config.generation.update(max_new_tokens=1, temperature=3.0)
   config.optim.update(name="sgd", learning_rate=1.0, momentum=0.0, grad_clip_norm=0.0,
                       schedule="constant")
-  task, program, data = _program(config)
+  return (config, *_program(config))
+
+
+def test_bandit_reinforce_gradient_matches_the_exact_policy_gradient(bandit):
+  config, task, program, data = bandit
   state = program.init(jax.random.PRNGKey(config.seed))
   before = jax.device_get(state.params)
   batch = _batch(config, task, program, data, 0)
@@ -207,10 +215,8 @@ def test_bandit_reinforce_gradient_matches_the_exact_policy_gradient():
 # ---------------------------------------------------------------- resume
 
 
-def test_four_steps_equal_two_steps_checkpoint_restore_two_more(tmp_path):
-  config = _smoke_config(adaptive_kl=True, kl_target=0.01, kl_horizon=100.0, epochs=2,
-                         minibatch_size=16)
-  task, program, data = _program(config)
+def test_four_steps_equal_two_steps_checkpoint_restore_two_more(bandit, tmp_path):
+  config, task, program, data = bandit
   state = program.init(jax.random.PRNGKey(config.seed))
   straight = []
   for step in range(4):
@@ -242,7 +248,8 @@ def test_four_steps_equal_two_steps_checkpoint_restore_two_more(tmp_path):
 @pytest.mark.parametrize("algorithm", sorted(rl_algorithms.ALGORITHMS))
 def test_each_algorithm_runs_a_step_with_finite_metrics(algorithm):
   config = _smoke_config(algorithm=algorithm, kl_in="loss", kl_estimator="k3",
-                         entropy_coef=0.01, dynamic_sampling=algorithm == "grpo")
+                         entropy_coef=0.01, dynamic_sampling=algorithm == "grpo", epochs=2,
+                         minibatch_size=16)
   task, program, data = _program(config)
   state = program.init(jax.random.PRNGKey(config.seed))
   state, metrics = program.train_step(state, _batch(config, task, program, data, 0))
