@@ -348,27 +348,34 @@ def test_reference_lengths_use_the_policy_tokenizer(workdir):
 
 
 def test_reward_model_source_on_a_real_scorer_with_an_ensemble_aggregation(workdir):
-  """A real `RewardScorer` of an ensemble smoke model (fresh init; 4 members), aggregated by
-  mean - lambda std with lambda = 0.5 inside its jitted function."""
+  """A real `RewardScorer` (the smoke run's byte tokenizer, chat template and layout, jitted
+  over the 8-device mesh) of a hand-made 4-member token model, aggregated by mean - lambda std
+  with lambda = 0.5 inside the jitted function (`reward_sources.reward_model_scorer`)."""
+  from jax.sharding import PartitionSpec  # pylint: disable=g-import-not-at-top
   from rmjax.tasks.reward_model import scoring  # pylint: disable=g-import-not-at-top
-  run_config = _rm_config("ensemble,smoke")
-  token_model = scoring.token_model_from_config(run_config)
-  assert token_model.num_members == 4
+
+  def apply(params, batch):  # member m: w_m * (mean token id) / 100 + m
+    mask = batch["mask"].astype(jnp.float32)
+    mean_id = (batch["tokens"] * mask).sum(-1) / mask.sum(-1)
+    return mean_id[:, None] * params["w"] / 100 + jnp.arange(4.0)
+
+  params = {"w": np.array([1.0, -1.0, 2.0, 0.5], np.float32)}
+  token_model = scoring.TokenModel(apply, params, lambda mesh: {"w": PartitionSpec()}, 4, {})
   scorer = reward_sources.reward_model_scorer(
-      token_model, run_config, aggregation="mean_minus_std", uncertainty_penalty=0.5,
+      token_model, _rm_config(), aggregation="mean_minus_std", uncertainty_penalty=0.5,
       batch_size=8, length_bucket=0)
   prompts, responses = ["AB", "CD", "E"], ["ab", "cdcd", "eeeeee"]
   tokens, mask, _ = scorer.encode(prompts, responses)
-  members = np.asarray(token_model.apply(token_model.params, {"tokens": jnp.asarray(tokens),
-                                                               "mask": jnp.asarray(mask)}))
+  mean_id = (tokens * mask).sum(-1) / mask.sum(-1)
+  members = mean_id[:, None] * params["w"] / 100 + np.arange(4.0)
   expected = members.mean(1) - 0.5 * members.std(1)
-  np.testing.assert_allclose(scorer.score(prompts, responses), expected, atol=1e-5)
+  np.testing.assert_allclose(scorer.score(prompts, responses), expected, rtol=1e-5)
   config = _config(workdir, names=("rm",))
   pipeline = rewards.make_reward_pipeline(config, scorers={"rm": scorer})
   batch = rewards.RewardBatch(np.arange(3), prompts, responses, np.array([3, 5, 7]), 1)
   combined, _, _, raw = pipeline(pipeline.init_state(3), batch, _Sampler())
-  np.testing.assert_allclose(raw[:, 0], expected, atol=1e-5)
-  np.testing.assert_allclose(combined, expected, atol=1e-5)
+  np.testing.assert_allclose(raw[:, 0], expected, rtol=1e-5)
+  np.testing.assert_allclose(combined, expected, rtol=1e-5)
 
 
 # --- Bad configurations ------------------------------------------------------------------------

@@ -21,8 +21,11 @@ with its own run's tokenizer and chat template (`RewardScorer.encode`), so its t
 differ from the policy's (a byte-level policy scored by a SmolLM2 reward model, or the
 reverse). Nothing is shared but the text.
 
-RULES: `rule(prompts, responses, lengths, **params) -> float32 [N]`, with `lengths` the
-response tokens (EOS included) of `RewardBatch.lengths`.
+RULES: `rule(prompts, responses, lengths, **params) -> float32 [N]` (a numpy or jax array),
+with `lengths` the response tokens (EOS included) of `RewardBatch.lengths`. A rule's
+parameters are its keyword-only arguments; `check_rewards_config` traces it once on a dummy
+row (`jax.eval_shape`: nothing compiles), so a rule computing with jnp must not convert to
+numpy inside.
 """
 
 from __future__ import annotations
@@ -57,10 +60,10 @@ KIND_FIELDS: Mapping[str, Mapping[str, Any]] = {
 
 
 def _zeros_and_lengths(responses, lengths):
-  lengths = np.asarray(lengths, np.float32)
+  lengths = jnp.asarray(lengths, jnp.float32)
   if lengths.shape != (len(responses),):
     raise ValueError(f"lengths must be [N] = [{len(responses)}], got shape {lengths.shape}")
-  return jnp.zeros(len(responses), jnp.float32), jnp.asarray(lengths)
+  return jnp.zeros(len(responses), jnp.float32), lengths
 
 
 def length_penalty(prompts: Sequence[str], responses: Sequence[str], lengths: np.ndarray, *,
@@ -68,15 +71,16 @@ def length_penalty(prompts: Sequence[str], responses: Sequence[str], lengths: np
   """PAR's linear length penalty as a reward of its own: -c * max(len - L, 0).
 
   `rmjax.transforms.linear_length_penalty` applied to zero rewards (defaults L = 300 tokens,
-  c = 0.01 per token, Fu et al. 2025, arXiv:2502.18770). Returns float32 [N], <= 0.
+  c = 0.01 per token, Fu et al. 2025, arXiv:2502.18770). Returns a float32 [N] jax array,
+  <= 0.
 
-  >>> length_penalty(["x"] * 2, ["a", "b"], [300, 350], threshold=300, coefficient=0.01)
-  array([ 0. , -0.5], dtype=float32)
+  >>> length_penalty(["x"] * 2, ["a", "b"], [300, 350], threshold=300, coefficient=0.01).tolist()
+  [0.0, -0.5]
   """
   del prompts
   zeros, lengths = _zeros_and_lengths(responses, lengths)
-  return np.asarray(transforms.linear_length_penalty(
-      zeros, lengths, threshold=threshold, coefficient=coefficient), np.float32)
+  return transforms.linear_length_penalty(zeros, lengths, threshold=threshold,
+                                          coefficient=coefficient)
 
 
 def dapo_overlong(prompts: Sequence[str], responses: Sequence[str], lengths: np.ndarray, *,
@@ -85,17 +89,17 @@ def dapo_overlong(prompts: Sequence[str], responses: Sequence[str], lengths: np.
   """DAPO's soft overlong punishment as a reward: f * clip(((L_max - L_c) - len) / L_c, -1, 0).
 
   `rmjax.transforms.dapo_overlong_penalty` applied to zero rewards (Yu et al. 2025,
-  arXiv:2503.14476). `max_length` and `cache_length` have no default. Returns float32 [N]
-  in [-f, 0].
+  arXiv:2503.14476). `max_length` and `cache_length` have no default. Returns a float32 [N]
+  jax array in [-f, 0].
 
-  >>> dapo_overlong([""] * 3, ["a"] * 3, [6, 8, 9], max_length=8, cache_length=4)
-  array([-0.5 , -1.  , -1.  ], dtype=float32)
+  >>> dapo_overlong([""] * 3, ["a"] * 3, [6, 8, 9], max_length=8, cache_length=4).tolist()
+  [-0.5, -1.0, -1.0]
   """
   del prompts
   zeros, lengths = _zeros_and_lengths(responses, lengths)
-  return np.asarray(transforms.dapo_overlong_penalty(
-      zeros, lengths, max_length=max_length, cache_length=cache_length,
-      penalty_factor=penalty_factor), np.float32)
+  return transforms.dapo_overlong_penalty(zeros, lengths, max_length=max_length,
+                                          cache_length=cache_length,
+                                          penalty_factor=penalty_factor)
 
 
 def format_regex(prompts: Sequence[str], responses: Sequence[str], lengths: np.ndarray, *,
