@@ -141,6 +141,11 @@ def test_sum_weighted_sum_min_by_hand(workdir):
   np.testing.assert_allclose(combined, 0.5 * A + 2.0 * B, atol=1e-6)
   combined, *_ = _run(_config(workdir, combination="min"))
   np.testing.assert_allclose(combined, [0.5, -0.5, -1.0, 0.25], atol=0)
+  # Lengths reach the transforms: every row has 5 tokens, 2 over the threshold 3.
+  config = _config(workdir, transforms_={"b": ("linear_length_penalty",
+                                               {"threshold": 3.0, "coefficient": 0.25})})
+  combined, *_ = _run(config)
+  np.testing.assert_allclose(combined, A + B - 0.5, atol=1e-6)
 
 
 def test_and_is_the_sum_of_log_sigmoid_centred_rewards(workdir):
@@ -199,6 +204,8 @@ def test_reference_rewards_are_sampled_once_per_prompt(workdir):
   assert not state0["reference_done"].any()  # The caller's state is not modified.
   np.testing.assert_array_equal(state1["reference"][:2, 0], REF_A[:2])
   assert np.isnan(state1["reference"][:, 1]).all()  # b's transform needs no reference.
+  # As the RL task keeps it: jax arrays (checkpointed with the train state).
+  state1 = jax.tree.map(jnp.asarray, state1)
   _, state2, m2, _ = pipeline(state1, _batch(prompt_ids=(1, 1, 2, 2)), sampler)
   assert sampler.asked == [[0, 1], [2]]
   combined, state3, m3, _ = pipeline(state2, _batch(prompt_ids=(2, 2, 0, 0)), sampler)
@@ -484,5 +491,7 @@ def test_combination_and_workdir_errors_that_need_their_own_setup(workdir, tmp_p
   rewards.check_rewards_config(config)
   with pytest.raises(ValueError, match="rewards.sources.true: kind 'true_reward'"):
     rewards.make_reward_pipeline(config)
+  with pytest.raises(ValueError, match=r"source_config\('rule'\): unknown field\(s\) \['rules'\]"):
+    rewards.source_config("rule", rules="non_empty")
   with pytest.raises(ValueError, match="scorers='c': unknown source; did you mean"):
     rewards.make_reward_pipeline(_config(workdir), scorers={"c": None})

@@ -4,7 +4,7 @@
     u_k   [N]     = transform_k(raw[:, k], references=..., lengths=..., stats=...)
     r     [N]     = combination(u [N, K], ...)                    NaN = row not usable
 
-config.rewards (`default_rewards_config`; sources by `reward_sources.source_config`):
+config.rewards (`default_rewards_config`; each source from `source_config(kind, ...)`):
 
     sources            {name: {kind, transform="identity", transform_params={}, ...}}
     source_order       "name1,name2": the K columns, in order (ConfigDict key order is not used)
@@ -435,7 +435,7 @@ def _bind_combination(rewards: dict, specs: list) -> tuple[registry.BoundTransfo
   return bound, extra
 
 
-def check_rewards_config(config, *, world=None) -> None:
+def check_rewards_config(config, world=None) -> None:
   """Every check of config.rewards that needs no model: raises a ValueError naming the field.
 
   Unknown kind, transform, combination, rule or field (with the closest known name); a
@@ -575,6 +575,11 @@ class RewardBatch(NamedTuple):
 ReferenceSampler = Callable[[np.ndarray, int], list]
 
 
+def _model_key(spec: _SourceSpec) -> tuple:
+  return spec.kind, repr(sorted((k, v) for k, v in spec.fields.items()
+                                if k not in ("transform", "transform_params")))
+
+
 def _stats(x: np.ndarray) -> tuple[float, float]:
   x = x[np.isfinite(x)]
   if not x.size:
@@ -644,8 +649,13 @@ class RewardPipeline:
   # -- scoring --
 
   def _scorer(self, spec: _SourceSpec):
+    """The source's scorer, loaded on first use; sources naming the same model with the same
+    settings (e.g. one run under two transforms) share one."""
     if spec.name not in self._scorers:
-      self._scorers[spec.name] = reward_sources.LOADERS[spec.kind](spec.field, spec.fields)
+      same = [o.name for o in self._plan.sources
+              if o.name in self._scorers and _model_key(o) == _model_key(spec)]
+      self._scorers[spec.name] = (self._scorers[same[0]] if same else
+                                  reward_sources.LOADERS[spec.kind](spec.field, spec.fields))
     return self._scorers[spec.name]
 
   def _score_source(self, spec, prompts, responses, lengths) -> np.ndarray:
