@@ -49,10 +49,32 @@ def rl_sections(preset: str) -> dict:
   `rmjax.tasks.policy.rewards`) for `preset`."""
   from rmjax.tasks.policy import rl as rl_lib  # noqa: PLC0415  (imports flax)
 
+  rewards_lib = rl_lib.rewards_lib
   rl = ml_collections.ConfigDict(rl_lib.default_rl_config())
-  rewards = ml_collections.ConfigDict(rl_lib.rewards_lib.default_rewards_config())
+  rewards = ml_collections.ConfigDict(rewards_lib.default_rewards_config())
   if preset == "smoke":
     rl.update(group_size=4, reference_preset="smoke")
+  elif preset == "default":
+    # A learned reward model of the synthetic world (configs/reward_model.py:policy_world);
+    # experiments/train_policy_rl.py trains it first when no workdir is given.
+    rewards.sources = ml_collections.ConfigDict(
+        {"rm": rewards_lib.source_config("reward_model", workdir="")})
+    rewards.source_order = "rm"
+    rl.update(group_size=8, epochs=2, minibatch_size=64, kl_coef=0.05)
+  elif preset == "hh_rlhf":
+    # The helpful and harmless reward models (workdirs on the command line: rewards.sources.
+    # helpful.workdir, rewards.sources.harmless.workdir), summed.
+    rewards.sources = ml_collections.ConfigDict({
+        "helpful": rewards_lib.source_config("reward_model", workdir=""),
+        "harmless": rewards_lib.source_config("reward_model", workdir="")})
+    rewards.source_order = "helpful,harmless"
+    rl.update(group_size=4, epochs=1, minibatch_size=0, kl_coef=0.05)
+  elif preset == "pod":
+    rewards.sources = ml_collections.ConfigDict({
+        "helpful": rewards_lib.source_config("reward_model", workdir=""),
+        "harmless": rewards_lib.source_config("reward_model", workdir="")})
+    rewards.source_order = "helpful,harmless"
+    rl.update(group_size=16, epochs=2, minibatch_size=512)
   return dict(rl=rl, rewards=rewards)
 
 
@@ -116,9 +138,9 @@ def get_config(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
     # B = 16 prompts x G = 8 samples per step; the learning-rate schedule counts optimiser
     # updates (rl.epochs x N / rl.minibatch_size per step).
     config.update(rl_sections(preset))
-    config.optim.update(learning_rate=2e-4, schedule="constant", warmup_steps=0,
+    config.optim.update(learning_rate=1e-4, schedule="constant", warmup_steps=0,
                         weight_decay=0.0)
-    config.train.update(num_steps=200, batch_size=16, log_every=10, eval_every=50,
+    config.train.update(num_steps=150, batch_size=16, log_every=10, eval_every=50,
                         checkpoint_every=50)
     config.generation.update(num_eval_prompts=256, batch_size=128)
 
@@ -161,6 +183,12 @@ def get_config(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.batch_size = 256
     config.generation.update(max_new_tokens=256, num_eval_prompts=1024, batch_size=256)
     config.mesh.shape.update(data=4, fsdp=16, tensor=4)
+  if task == "rl" and preset == "hh_rlhf":
+    # A few RL steps on a CPU: 4 prompts x 4 samples of up to 32 tokens per step.
+    config.train.update(num_steps=4, log_every=1, eval_every=4, checkpoint_every=2)
+    config.generation.update(max_new_tokens=32, num_eval_prompts=8, batch_size=8)
+  if task == "rl" and preset == "pod":
+    config.optim.update(learning_rate=1e-6, schedule="warmup_cosine", warmup_steps=100)
   if meshes:
     config.mesh.shape.update(MESH_PRESETS[meshes[0]])
   return config

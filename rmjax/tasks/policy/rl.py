@@ -76,10 +76,7 @@ from rmjax.train.state import TrainState
 from rmjax.train.task import Task
 from rmjax.train.task import TaskData
 
-try:  # The reward pipeline (issue 15); a true-reward stand-in until it is merged.
-  from rmjax.tasks.policy import rewards as rewards_lib
-except ImportError:  # pragma: no cover
-  from rmjax.tasks.policy import rewards_standin as rewards_lib
+from rmjax.tasks.policy import rewards as rewards_lib
 
 PROMPT_FIELDS = ("prompt_tokens", "prompt_mask", "prompt_id")
 # Key streams of a step: fold_in(step key, stream).
