@@ -136,6 +136,7 @@ def bandit():
   return (config, *_program(config))
 
 
+@pytest.mark.slow  # ~30 s on 2 free cores: compiling the step; the resume test reuses it.
 def test_bandit_reinforce_gradient_matches_the_exact_policy_gradient(bandit):
   config, task, program, data = bandit
   state = program.init(jax.random.PRNGKey(config.seed))
@@ -215,6 +216,7 @@ def test_bandit_reinforce_gradient_matches_the_exact_policy_gradient(bandit):
 # ---------------------------------------------------------------- resume
 
 
+@pytest.mark.slow
 def test_four_steps_equal_two_steps_checkpoint_restore_two_more(bandit, tmp_path):
   config, task, program, data = bandit
   state = program.init(jax.random.PRNGKey(config.seed))
