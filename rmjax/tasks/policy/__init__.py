@@ -1,6 +1,8 @@
 """The policy tasks on the task-agnostic trainer: supervised fine-tuning (`sft`), direct
-preference optimisation (`dpo`) and online RL against rewards (`rl`, `rl_algorithms`), with their policy model (`model`), data (`data`), config
-(`config`) and the evaluation of samples they share (`sampling_eval`).
+preference optimisation (`dpo`) and online RL against rewards (`rl`, with its algorithms in
+`rl_algorithms` and its reward pipeline in `rewards`), with their policy model (`model`),
+data (`data`), config (`config`) and the evaluation of samples they share
+(`sampling_eval`).
 
   from rmjax.tasks import policy
   report = policy.train_and_evaluate(configs.sft.get_config(), "/tmp/sft")   # by config.task

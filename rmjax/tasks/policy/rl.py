@@ -334,10 +334,9 @@ def make_step(config: ml_collections.ConfigDict, ctx: dict, graphdef: Any, shard
     """(token advantages [N, T], rows kept [N])."""
     kl_tokens = kl_lib.kl_penalty(old_logp, ref_logp, estimator=rl.kl_estimator,
                                   mask=response_mask)
-    if rl.dynamic_sampling:
-      seq = algos.sequence_rewards(jnp.where(valid, rewards, 0.0), kl_tokens, beta,
-                                   kl_in_reward)
-      keep = losses.dynamic_sampling_mask(seq.reshape(n // g, g), mask=valid.reshape(n // g, g))
+    if rl.dynamic_sampling:  # On the combined reward (before any KL shaping), as DAPO.
+      keep = losses.dynamic_sampling_mask(jnp.where(valid, rewards, 0.0).reshape(n // g, g),
+                                          mask=valid.reshape(n // g, g))
       valid = valid & jnp.repeat(keep, g)
     adv = algos.advantages(algorithm, rl, rewards, valid, response_mask, kl_tokens, beta,
                            kl_in_reward=kl_in_reward, lengths=lengths,
