@@ -1,4 +1,5 @@
-"""Configs of the policy tasks (`configs/sft.py`, `configs/dpo.py` call `get_config`).
+"""Configs of the policy tasks (`configs/sft.py`, `configs/dpo.py`, `configs/rl.py` call
+`get_config`; the rl task's presets are described in configs/rl.py).
 
 Presets:
   default    the synthetic policy world (`rmjax.data.synthetic_policy`), a 2-layer d=128
