@@ -42,6 +42,7 @@ def train_reference(config, workdir: str) -> str:
   for section in ("model", "mesh"):
     sft_config[section] = config[section]
   sft_config.data.synthetic.update(world_seed=config.data.synthetic.world_seed)
+  sft_config.data.max_len = config.data.max_len  # The model's positions: the policy's.
   ref_dir = os.path.join(workdir, "reference_sft")
   logging.info("training the SFT reference pi_0 in %s", ref_dir)
   policy.train_and_evaluate(sft_config, ref_dir)

@@ -159,7 +159,6 @@ def get_config(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
       config.train.update(num_steps=4, batch_size=8, log_every=2, eval_every=4,
                           checkpoint_every=2)
       config.generation.update(max_new_tokens=6, num_eval_prompts=16, batch_size=8)
-      config.data.update(max_len=16)
   elif preset == "hh_rlhf":
     # Sized for a CPU: 64 training and 32 eval records, 10 steps of 4 (documented times in
     # the README); drop max_records / max_eval_records and raise num_steps on an accelerator.
