@@ -93,7 +93,8 @@ def default_rl_config() -> dict:
   entropy_coef (0), loss_aggregation (`AGGREGATION_MODES`, "token-mean"), norm_constant
   (0 = generation.max_new_tokens; "seq-mean-token-sum-norm" only), dynamic_sampling
   (False), scale_rewards (GRPO: "group" | "batch" | "none"), baseline (REINFORCE's constant,
-  0), reward_range (BNPO, (0, 1)), reference_workdir ("" = pretrained.checkpoint, or for
+  0), reward_range (BNPO, (0, 1)), PPO's gamma (1.0), lam (0.95), vf_coef (0.1) and
+  value_clip (0.2), reference_workdir ("" = pretrained.checkpoint, or for
   synthetic data an SFT run made first by the experiment, or the policy's initialisation),
   reference_preset (the configs/sft.py preset of that run)."""
   return dict(algorithm="grpo", group_size=8, epochs=1, minibatch_size=0, eps_low=0.2,
@@ -101,7 +102,8 @@ def default_rl_config() -> dict:
               kl_in="reward", kl_estimator="k1", kl_coef=0.05, adaptive_kl=False,
               kl_target=1.0, kl_horizon=10000.0, entropy_coef=0.0,
               loss_aggregation="token-mean", norm_constant=0.0, dynamic_sampling=False,
-              scale_rewards="group", baseline=0.0, reward_range=(0.0, 1.0),
+              scale_rewards="group", baseline=0.0, reward_range=(0.0, 1.0), gamma=1.0,
+              lam=0.95, vf_coef=0.1, value_clip=0.2,
               reference_workdir="", reference_preset="default")
 
 
@@ -166,9 +168,12 @@ def check_config(config: ml_collections.ConfigDict, *, check_rewards: bool = Tru
   _check_choice("rl.loss_aggregation", rl.loss_aggregation, pg.AGGREGATION_MODES)
   _check_choice("rl.scale_rewards", rl.scale_rewards, ("group", "batch", "none"))
   for name in ("kl_coef", "entropy_coef", "norm_constant", "eps_low", "eps_high",
-               "gspo_eps_low", "gspo_eps_high", "dual_clip"):
+               "gspo_eps_low", "gspo_eps_high", "dual_clip", "vf_coef", "value_clip"):
     if not (np.isfinite(rl[name]) and rl[name] >= 0):
       raise ValueError(f"rl.{name}: expected a finite number >= 0, got {rl[name]!r}")
+  for name in ("gamma", "lam"):
+    if not 0.0 <= rl[name] <= 1.0:
+      raise ValueError(f"rl.{name}: expected a number in [0, 1], got {rl[name]!r}")
   if rl.adaptive_kl and not (rl.kl_target > 0 and rl.kl_horizon > 0):
     raise ValueError(f"rl.adaptive_kl needs rl.kl_target > 0 and rl.kl_horizon > 0, got "
                      f"{rl.kl_target} and {rl.kl_horizon}")
@@ -320,7 +325,11 @@ def make_step(config: ml_collections.ConfigDict, ctx: dict, graphdef: Any, shard
     return algos.response_token_log_probs(graphdef, params, tokens, mask, response_tokens,
                                           response_mask, temperature=temperature)
 
-  logps_fn = jax.jit(shard(logps))
+  # `shard` lays params out as the train state's (with PPO's value head); the policy-only
+  # params of PPO and the reference go through a plain jit (layout from the inputs).
+  logps_fn = jax.jit(logps if algorithm.critic else shard(logps))
+  values_fn = jax.jit(lambda params, tokens, mask, response_mask: algos.response_values(
+      graphdef, params, tokens, mask, response_mask))
 
   @jax.jit
   def sequence_kl(old_logp, ref_logp, response_mask):
@@ -330,18 +339,23 @@ def make_step(config: ml_collections.ConfigDict, ctx: dict, graphdef: Any, shard
     return est("k1"), est("k3")
 
   @jax.jit
-  def prepare(old_logp, ref_logp, response_mask, lengths, rewards, valid, greedy, beta):
-    """(token advantages [N, T], rows kept [N])."""
+  def prepare(old_logp, ref_logp, response_mask, lengths, rewards, valid, greedy, beta,
+              old_values):
+    """(token advantages [N, T], rows kept [N], returns [N, T] (PPO; else zeros))."""
     kl_tokens = kl_lib.kl_penalty(old_logp, ref_logp, estimator=rl.kl_estimator,
                                   mask=response_mask)
     if rl.dynamic_sampling:  # On the combined reward (before any KL shaping), as DAPO.
       keep = losses.dynamic_sampling_mask(jnp.where(valid, rewards, 0.0).reshape(n // g, g),
                                           mask=valid.reshape(n // g, g))
       valid = valid & jnp.repeat(keep, g)
+    if algorithm.critic:
+      adv, returns = algos.gae_advantages(rl, rewards, valid, response_mask, kl_tokens, beta,
+                                          old_values, kl_in_reward=kl_in_reward)
+      return adv, valid, returns
     adv = algos.advantages(algorithm, rl, rewards, valid, response_mask, kl_tokens, beta,
                            kl_in_reward=kl_in_reward, lengths=lengths,
                            greedy_rewards=greedy)
-    return adv, valid
+    return adv, valid, jnp.zeros_like(adv)
 
   loss_fn = algos.make_minibatch_loss(algorithm, rl, graphdef, temperature=temperature,
                                       norm_constant=norm_constant)
@@ -380,7 +394,7 @@ def make_step(config: ml_collections.ConfigDict, ctx: dict, graphdef: Any, shard
     clock = _Clock(ctx.get("timings"))
     s = int(jax.device_get(state.step))
     key = jax.random.fold_in(state.rng, s)
-    params = state.params
+    params = algos.policy_params(state.params)  # The language model (PPO: no value head).
     ref_params = reference.placed(params)
     prompt_ids = np.asarray(jax.device_get(batch["prompt_id"]))
     b = len(prompt_ids)
@@ -392,7 +406,9 @@ def make_step(config: ml_collections.ConfigDict, ctx: dict, graphdef: Any, shard
     old_logp = logps_fn(params, out.tokens, out.mask, out.response_tokens, out.response_mask)
     ref_logp = logps_fn(ref_params, out.tokens, out.mask, out.response_tokens,
                         out.response_mask)
-    clock.lap("log_probs", ref_logp)
+    old_values = (values_fn(state.params, out.tokens, out.mask, out.response_mask)
+                  if algorithm.critic else jnp.zeros_like(old_logp))
+    clock.lap("log_probs", (ref_logp, old_values))
 
     # Rewards on the host, from text.
     responses, lengths = decode(out)
@@ -436,16 +452,19 @@ def make_step(config: ml_collections.ConfigDict, ctx: dict, graphdef: Any, shard
     beta, kl_state = controller_update(task_state["kl"], np.float32(seq_k1.mean()),
                                        np.float32(n))
     put = lambda x: jax.device_put(x, rows)
-    adv, kept = prepare(old_logp, ref_logp, out.response_mask, out.lengths,
-                        put(np.where(finite, combined, 0.0).astype(np.float32)), put(finite),
-                        jnp.asarray(np.where(np.isfinite(greedy), greedy, 0.0)), beta)
+    adv, kept, returns = prepare(
+        old_logp, ref_logp, out.response_mask, out.lengths,
+        put(np.where(finite, combined, 0.0).astype(np.float32)), put(finite),
+        jnp.asarray(np.where(np.isfinite(greedy), greedy, 0.0)), beta, old_values)
 
     # Update: epochs x (N / minibatch) optimiser steps.
     loss_mask = out.response_mask & kept[:, None]
     update_batch = {"tokens": out.tokens, "mask": out.mask,
                     "response_tokens": out.response_tokens, "response_mask": loss_mask,
                     "old_logp": old_logp, "ref_logp": ref_logp, "advantages": adv}
-    new_params, opt_state, metrics = update_fn(params, state.opt_state, update_batch, beta,
+    if algorithm.critic:
+      update_batch.update(old_values=old_values, returns=returns)
+    new_params, opt_state, metrics = update_fn(state.params, state.opt_state, update_batch, beta,
                                                jax.random.fold_in(key, _UPDATE))
     new_task_state = jax.device_put({"kl": kl_state, "rewards": reward_state}, replicated)
     new_state = TrainState(state.step + 1, new_params, opt_state, state.rng, new_task_state)
@@ -469,6 +488,7 @@ def evaluate(config: ml_collections.ConfigDict, ctx: dict, eval_fn, params, eval
              place) -> tuple[dict[str, Any], dict[str, Any]]:
   """The policy's samples on the held-out prompts (`sampling_eval`), against pi_0's."""
   del eval_fn, place
+  params = algos.policy_params(params)
   run, eos, tokenizer = ctx["generate"], ctx["eos"], ctx["tokenizer"]
   reference = ctx["reference"]
   key = jax.random.key(config.generation.seed)
@@ -553,9 +573,27 @@ def make_task(config: ml_collections.ConfigDict, *, reward_pipeline: Any = None,
                     sft.PolicyEvalData(evals, eval_prompts, world),
                     dict(info, reference=reference.source))
 
+  critic = algos.get_algorithm(config.rl.algorithm).critic
+  d_model = policy.model_config.d_model
+
+  def init_params(rng):
+    graphdef, params = policy.init_params(rng)
+    if critic:
+      params = {**params, algos.VALUE_HEAD: algos.init_value_head(d_model)}
+    return graphdef, params
+
+  def param_specs(mesh):
+    specs = policy.param_specs(mesh)
+    if critic:
+      specs = {**specs, algos.VALUE_HEAD: {"kernel": PartitionSpec(), "bias": PartitionSpec()}}
+    return specs
+
   def load_params(rng, shardings):
     del rng
-    return jax.device_put(reference.params, shardings)
+    params = reference.params
+    if critic:  # pi_0's weights and a fresh (zero) value head.
+      params = {**params, algos.VALUE_HEAD: jax.device_get(algos.init_value_head(d_model))}
+    return jax.device_put(params, shardings)
 
   def check_mesh(mesh):
     shards = parallel.num_batch_shards(mesh)
@@ -571,8 +609,8 @@ def make_task(config: ml_collections.ConfigDict, *, reward_pipeline: Any = None,
 
   return Task(
       name=f"rl/{config.rl.algorithm}",
-      init_params=policy.init_params,
-      param_specs=policy.param_specs,
+      init_params=init_params,
+      param_specs=param_specs,
       make_loss=loss_not_used,
       make_eval=make_eval,
       load_data=load_data,

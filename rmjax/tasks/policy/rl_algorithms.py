@@ -17,6 +17,10 @@ response tokens):
   bnpo                   (s - p_group) / BetaPDF(p_group), s in rl.reward_range ppo clip
   gspo                   grpo's                                               gspo (sequence ratio)
   cispo                  grpo's                                               cispo (clipped IS weight)
+  ppo                    GAE(gamma, lam) on the KL-shaped token rewards with a ppo clip
+                         value head V (a second head on the policy's backbone:  + vf_coef x
+                         params["value_head"], kernel [D] and bias, zero-init);  clipped value
+                         advantages whitened over the batch's tokens           loss to the returns
 
 r is the combined reward of the reward pipeline, minus beta * sum_t KL_t when the KL is in
 the reward (`rl.kl_in = "reward"`, `kl_in_reward`'s shaping summed over the response for
@@ -50,10 +54,12 @@ from rmjax.losses import policy_gradient as pg
 
 
 class Algorithm(NamedTuple):
-  """An RL algorithm: its advantage estimator's name and its policy loss's name."""
+  """An RL algorithm: its advantage estimator's name and its policy loss's name; whether it
+  needs a greedy response per prompt (ReMax) or a critic (PPO's value head)."""
   advantages: str
   policy_loss: str
   needs_greedy: bool = False
+  critic: bool = False
 
 
 ALGORITHMS = {
@@ -68,7 +74,22 @@ ALGORITHMS = {
     "bnpo": Algorithm("bnpo", "ppo"),
     "gspo": Algorithm("grpo", "gspo"),
     "cispo": Algorithm("grpo", "cispo"),
+    "ppo": Algorithm("gae", "ppo", critic=True),
 }
+VALUE_HEAD = "value_head"
+
+
+def policy_params(params: Any) -> Any:
+  """The language model's params: `params` without the value head (PPO), else `params`."""
+  if isinstance(params, dict) and VALUE_HEAD in params:
+    return {k: v for k, v in params.items() if k != VALUE_HEAD}
+  return params
+
+
+def init_value_head(d_model: int) -> dict:
+  """The value head V(h) = h . kernel + bias, zero-initialised (V = 0 at the start: GAE
+  begins as the reward-to-go)."""
+  return {"kernel": jnp.zeros((d_model,), jnp.float32), "bias": jnp.zeros((), jnp.float32)}
 KL_PLACES = ("reward", "loss", "none")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
@@ -146,15 +167,51 @@ def advantages(algorithm: Algorithm, rl: Any, rewards: jax.Array, valid: jax.Arr
   return losses.broadcast_to_tokens(a.reshape(n), token_mask)
 
 
+def response_outputs(graphdef: Any, params: Any, tokens: jax.Array, mask: jax.Array,
+                     num_response: int, temperature: float, *, critic: bool = False):
+  """(logits, values): float32 [N, T, V] logits / tau that predict the T = `num_response`
+  response tokens of `tokens` [N, P + T] (prompt left-padded to width P, then the response,
+  as `rmjax.generation` lays them out), and with `critic` the value head's [N, T] values of
+  the same states (else None)."""
+  prompt_width = tokens.shape[1] - num_response
+  model = nnx.merge(graphdef, policy_params(params))
+  hidden = model(tokens, mask)[:, prompt_width - 1:-1]
+  logits = model.lm_logits(hidden).astype(jnp.float32)
+  if temperature != 1.0:
+    logits = logits / temperature
+  values = None
+  if critic:
+    head = params[VALUE_HEAD]
+    values = hidden.astype(jnp.float32) @ head["kernel"] + head["bias"]
+  return logits, values
+
+
 def response_logits(graphdef: Any, params: Any, tokens: jax.Array, mask: jax.Array,
                     num_response: int, temperature: float) -> jax.Array:
-  """float32 [N, T, V] logits / tau that predict the T = `num_response` response tokens of
-  `tokens` [N, P + T] (prompt left-padded to width P, then the response, as
-  `rmjax.generation` lays them out)."""
-  prompt_width = tokens.shape[1] - num_response
-  logits = nnx.merge(graphdef, params).logits(tokens, mask)[:, prompt_width - 1:-1]
-  logits = logits.astype(jnp.float32)
-  return logits / temperature if temperature != 1.0 else logits
+  """The logits of `response_outputs`."""
+  return response_outputs(graphdef, params, tokens, mask, num_response, temperature)[0]
+
+
+def response_values(graphdef: Any, params: Any, tokens: jax.Array, mask: jax.Array,
+                    response_mask: jax.Array) -> jax.Array:
+  """float32 [N, T] the value head's V of each response state, 0 off the response."""
+  _, values = response_outputs(graphdef, params, tokens, mask, response_mask.shape[1], 1.0,
+                               critic=True)
+  return jnp.where(response_mask, values, 0.0)
+
+
+def gae_advantages(rl: Any, rewards: jax.Array, valid: jax.Array, token_mask: jax.Array,
+                   kl_tokens: jax.Array, beta: jax.Array, values: jax.Array, *,
+                   kl_in_reward: bool) -> tuple[jax.Array, jax.Array]:
+  """PPO's (advantages, returns) [N, T]: token rewards r_t = score 1[t last] - beta KL_t
+  (`kl_in_reward`; beta 0 unless the KL is in the reward), GAE(rl.gamma, rl.lam) against
+  the old values (`gae`), advantages whitened over the valid tokens (`batch_whiten`)."""
+  token_mask = token_mask & valid[:, None]
+  token_rewards = kl_lib.kl_in_reward(jnp.where(valid, rewards, 0.0), kl_tokens, token_mask,
+                                      beta=beta if kl_in_reward else 0.0)
+  adv, returns = adv_lib.gae(token_rewards, values, token_mask, gamma=float(rl.gamma),
+                             lam=float(rl.lam))
+  return losses.batch_whiten(adv, mask=token_mask), returns
 
 
 def response_token_log_probs(graphdef: Any, params: Any, tokens: jax.Array, mask: jax.Array,
@@ -189,14 +246,16 @@ def make_minibatch_loss(algorithm: Algorithm, rl: Any, graphdef: Any, *,
   """`loss(params, mb, beta) -> (loss, metrics)` of a minibatch (see the module docstring).
 
   mb: tokens, mask [n, P + T]; response_tokens, response_mask, old_logp, ref_logp,
-  advantages [n, T]. Metrics: loss, policy_loss, entropy, kl_loss (the aggregated KL
-  penalty, 0 unless rl.kl_in = "loss"), clip_fraction, approx_kl.
+  advantages [n, T]; with a critic also old_values and returns [n, T]. Metrics: loss,
+  policy_loss, entropy, kl_loss (the aggregated KL penalty, 0 unless rl.kl_in = "loss"),
+  clip_fraction, approx_kl, value_loss (0 without a critic).
   """
   agg = rl.loss_aggregation
 
   def loss_fn(params, mb, beta):
-    logits = response_logits(graphdef, params, mb["tokens"], mb["mask"],
-                             mb["response_tokens"].shape[1], temperature)
+    logits, values = response_outputs(graphdef, params, mb["tokens"], mb["mask"],
+                                      mb["response_tokens"].shape[1], temperature,
+                                      critic=algorithm.critic)
     mask = mb["response_mask"]
     logp = losses.token_log_probs(logits, mb["response_tokens"], mask=mask)
     pl, metrics = policy_loss(algorithm, rl, logp, mb["old_logp"], mb["advantages"], mask,
@@ -209,7 +268,13 @@ def make_minibatch_loss(algorithm: Algorithm, rl: Any, graphdef: Any, *,
       kl_t = kl_lib.kl_penalty(logp, mb["ref_logp"], estimator=rl.kl_estimator, mask=mask)
       kl_loss = pg.aggregate_token_losses(kl_t, mask, agg, norm_constant=norm_constant)
       loss = loss + beta * kl_loss
-    out = {"loss": loss, "policy_loss": pl, "entropy": jax.lax.stop_gradient(entropy),
+    value_loss = jnp.zeros((), jnp.float32)
+    if algorithm.critic:
+      value_loss, _ = pg.clipped_value_loss(values, mb["old_values"], mb["returns"], mask,
+                                            clip_range=rl.value_clip, agg=agg,
+                                            norm_constant=norm_constant)
+      loss = loss + rl.vf_coef * value_loss
+    out = {"value_loss": jax.lax.stop_gradient(value_loss),"loss": loss, "policy_loss": pl, "entropy": jax.lax.stop_gradient(entropy),
            "kl_loss": jax.lax.stop_gradient(kl_loss),
            "clip_fraction": metrics["clip_fraction"],
            "approx_kl": metrics.get("approx_kl", jnp.zeros((), jnp.float32))}
