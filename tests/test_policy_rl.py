@@ -259,8 +259,11 @@ def test_each_algorithm_runs_a_step_with_finite_metrics(algorithm):
   for k, v in metrics.items():
     assert np.isfinite(v), (k, v)
   for k in ("loss", "entropy", "kl_k1", "kl_k3", "clip_fraction", "kept_fraction",
-            "response_length", "reward/combined_mean"):
+            "response_length", "reward/combined_mean", "value_loss"):
     assert k in metrics
+  # PPO's critic: a value head beside the LM's params, trained on the returns.
+  assert (metrics["value_loss"] > 0) == (algorithm == "ppo")
+  assert ("value_head" in state.params) == (algorithm == "ppo")
 
 
 # ---------------------------------------------------------------- config errors
