@@ -275,6 +275,13 @@ def _pad_rows(x: np.ndarray, multiple: int) -> np.ndarray:
   return x if not extra else np.concatenate([x, np.repeat(x[-1:], extra, axis=0)])
 
 
+def _sequence_kl(old_logp, ref_logp, response_mask):
+  """[N] sequence sums of the k1 and k3 estimates of KL(pi_old || pi_ref)."""
+  est = lambda e: jnp.sum(kl_lib.kl_penalty(old_logp, ref_logp, estimator=e,
+                                            mask=response_mask), axis=-1)
+  return est("k1"), est("k3")
+
+
 class _Clock:
   """Phase times of a step when `timings` is a dict (benchmarks): each `lap(name, x)` waits
   for x and appends the seconds since the previous lap to timings[name]. A no-op otherwise
@@ -291,6 +298,21 @@ class _Clock:
     now = time.perf_counter()
     self.timings.setdefault(name, []).append(now - self.last)
     self.last = now
+
+
+# Compiled pieces that depend only on the model, the mesh and their settings (generators,
+# log-prob and KL functions), shared by the steps of every rl task of the process: a second
+# task on the same model (another algorithm, a resumed run in the same process) reuses them.
+_SHARED: dict[tuple, Any] = {}
+_SHARED_MAX = 32
+
+
+def _shared(key: tuple, build):
+  if key not in _SHARED:
+    if len(_SHARED) >= _SHARED_MAX:
+      _SHARED.clear()
+    _SHARED[key] = build()
+  return _SHARED[key]
 
 
 def make_step(config: ml_collections.ConfigDict, ctx: dict, graphdef: Any, shard,
@@ -314,8 +336,13 @@ def make_step(config: ml_collections.ConfigDict, ctx: dict, graphdef: Any, shard
   kl_in_reward = rl.kl_in == "reward"
   base_gen = sampling_eval.generation_config(config, tokenizer)
   specs = policy.param_specs(mesh)
-  make_gen = lambda **kw: generation.make_sharded_generate(
-      graphdef, specs, mesh, dataclasses.replace(base_gen, **kw))
+  model_key = (graphdef, mesh, tuple(tuple(r) for r in config.mesh.logical_axis_rules))
+
+  def make_gen(**kw):
+    gen_config = dataclasses.replace(base_gen, **kw)
+    return _shared(("generate", *model_key, gen_config),
+                   lambda: generation.make_sharded_generate(graphdef, specs, mesh, gen_config))
+
   rollout = make_gen(num_samples=g)
   lazy: dict[str, Any] = {}
   train_prompts = ctx["train_prompts"]
@@ -327,16 +354,12 @@ def make_step(config: ml_collections.ConfigDict, ctx: dict, graphdef: Any, shard
 
   # `shard` lays params out as the train state's (with PPO's value head); the policy-only
   # params of PPO and the reference go through a plain jit (layout from the inputs).
-  logps_fn = jax.jit(logps if algorithm.critic else shard(logps))
-  values_fn = jax.jit(lambda params, tokens, mask, response_mask: algos.response_values(
-      graphdef, params, tokens, mask, response_mask))
-
-  @jax.jit
-  def sequence_kl(old_logp, ref_logp, response_mask):
-    """[N] sequence sums of the k1 and k3 estimates of KL(pi_old || pi_ref)."""
-    est = lambda e: jnp.sum(kl_lib.kl_penalty(old_logp, ref_logp, estimator=e,
-                                              mask=response_mask), axis=-1)
-    return est("k1"), est("k3")
+  logps_fn = _shared(("logps", *model_key, temperature, algorithm.critic),
+                     lambda: jax.jit(logps if algorithm.critic else shard(logps)))
+  values_fn = _shared(("values", *model_key), lambda: jax.jit(
+      lambda params, tokens, mask, response_mask: algos.response_values(
+          graphdef, params, tokens, mask, response_mask)))
+  sequence_kl = _shared(("sequence_kl",), lambda: jax.jit(_sequence_kl))
 
   @jax.jit
   def prepare(old_logp, ref_logp, response_mask, lengths, rewards, valid, greedy, beta,
