@@ -509,6 +509,18 @@ def test_combination_and_workdir_errors_that_need_their_own_setup(workdir, tmp_p
   rewards.check_rewards_config(config)
   with pytest.raises(ValueError, match="rewards.sources.true: kind 'true_reward'"):
     rewards.make_reward_pipeline(config)
+  # pretrained: a Hugging Face directory (the decoder fixture has no tokenizer.json).
+  hf_dir = str(REPO_ROOT / "tests" / "fixtures" / "hf_decoder" / "llama3")
+  config = _config(workdir, names=("a",))
+  config.rewards.sources.a = rewards.source_config("pretrained", checkpoint=hf_dir)
+  with pytest.raises(ValueError, match="rewards.sources.a.tokenizer: empty and .* has no "
+                                       "tokenizer.json"):
+    rewards.check_rewards_config(config)
+  config.rewards.sources.a.tokenizer = "bytes"
+  rewards.check_rewards_config(config)
+  config.rewards.sources.a.checkpoint = str(tmp_path)
+  with pytest.raises(ValueError, match="rewards.sources.a.checkpoint=.*: no config.json"):
+    rewards.check_rewards_config(config)
   with pytest.raises(ValueError, match=r"source_config\('rule'\): unknown field\(s\) \['rules'\]"):
     rewards.source_config("rule", rules="non_empty")
   with pytest.raises(ValueError, match="scorers='c': unknown source; did you mean"):
