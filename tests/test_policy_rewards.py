@@ -177,6 +177,7 @@ def test_lsc_and_par_transforms_match_the_transform_functions(workdir):
                              atol=1e-6)
   np.testing.assert_allclose(combined, lsc + par, atol=1e-6)
   assert metrics["reward/a/transformed_mean"] == pytest.approx(float(np.mean(lsc)), abs=1e-6)
+  assert metrics["reward/a/reference_mean"] == pytest.approx(float(REF_A[[0, 0, 1, 1]].mean()))
 
 
 def test_gdpo_and_group_transforms_reshape_the_groups(workdir):
@@ -385,6 +386,23 @@ def test_reward_model_source_on_a_real_scorer_with_an_ensemble_aggregation(workd
   np.testing.assert_allclose(combined, expected, rtol=1e-5)
 
 
+def test_models_load_on_the_first_score_once_per_model(workdir, monkeypatch):
+  loads = []
+
+  def loader(field, spec):
+    loads.append((field, spec["workdir"]))
+    return _ParsedScorer("a")
+
+  monkeypatch.setitem(reward_sources.LOADERS, "reward_model", loader)
+  # a and b name the same run with the same settings (b under another transform): one load.
+  pipeline = rewards.make_reward_pipeline(
+      _config(workdir, transforms_={"b": ("batch_whiten", {})}))
+  assert not loads
+  _, _, _, raw = pipeline(pipeline.init_state(4), _batch(), _Sampler())
+  assert loads == [("rewards.sources.a", workdir)]
+  np.testing.assert_array_equal(raw, np.stack([A, A], axis=1))
+
+
 # --- Bad configurations ------------------------------------------------------------------------
 
 
@@ -491,6 +509,18 @@ def test_combination_and_workdir_errors_that_need_their_own_setup(workdir, tmp_p
   rewards.check_rewards_config(config)
   with pytest.raises(ValueError, match="rewards.sources.true: kind 'true_reward'"):
     rewards.make_reward_pipeline(config)
+  # pretrained: a Hugging Face directory (the decoder fixture has no tokenizer.json).
+  hf_dir = str(REPO_ROOT / "tests" / "fixtures" / "hf_decoder" / "llama3")
+  config = _config(workdir, names=("a",))
+  config.rewards.sources.a = rewards.source_config("pretrained", checkpoint=hf_dir)
+  with pytest.raises(ValueError, match="rewards.sources.a.tokenizer: empty and .* has no "
+                                       "tokenizer.json"):
+    rewards.check_rewards_config(config)
+  config.rewards.sources.a.tokenizer = "bytes"
+  rewards.check_rewards_config(config)
+  config.rewards.sources.a.checkpoint = str(tmp_path)
+  with pytest.raises(ValueError, match="rewards.sources.a.checkpoint=.*: no config.json"):
+    rewards.check_rewards_config(config)
   with pytest.raises(ValueError, match=r"source_config\('rule'\): unknown field\(s\) \['rules'\]"):
     rewards.source_config("rule", rules="non_empty")
   with pytest.raises(ValueError, match="scorers='c': unknown source; did you mean"):

@@ -36,6 +36,7 @@ import os
 import re
 from typing import Any, Callable, Mapping, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -59,11 +60,18 @@ KIND_FIELDS: Mapping[str, Mapping[str, Any]] = {
 # --- Rules -------------------------------------------------------------------------------------
 
 
+# One compiled program per parameter setting, instead of one per eager primitive.
+_linear_length_penalty = jax.jit(transforms.linear_length_penalty,
+                                 static_argnames=("threshold", "coefficient"))
+_dapo_overlong_penalty = jax.jit(transforms.dapo_overlong_penalty,
+                                 static_argnames=("max_length", "cache_length", "penalty_factor"))
+
+
 def _zeros_and_lengths(responses, lengths):
-  lengths = jnp.asarray(lengths, jnp.float32)
+  lengths = np.asarray(lengths, np.float32)
   if lengths.shape != (len(responses),):
     raise ValueError(f"lengths must be [N] = [{len(responses)}], got shape {lengths.shape}")
-  return jnp.zeros(len(responses), jnp.float32), lengths
+  return np.zeros(len(responses), np.float32), lengths
 
 
 def length_penalty(prompts: Sequence[str], responses: Sequence[str], lengths: np.ndarray, *,
@@ -79,8 +87,7 @@ def length_penalty(prompts: Sequence[str], responses: Sequence[str], lengths: np
   """
   del prompts
   zeros, lengths = _zeros_and_lengths(responses, lengths)
-  return transforms.linear_length_penalty(zeros, lengths, threshold=threshold,
-                                          coefficient=coefficient)
+  return _linear_length_penalty(zeros, lengths, threshold=threshold, coefficient=coefficient)
 
 
 def dapo_overlong(prompts: Sequence[str], responses: Sequence[str], lengths: np.ndarray, *,
@@ -97,9 +104,8 @@ def dapo_overlong(prompts: Sequence[str], responses: Sequence[str], lengths: np.
   """
   del prompts
   zeros, lengths = _zeros_and_lengths(responses, lengths)
-  return transforms.dapo_overlong_penalty(zeros, lengths, max_length=max_length,
-                                          cache_length=cache_length,
-                                          penalty_factor=penalty_factor)
+  return _dapo_overlong_penalty(zeros, lengths, max_length=max_length,
+                                cache_length=cache_length, penalty_factor=penalty_factor)
 
 
 def format_regex(prompts: Sequence[str], responses: Sequence[str], lengths: np.ndarray, *,

@@ -382,10 +382,14 @@ def _bind_combination(rewards: dict, specs: list) -> tuple[registry.BoundTransfo
                                 f"parameter of combination {key!r}", show_value=False))
   extra = {p: params.pop(p, d) for p, d in own.items()}
   for p in ("weights", "direction"):
-    if isinstance(params.get(p), str):  # "1,0.5" from a command line.
-      params[p] = [float(w) for w in params[p].split(",") if w.strip()]
-    if params.get(p) is not None:
-      params[p] = np.asarray(params[p], np.float32)
+    try:
+      if isinstance(params.get(p), str):  # "1,0.5" from a command line.
+        params[p] = [float(w) for w in params[p].split(",") if w.strip()]
+      if params.get(p) is not None:
+        params[p] = np.asarray(params[p], np.float32)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"rewards.combination_params.{p}: expected numbers (a list or "
+                       f"'1,0.5'), got {params[p]!r} ({e})") from None
   num = len(specs)
   order = ",".join(s.name for s in specs)
   where = f"rewards.combination={name!r} on the K={num} sources of rewards.source_order={order!r}"
@@ -443,7 +447,8 @@ def check_rewards_config(config, world=None) -> None:
   config.json or a checkpoint under checkpoints/ (or at `step`), or whose family has no scalar
   head; a pretrained directory without config.json / model.safetensors / a tokenizer;
   "true_reward" on a run without a synthetic world; parameters a transform, rule or
-  combination rejects (each is run once on a two-row dummy batch, eagerly); a combination the
+  combination rejects (each is traced once on a two-row dummy batch with `jax.eval_shape`:
+  nothing compiles or runs); a combination the
   K sources do not fit (lagrangian with K < 2 or thresholds not [K - 1], weights not [K],
   and with a transform other than identity).
 
@@ -745,7 +750,9 @@ class RewardPipeline:
       (combined float32 [N] (NaN: a row with a missing source, see the module docstring),
        new state, metrics {name: float}, raw float32 [N, K]).
 
-    Metrics: reward/<source>/{raw_mean, raw_std, missing, transformed_mean, transformed_std},
+    Metrics: reward/<source>/{raw_mean, raw_std, missing, transformed_mean, transformed_std}
+    (and reference_mean, the mean raw reward of pi_0's samples of the batch's prompts, for a
+    source with references),
     reward/combined_mean, reward/combined_std, reward/invalid_rows, with references
     reward/reference_fill (fraction of prompts done) and reward/reference_sampled (prompts
     sampled by this call), with the lagrangian
@@ -781,6 +788,8 @@ class RewardPipeline:
       metrics[f"{name}/missing"] = float(1.0 - valid[:, j].mean()) if n else 0.0
       metrics[f"{name}/transformed_mean"], metrics[f"{name}/transformed_std"] = _stats(
           transformed[:, j])
+      if spec.needs_reference:  # pi_0's raw rewards on the batch's prompts.
+        metrics[f"{name}/reference_mean"] = _stats(references[:, j].ravel())[0]
 
     usable = valid.all(axis=1)
     multipliers = None
