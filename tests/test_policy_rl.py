@@ -288,3 +288,38 @@ def test_reference_workdir_without_checkpoint(tmp_path):
   config = _smoke_config(reference_workdir=str(tmp_path))
   with pytest.raises(ValueError, match="no checkpoint under checkpoints/"):
     rl.check_config(config)
+
+
+@pytest.mark.slow
+def test_reward_pipeline_state_lives_in_the_task_state(tmp_path):
+  """The real pipeline with LSC (pi_0's reference rewards, sampled through the task) and a
+  running normaliser: its state is filled by the steps, checkpointed and restored."""
+  import ml_collections  # noqa: PLC0415
+  from rmjax.tasks.policy import rewards  # noqa: PLC0415
+
+  config = _smoke_config(algorithm="rloo")
+  config.rewards.sources = ml_collections.ConfigDict({
+      "true": rewards.source_config("true_reward", transform="lsc"),
+      "len": rewards.source_config("rule", rule="length_penalty", transform="mean_std")})
+  config.rewards.source_order = "true,len"
+  config.rewards.reference_samples = 3
+  task = rl.make_task(config)
+  program = program_lib.build_program(config, task, devices=jax.devices()[:1])
+  data = task.load_data("")
+  state = program.init(jax.random.PRNGKey(config.seed))
+  seen = set()
+  for step in range(2):
+    batch = _batch(config, task, program, data, step)
+    seen.update(np.asarray(batch["prompt_id"]).tolist())
+    state, metrics = program.train_step(state, batch)
+    assert metrics["reward/reference_sampled"] > 0
+  pipeline_state = jax.device_get(state.task_state["rewards"])
+  done = np.flatnonzero(pipeline_state["reference_done"])
+  assert sorted(done.tolist()) == sorted(seen)
+  assert np.isfinite(pipeline_state["reference"][done, 0]).all()
+  assert int(pipeline_state["running"]["len"]["count"]) == 2 * rl.num_rows(config)
+  checkpointer = ckpt_lib.Checkpointer(str(tmp_path), async_save=False)
+  checkpointer.save(2, state, force=True)
+  restored = jax.device_get(checkpointer.restore(2, program.abstract_state).task_state)
+  checkpointer.close()
+  jax.tree.map(np.testing.assert_array_equal, restored, jax.device_get(state.task_state))

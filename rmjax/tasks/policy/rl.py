@@ -572,9 +572,13 @@ def make_task(config: ml_collections.ConfigDict, *, reward_pipeline: Any = None,
       "pipeline": pipeline, "world": world, "train_prompts": train_prompts,
       "controller": controller, "timings": timings}
 
+  # Made on the host once (the pipeline's init uses numpy); `init_task_state` is traced
+  # inside the program's jitted init, where these are constants.
+  initial_task_state = jax.device_get({"kl": controller.init(),
+                                       "rewards": pipeline.init_state(len(train_prompts.texts))})
+
   def init_task_state():
-    reward_state = pipeline.init_state(len(train_prompts.texts))
-    return {"kl": controller.init(), "rewards": jax.tree.map(jnp.asarray, reward_state)}
+    return jax.tree.map(jnp.asarray, initial_task_state)
 
   def make_eval(graphdef, shard):
     del shard
