@@ -29,7 +29,7 @@ Presets:
            512, the helpful and harmless reward models colocated on the same mesh.
 
 rl.algorithm: reinforce, grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline, remax,
-opo, bnpo, gspo, cispo (rmjax.tasks.policy.rl_algorithms); config.rl's other fields:
+opo, bnpo, gspo, cispo, ppo (a value head + GAE) (rmjax.tasks.policy.rl_algorithms); config.rl's other fields:
 rmjax.tasks.policy.rl.default_rl_config; config.rewards: rmjax.tasks.policy.rewards. The
 learning-rate schedule counts optimiser updates (train.num_steps x rl.epochs x B G /
 rl.minibatch_size of them).

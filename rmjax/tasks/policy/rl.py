@@ -24,12 +24,19 @@ One train step (the task's own step, `Task.make_train_step`):
      (config.optim); its learning-rate schedule counts optimiser updates and is built for
      train.num_steps * U of them (`Task.updates_per_step`), so warmup_steps is in updates.
 
+PPO ("ppo") adds a critic: a value head (params["value_head"], a second head on the policy's
+backbone, zero-init) whose old values give GAE advantages and returns; its clipped value
+loss joins the policy loss (rl.vf_coef). The reference and the generators use the language
+model's params alone.
+
+Single process: the rewards are computed from the whole batch's text on one host.
+
 The reference pi_0 is the SFT run of rl.reference_workdir (its latest checkpoint), else the
 pretrained checkpoint (pretrained.checkpoint), else the policy's own initialisation from
 config.seed (tests, bandits); the policy starts from the reference's weights.
 
 Train metrics per step (averaged between logs): loss, policy_loss, entropy, clip_fraction,
-approx_kl, grad_norm (means over the step's updates), the pipeline's reward metrics
+approx_kl, kl_loss, value_loss (PPO), grad_norm (means over the step's updates), the pipeline's reward metrics
 ("reward/<source>/raw_mean", ..., "reward/combined_mean"), true_reward (synthetic world),
 kl_k1 and kl_k3 (sequence KL(pi_old || pi_ref) estimated on the samples), kl_coef,
 response_length, valid_fraction (finite combined reward), kept_fraction (rows in the loss),
