@@ -19,12 +19,14 @@ def _rm_configs():
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-  """A `policy_world,smoke` bt run of 30 steps, evaluated once at the end: (workdir, report)."""
+  """A `policy_world,smoke` bt run of 20 steps, evaluated once at the end: (workdir, report).
+
+  The model, layout, batch and schedule are the `smoke` preset's 20-step runs' (as in
+  test_train_reward_model.py), so in the suite its programs come from the compilation cache.
+  """
   from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   config = _rm_configs().get_config("policy_world,smoke")
-  config.train.update(num_steps=30, log_every=10, eval_every=30, checkpoint_every=30,
-                      tensorboard=False)
-  config.checkpoint.async_save = False
+  config.train.update(num_steps=20, eval_every=20, checkpoint_every=20, tensorboard=False)
   workdir = tmp_path_factory.mktemp("policy_world_smoke")
   report = rm_task.train_and_evaluate(config, str(workdir))
   return str(workdir), report
@@ -103,8 +105,13 @@ def test_proxy_metrics_by_hand():
   assert got["proxy/pair_pearson"] == pytest.approx(1.0)
   shifted = policy_world.proxy_metrics(np.array([3.0, 0, 1, 1]) + 7, np.array([2.0, 0, 0, 1]), 2)
   assert shifted == pytest.approx(got)
+  # Ties share their mean rank: ranks [1.5, 1.5, 3, 4] against [1, 2, 3, 4] give
+  # 4.5 / sqrt(4.5 * 5) = sqrt(0.9) (scipy.stats.spearmanr agrees).
+  got = policy_world.proxy_metrics(np.array([1.0, 1, 2, 3]), np.array([1.0, 2, 3, 4]), 2)
+  assert got["proxy/spearman"] == pytest.approx(np.sqrt(0.9))
 
 
+@pytest.mark.slow
 def test_smoke_run_learns_the_policy_world(smoke_run):
   _, report = smoke_run
   final = report["final_eval"]
@@ -115,13 +122,18 @@ def test_smoke_run_learns_the_policy_world(smoke_run):
   assert final["proxy/pearson"] > 0.3 and final["proxy/spearman"] > 0.3, final
 
 
+@pytest.mark.slow
 def test_scorer_loads_the_run_matches_its_proxy_metrics_and_takes_any_text(smoke_run):
   from rmjax.data import synthetic_policy  # pylint: disable=g-import-not-at-top
   from rmjax.tasks.policy import data as policy_data  # pylint: disable=g-import-not-at-top
   from rmjax.tasks.reward_model import policy_world  # pylint: disable=g-import-not-at-top
   from rmjax.tasks.reward_model import scoring  # pylint: disable=g-import-not-at-top
   workdir, report = smoke_run
-  scorer = scoring.scorer_from_workdir(workdir, batch_size=64, length_bucket=0)
+  import jax  # pylint: disable=g-import-not-at-top
+  # One device: the smallest program to compile (the run itself used all eight).
+  scorer = scoring.scorer_from_workdir(workdir, batch_size=64, length_bucket=0,
+                                       mesh_shape={"data": 1, "fsdp": 1, "tensor": 1},
+                                       devices=jax.devices()[:1])
   config = scoring.read_run_config(workdir)
   world = synthetic_policy.make_policy_world(config.data.synthetic)
   pairs = policy_data.synthetic_pairs(config.data.synthetic, "eval", world)
