@@ -22,10 +22,14 @@ Presets (the argument after the colon):
            on, from the synthetic *policy* world of the RL/SFT default (two pi_world
            responses per prompt, Bradley-Terry labels on the true reward r*; the world,
            seed, byte tokenizer and layout of rmjax/tasks/policy/config.py, so it reads the
-           policy's samples whole), a 2-layer d=64 transformer; about 1.5 minutes on a
-           2-core CPU. Its eval adds the correlation of the rewards with r* on held-out
-           responses (proxy/*; rmjax.tasks.reward_model.policy_world). `:policy_world,smoke`
-           is its seconds-long version (tests); `:ensemble,policy_world` an ensemble.
+           policy's samples whole), a 2-layer d=64 transformer, 600 steps of 64 pairs:
+           2.8 CPU-minutes on the 2-core CPU (4m55 wall while other jobs shared it). Its
+           eval adds the correlation of the rewards with r* on held-out responses (proxy/*;
+           rmjax.tasks.reward_model.policy_world); measured at step 600 on 2048 held-out
+           pairs: accuracy 0.872 (Bayes-optimal 0.880), Pearson 0.894 / Spearman 0.890 with
+           r* over the responses, 0.966 / 0.966 on the pair differences.
+           `:policy_world,smoke` is its seconds-long version (tests); `:ensemble,policy_world`
+           an ensemble of 4.
   hh_rlhf  the real HH-RLHF harmless-base test file from ../shared/data, 90/10 split by
            prompt (no prompt on both sides); HHH alignment scored by property at each eval.
   hh_helpful  the same on the helpful-base test file.
@@ -235,8 +239,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def _configure_policy_world(config: ml_collections.ConfigDict, preset: str) -> None:
   """The policy world's pairs in the policy tasks' own layout (source "synthetic_policy",
-  `rmjax.tasks.reward_model.policy_world`); the default size trains in about 1.5 minutes on
-  a 2-core CPU, smoke keeps the smoke sizes."""
+  `rmjax.tasks.reward_model.policy_world`); the default size trains in 2.8 CPU-minutes on
+  the 2-core CPU, smoke keeps the smoke sizes."""
   # The RL/SFT default's world (seed included), tokenizer and layout, read from its config
   # rather than copied, so the reward model scores the policy's texts as they are.
   from rmjax.tasks.policy import config as policy_config  # pylint: disable=g-import-not-at-top

@@ -60,6 +60,7 @@ def test_pairs_are_dpo_synthetic_pairs_for_the_same_seed():
   from rmjax.tasks.policy import data as policy_data  # pylint: disable=g-import-not-at-top
   from rmjax.tasks.reward_model import policy_world  # pylint: disable=g-import-not-at-top
   dpo = policy_config.get_config("dpo", "smoke")
+  dpo.data.synthetic.update(num_train=64, num_eval=32)
   config = _rm_configs().get_config("policy_world,smoke")
   config.data.synthetic.update(num_train=dpo.data.synthetic.num_train,
                                num_eval=dpo.data.synthetic.num_eval)
@@ -79,7 +80,9 @@ def test_pairs_are_dpo_synthetic_pairs_for_the_same_seed():
   got = responses.dataset.arrays
   np.testing.assert_array_equal(got["chosen_tokens"][:n], data.eval.arrays["chosen_tokens"])
   np.testing.assert_array_equal(got["chosen_tokens"][n:], data.eval.arrays["rejected_tokens"])
-  assert np.all(got["rejected_tokens"][:, :2] == [1, 2]) and np.all(got["rejected_mask"].sum(1) == 2)
+  # The anchor: BOS + EOS (empty prompt and response), the same on every row.
+  assert np.all(got["rejected_tokens"][:, :2] == [1, 2])
+  assert np.all(got["rejected_mask"].sum(1) == 2)
   np.testing.assert_array_equal(responses.true_rewards,
                                 np.concatenate([pairs.chosen_reward, pairs.rejected_reward]))
 

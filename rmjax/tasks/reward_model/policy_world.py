@@ -158,7 +158,7 @@ def proxy_metrics(scores: np.ndarray, true_rewards: np.ndarray, num_pairs: int
                   ) -> dict[str, float]:
   """How well rewards track r*: Pearson and Spearman correlations.
 
-    pearson(a, b)  = sum_i (a_i - mean a)(b_i - mean b) / sqrt(sum (a_i - mean a)^2 sum (b_i - mean b)^2)
+    pearson(a, b)  = sum_i da_i db_i / sqrt(sum_i da_i^2 sum_i db_i^2),  d = x - mean(x)
     spearman(a, b) = pearson(rank(a), rank(b)), ties given their mean rank
 
   Args:
