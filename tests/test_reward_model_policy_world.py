@@ -27,6 +27,7 @@ def smoke_run(tmp_path_factory):
   from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   config = _rm_configs().get_config("policy_world,smoke")
   config.train.update(num_steps=20, eval_every=20, checkpoint_every=20, tensorboard=False)
+  config.mesh.num_devices = 1  # As those runs: one device.
   workdir = tmp_path_factory.mktemp("policy_world_smoke")
   report = rm_task.train_and_evaluate(config, str(workdir))
   return str(workdir), report
