@@ -253,7 +253,7 @@ def _train_steps(config, graphdef, optimizer):
   task = rm_task.make_task(config)
   identity = lambda fn: fn  # noqa: E731
   return (jax.jit(program.make_train_step(task.make_loss(graphdef, identity), optimizer)),
-          task.make_eval(graphdef, identity))
+          jax.jit(task.make_eval(graphdef, identity)))
 
 
 def _tiny(config, members=0):
