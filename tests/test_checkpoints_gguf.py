@@ -152,7 +152,6 @@ def test_reference_greedy_answer_is_paris(smollm2, golden):
   assert golden["greedy"]["text_skip_special"] == "The capital of France is Paris."
 
 
-@pytest.mark.slow
 # ------------------------------------------------------------------ tiny files written here
 
 D, F, H, HKV, HD, V = 32, 48, 4, 2, 8, 8  # D a multiple of 32 for Q8_0 blocks
