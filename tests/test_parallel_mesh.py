@@ -59,3 +59,13 @@ def test_activation_rules_and_gathered_weight_specs():
   assert parallel.without_axes(P(("fsdp", "tensor"),)) == P("tensor")
   assert parallel.num_batch_shards(mesh) == 4
   assert parallel.num_batch_shards(mesh, ("tensor",)) == 2
+
+
+def test_mesh_devices_takes_all_or_the_first_n():
+  assert parallel.mesh_devices(0) == jax.devices()
+  assert parallel.mesh_devices(3) == jax.local_devices()[:3]
+  mesh = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, parallel.mesh_devices(1))
+  assert mesh.shape == {"data": 1, "fsdp": 1, "tensor": 1}
+  for bad in (-1, len(jax.devices()) + 1):
+    with pytest.raises(ValueError, match=r"mesh.num_devices: expected 0 \(every device\) or 1..8"):
+      parallel.mesh_devices(bad)

@@ -214,6 +214,7 @@ def _metrics(workdir, split):
 def sft_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("sft"))
   config = get_config("sft", "smoke")
+  config.mesh.num_devices = 1  # Not a sharding test: one device compiles ~2x faster.
   report = policy.train_and_evaluate(config, workdir)
   return workdir, report
 
@@ -239,6 +240,7 @@ def test_dpo_smoke_resumes_to_the_same_metrics(sft_run, tmp_path):
   ref_dir, _ = sft_run
   config = get_config("dpo", "smoke")
   config.dpo.reference_workdir = ref_dir
+  config.mesh.num_devices = 1
   workdir = tmp_path / "run"
   full = policy.train_and_evaluate(config, str(workdir))["final_eval"]
   assert full["kl_to_reference"] >= -0.5 and 0.0 <= full["win_rate_vs_reference"] <= 1.0

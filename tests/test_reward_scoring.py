@@ -27,6 +27,7 @@ def smoke_run(tmp_path_factory):
   from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   _, reward_model = _configs()
   config = reward_model.get_config("smoke")
+  config.mesh.num_devices = 1  # Not a sharding test: one device compiles ~2x faster.
   config.train.update(num_steps=4, log_every=2, eval_every=4, checkpoint_every=4)
   config.optim.warmup_steps = 1
   # The trainer's periodic eval scores pair benchmarks by config, with the same rules.

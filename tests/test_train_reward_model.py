@@ -19,6 +19,7 @@ def _smoke_config(**train_overrides):
   from configs import reward_model  # pylint: disable=g-import-not-at-top
   config = reward_model.get_config("smoke")
   config.train.update(train_overrides)
+  config.mesh.num_devices = 1  # Not a sharding test: one device compiles ~2x faster.
   return config
 
 
@@ -179,6 +180,7 @@ def test_every_pairwise_family_trains_on_its_smoke_preset(tmp_path, family):
   from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   config = reward_model.get_config(f"{family},smoke")
   config.train.update(num_steps=60, eval_every=60, checkpoint_every=60)
+  config.mesh.num_devices = 1  # Not a sharding test: one device compiles ~2x faster.
   report = rm_task.train_and_evaluate(config, str(tmp_path))
   assert report["config_name"] == f"{family}_smoke"
   final = report["final_eval"]
@@ -189,6 +191,7 @@ def _family_config(family="bt", **loss):
   sys.path.insert(0, str(REPO_ROOT))
   from configs import reward_model  # pylint: disable=g-import-not-at-top
   config = reward_model.get_config(f"{family},smoke")
+  config.mesh.num_devices = 1  # Not a sharding test: one device compiles ~2x faster.
   if loss:
     config.loss.update(loss)
   return config
@@ -250,7 +253,7 @@ def _train_steps(config, graphdef, optimizer):
   task = rm_task.make_task(config)
   identity = lambda fn: fn  # noqa: E731
   return (jax.jit(program.make_train_step(task.make_loss(graphdef, identity), optimizer)),
-          task.make_eval(graphdef, identity))
+          jax.jit(task.make_eval(graphdef, identity)))
 
 
 def _tiny(config, members=0):
@@ -341,6 +344,7 @@ def test_every_generated_data_family_trains_on_its_smoke_preset(tmp_path, family
   from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   config = reward_model.get_config(f"{family},smoke")
   config.train.update(num_steps=60, eval_every=60, checkpoint_every=60, tensorboard=False)
+  config.mesh.num_devices = 1  # Not a sharding test: one device compiles ~2x faster.
   report = rm_task.train_and_evaluate(config, str(tmp_path))
   assert report["config_name"] == f"{family}_smoke"
   final = report["final_eval"]
@@ -354,6 +358,7 @@ def test_vpl_smoke_trains_on_user_episodes_and_scores_the_query_pairs(tmp_path):
   from configs import reward_model  # pylint: disable=g-import-not-at-top
   from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   config = reward_model.get_config("vpl,smoke")
+  config.mesh.num_devices = 1  # Not a sharding test: one device compiles ~2x faster.
   # One user group: the context carries no information, so VPL must learn what BT learns.
   config.data.synthetic.num_user_groups = 1
   config.train.update(num_steps=60, eval_every=60, checkpoint_every=60, log_every=10,
@@ -527,10 +532,12 @@ def test_teacher_ensemble_strength_flips_mostly_mislabelled_pairs(tmp_path):
   from configs import reward_model  # pylint: disable=g-import-not-at-top
   from rmjax.tasks import reward_model as rm_task  # pylint: disable=g-import-not-at-top
   teacher = reward_model.get_config("ensemble,smoke")
+  teacher.mesh.num_devices = 1
   teacher.train.update(num_steps=40, eval_every=40, checkpoint_every=40, tensorboard=False)
   rm_task.train_and_evaluate(teacher, str(tmp_path / "teacher"))
   config = reward_model.get_config("smoke")
   config.train.update(num_steps=20, eval_every=20, checkpoint_every=20, tensorboard=False)
+  config.mesh.num_devices = 1  # Not a sharding test: one device compiles ~2x faster.
   config.strength.update(teacher_workdir=str(tmp_path / "teacher"), use="flip")
   report = rm_task.train_and_evaluate(config, str(tmp_path / "student"))
   info = report["data"]["teacher_strength"]

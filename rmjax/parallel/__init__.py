@@ -15,6 +15,7 @@ from rmjax.parallel.mesh import batch_sharding
 from rmjax.parallel.mesh import MESH_AXES
 from rmjax.parallel.mesh import MESH_PRESETS
 from rmjax.parallel.mesh import make_mesh
+from rmjax.parallel.mesh import mesh_devices
 from rmjax.parallel.mesh import mesh_preset
 from rmjax.parallel.mesh import num_batch_shards
 from rmjax.parallel.mesh import resolve_mesh_shape
@@ -47,6 +48,7 @@ __all__ = (
     "global_batch",
     "initialize_distributed",
     "make_mesh",
+    "mesh_devices",
     "mesh_preset",
     "num_batch_shards",
     "process_rows",

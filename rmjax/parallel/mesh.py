@@ -96,6 +96,26 @@ def resolve_mesh_shape(mesh_shape: Mapping[str, int], num_devices: int) -> tuple
   return tuple(sizes)
 
 
+def mesh_devices(num_devices: int = 0) -> list[jax.Device]:
+  """The devices of a run's mesh: all of them (`num_devices` 0, the default), or the first
+  `num_devices` of this process's devices (a one-device run on a multi-device host: debugging,
+  tests, a small model that gains nothing from splitting).
+
+  >>> len(mesh_devices(1))
+  1
+  """
+  if num_devices == 0:
+    return list(jax.devices())
+  if jax.process_count() > 1:
+    raise ValueError(f"mesh.num_devices={num_devices}: with {jax.process_count()} processes the "
+                     "mesh takes every device (mesh.num_devices=0)")
+  available = jax.local_devices()
+  if not 0 < num_devices <= len(available):
+    raise ValueError(f"mesh.num_devices: expected 0 (every device) or 1..{len(available)} "
+                     f"(the devices of this host), got {num_devices}")
+  return list(available[:num_devices])
+
+
 def make_mesh(mesh_shape: Mapping[str, int],
               devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
   """A ('data', 'fsdp', 'tensor') mesh with Auto axes over `devices` (default: all)."""

@@ -126,11 +126,14 @@ def build_program(config: ml_collections.ConfigDict, task: Task, *,
   Args:
     config: a run config: seed, optim, train, eval, mesh (e.g. `configs/reward_model.py`).
     task: what to train (`rmjax.train.Task`).
-    devices: the devices of the mesh (default: all, over every process).
+    devices: the devices of the mesh (default: `config.mesh.num_devices` of them, 0 = all,
+      over every process).
 
   Returns:
     A `Program`.
   """
+  if devices is None:
+    devices = parallel.mesh_devices(config.mesh.get("num_devices", 0))
   mesh = parallel.make_mesh(config.mesh.shape.to_dict(), devices)
   check_batch_sizes(config, mesh)
   task.check_mesh(mesh)

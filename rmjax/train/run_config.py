@@ -6,10 +6,12 @@ from rmjax.models import DEFAULT_LOGICAL_AXIS_RULES
 
 
 def mesh_config() -> ml_collections.ConfigDict:
-  """config.mesh: shape (data -1 = every device, fsdp 1, tensor 1) and the logical-axis rules
-  (`rmjax.models.DEFAULT_LOGICAL_AXIS_RULES`); mesh presets replace the shape."""
+  """config.mesh: shape (data -1 = every device, fsdp 1, tensor 1), num_devices (0 = every
+  device; n = the first n devices of this host, `rmjax.parallel.mesh_devices`) and the
+  logical-axis rules (`rmjax.models.DEFAULT_LOGICAL_AXIS_RULES`); mesh presets replace the
+  shape."""
   return ml_collections.ConfigDict(dict(
-      shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)),
+      shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)), num_devices=0,
       logical_axis_rules=tuple(DEFAULT_LOGICAL_AXIS_RULES)))
 
 

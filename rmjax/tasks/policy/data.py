@@ -163,6 +163,30 @@ def _hh_split(config: ml_collections.ConfigDict) -> tuple[Any, np.ndarray, np.nd
   return bench, np.asarray(train_idx), np.asarray(eval_idx), counts
 
 
+def synthetic_pairs(syn: Any, split: str, world: synthetic_policy.PolicyWorld | None = None
+                    ) -> synthetic_policy.PolicyPairs:
+  """The synthetic world's preference pairs of a split, as DPO trains on them.
+
+  ``syn.num_train`` ("train") or ``syn.num_eval`` ("eval") pairs of
+  `synthetic_policy.sample_preference_pairs` (two pi_world responses per prompt,
+  Bradley-Terry labels on r*) drawn from the stream ``[syn.seed, 0]`` or ``[syn.seed, 1]``.
+  The reward-model job's ``synthetic_policy`` source trains on these same pairs
+  (`rmjax.tasks.reward_model.policy_world`).
+
+  Args:
+    syn: ``config.data.synthetic``: the world's settings, seed, num_train, num_eval.
+    split: "train" or "eval".
+    world: the `PolicyWorld` of ``syn`` when already made (default: made here).
+  """
+  streams = {"train": (_TRAIN_STREAM, syn.num_train), "eval": (_EVAL_STREAM, syn.num_eval)}
+  if split not in streams:
+    raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+  stream, count = streams[split]
+  world = synthetic_policy.make_policy_world(syn) if world is None else world
+  return synthetic_policy.sample_preference_pairs(
+      count, np.random.default_rng([syn.seed, stream]), world)
+
+
 def load_policy_data(config: ml_collections.ConfigDict, kind: str) -> PolicyData:
   """The SFT sequences (`kind` "sft") or DPO pairs ("dpo") of `config.data`, and the
   evaluation prompts (``config.generation.num_eval_prompts`` of the eval split)."""
@@ -195,7 +219,7 @@ def load_policy_data(config: ml_collections.ConfigDict, kind: str) -> PolicyData
         datasets[name], info[f"{name}_truncation"] = sequence_dataset(
             prompts, responses, name=name, layout=layout, extra=extra)
       else:
-        pairs = synthetic_policy.sample_preference_pairs(count, rng, world)
+        pairs = synthetic_pairs(syn, name, world)
         prompts = pairs.prompt
         datasets[name], info[f"{name}_truncation"] = pair_dataset(
             pairs.prompt, pairs.chosen, pairs.rejected, name=name, layout=layout,

@@ -19,6 +19,7 @@ from rmjax import eval as rm_eval
 from rmjax import losses
 from rmjax import models
 from rmjax.tasks.reward_model import pairwise
+from rmjax.tasks.reward_model import policy_world
 from rmjax.tasks.reward_model import pretrained
 from rmjax.tasks.reward_model.family import FORMAT_FIELDS
 from rmjax.tasks.reward_model.family import Family
@@ -95,15 +96,19 @@ class EvalSets:
     extra: set name -> dataset.
     groups: benchmark name -> the names of its sets in `extra` (one per subset); each
       benchmark also gets metrics over all of its pairs (and RewardBench v1 its sections).
+    responses: optional held-out responses with their true rewards
+      (`policy_world.ResponseSet`), scored for the proxy/* correlations.
 
   `num_examples` is the eval split's; `evaluate_sets` reports every set.
   """
 
   def __init__(self, main: Any, extra: dict[str, Any],
-               groups: dict[str, list[str]] | None = None):
+               groups: dict[str, list[str]] | None = None,
+               responses: policy_world.ResponseSet | None = None):
     self.main = main
     self.extra = dict(extra)
     self.groups = dict(groups or {})
+    self.responses = responses
 
   @property
   def num_examples(self) -> int:
@@ -117,7 +122,8 @@ def evaluate_sets(eval_step, params, sets: Any, place, *, batch_size: int, num_b
   Each benchmark of `sets.groups` (e.g. hhh, whose sets are `hhh_<property>`) also gives
   `<benchmark>/accuracy` and `<benchmark>/num_pairs` over all of its pairs; RewardBench v1
   its sections and overall (`rmjax.eval.rewardbench_section_scores`) as
-  `rewardbench/<section>` and `rewardbench/score`.
+  `rewardbench/<section>` and `rewardbench/score`. With `sets.responses`, the correlations
+  of the rewards with the true reward (`policy_world.evaluate_responses`) as `proxy/*`.
   """
   if not isinstance(sets, EvalSets):
     return evaluate_pairs(eval_step, params, sets, place, batch_size=batch_size,
@@ -140,6 +146,9 @@ def evaluate_sets(eval_step, params, sets: Any, place, *, batch_size: int, num_b
       for section, value in sections.items():
         metrics[f"{bench}/{section}"] = value
       metrics[f"{bench}/score"] = rm_eval.rewardbench_overall(sections)
+  if sets.responses is not None:
+    metrics.update(policy_world.evaluate_responses(eval_step, params, sets.responses, place,
+                                                   batch_size=batch_size))
   return metrics, arrays
 
 
@@ -183,9 +192,14 @@ def load_data(family: Family, config: ml_collections.ConfigDict, workdir: str) -
   """The family's data (its own loader, or `rmjax.data.load_preference_data`), after its
   data step; with `config.eval.hhh_path`, HHH alignment's pairs by property, and with
   `config.eval.benchmarks`, each benchmark's pairs by subset, as further eval sets; with a
-  frozen pretrained backbone, all of it as cached features."""
+  frozen pretrained backbone, all of it as cached features. Source "synthetic_policy"
+  (`policy_world`): the synthetic policy world's pairs, and its held-out responses scored
+  against the true reward."""
+  responses = None
   if family.load_data is not None:
     data = family.load_data(config, workdir)
+  elif config.data.source == policy_world.SOURCE:
+    data, responses = policy_world.load_data(config)
   else:
     data = rm_data.load_preference_data(config.data, workdir=workdir)
   if family.prepare_data is not None:
@@ -211,8 +225,11 @@ def load_data(family: Family, config: ml_collections.ConfigDict, workdir: str) -
   inputs = functools.partial(pretrained.model_inputs, config, workdir=workdir)
   train = inputs(data.train)
   evaluation = inputs(data.eval)
-  if extra:
-    evaluation = EvalSets(evaluation, {name: inputs(d) for name, d in extra.items()}, groups)
+  if responses is not None:
+    responses = responses._replace(dataset=inputs(responses.dataset))
+  if extra or responses is not None:
+    evaluation = EvalSets(evaluation, {name: inputs(d) for name, d in extra.items()}, groups,
+                          responses)
   return TaskData(train, evaluation, info)
 
 
