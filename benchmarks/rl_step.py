@@ -44,8 +44,8 @@ def make_config(size: str):
   config.rewards = ml_collections.ConfigDict(rewards.default_rewards_config())
   if size == "smollm2":
     config.pretrained.checkpoint = "smollm2"
-    config.data.update(tokenizer="smollm2", chat_template="chatml_smollm2", max_len=64,
-                       max_prompt_len=24)
+    config.data.update(tokenizer="smollm2", chat_template="chatml_smollm2", max_len=96,
+                       max_prompt_len=48)
     config.train.batch_size = 4
     config.rl.update(group_size=4, epochs=1, minibatch_size=0)
     config.generation.update(max_new_tokens=32)
