@@ -17,6 +17,14 @@ phase's arrays): generation (the sharded rollout), log_probs (the old and the re
 log-probs, one forward pass each), scoring (decode + reward pipeline, host), update (KL
 coefficient, advantages, the epochs x minibatch optimiser updates). The first step
 (compilation) is reported apart; the table gives the median of the next --steps steps.
+
+Measured (2-core x86 CPU, jax 0.10.2, 2026-12-03; seconds per step):
+
+  size     B x G x T     updates  step    generation  log_probs  scoring  update  first step
+  smoke    8 x 4 x 6     1        0.025   0.007       0.003      0.003    0.009   11.7
+  default  16 x 8 x 14   4        0.49    0.12        0.08       0.01     0.27    14.4
+  smollm2  4 x 4 x 32    1        34.7    12.6        8.6        0.02     13.4    88.9
+(load average ~1.3 for smoke/default, ~2 for smollm2.)
 """
 
 import json
