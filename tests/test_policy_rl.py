@@ -21,7 +21,6 @@ cores; the others ~5 s.
 
 from __future__ import annotations
 
-import tempfile
 from typing import Any, NamedTuple
 
 import jax
