@@ -13,7 +13,6 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from rmjax.train import config_overrides
@@ -26,22 +25,6 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory; default: runs/<config.name> under the cwd.")
 
 
-def train_reference(config, workdir: str) -> str:
-  """The SFT reference of a synthetic DPO run: trained in <workdir>/reference_sft (or
-  resumed / reused there); returns its workdir."""
-  from rmjax.tasks import policy  # pylint: disable=g-import-not-at-top
-  from rmjax.tasks.policy.config import get_config  # pylint: disable=g-import-not-at-top
-
-  sft_config = get_config("sft", config.dpo.reference_preset)
-  for section in ("model", "mesh"):
-    sft_config[section] = config[section]
-  sft_config.data.synthetic.update(world_seed=config.data.synthetic.world_seed)
-  ref_dir = os.path.join(workdir, "reference_sft")
-  logging.info("training the SFT reference in %s", ref_dir)
-  policy.train_and_evaluate(sft_config, ref_dir)
-  return ref_dir
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -49,13 +32,15 @@ def main(argv):
   workdir = _WORKDIR.value or os.path.join("runs", config.name)
   from rmjax import parallel  # pylint: disable=g-import-not-at-top
   from rmjax.tasks import policy  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks.policy import reference  # pylint: disable=g-import-not-at-top
   from rmjax.train import cli  # pylint: disable=g-import-not-at-top
 
   def run():
     parallel.initialize_distributed(config)
     if (config.task == "dpo" and not config.dpo.reference_workdir
         and not config.pretrained.checkpoint and config.data.source == "synthetic"):
-      config.dpo.reference_workdir = train_reference(config, workdir)
+      config.dpo.reference_workdir = reference.train_reference(
+          config, workdir, config.dpo.reference_preset)
     policy.train_and_evaluate(config, workdir)
 
   cli.run_experiment(run, workdir)

@@ -33,22 +33,6 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory; default: runs/<config.name> under the cwd.")
 
 
-def train_reference(config, workdir: str) -> str:
-  """The SFT run that is pi_0, in <workdir>/reference_sft; returns its workdir."""
-  from rmjax.tasks import policy  # pylint: disable=g-import-not-at-top
-  from rmjax.tasks.policy.config import get_config  # pylint: disable=g-import-not-at-top
-
-  sft_config = get_config("sft", config.rl.reference_preset)
-  for section in ("model", "mesh"):
-    sft_config[section] = config[section]
-  sft_config.data.synthetic.update(world_seed=config.data.synthetic.world_seed)
-  sft_config.data.max_len = config.data.max_len  # The model's positions: the policy's.
-  ref_dir = os.path.join(workdir, "reference_sft")
-  logging.info("training the SFT reference pi_0 in %s", ref_dir)
-  policy.train_and_evaluate(sft_config, ref_dir)
-  return ref_dir
-
-
 def train_reward_model(config, workdir: str) -> str:
   """The reward model of configs/reward_model.py:policy_world[,smoke] in
   <workdir>/reward_model; returns its workdir."""
@@ -75,13 +59,15 @@ def main(argv):
   workdir = _WORKDIR.value or os.path.join("runs", config.name)
   from rmjax import parallel  # pylint: disable=g-import-not-at-top
   from rmjax.tasks import policy  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks.policy import reference  # pylint: disable=g-import-not-at-top
   from rmjax.train import cli  # pylint: disable=g-import-not-at-top
 
   def run():
     parallel.initialize_distributed(config)
     synthetic = config.data.source == "synthetic"
     if synthetic and not config.rl.reference_workdir and not config.pretrained.checkpoint:
-      config.rl.reference_workdir = train_reference(config, workdir)
+      config.rl.reference_workdir = reference.train_reference(
+          config, workdir, config.rl.reference_preset)
     sources = config.rewards.sources
     missing = [name for name in config.rewards.source_order.split(",")
                if sources[name].kind == "reward_model" and not sources[name].workdir]

@@ -34,6 +34,16 @@ HH_RLHF_FILE = os.path.normpath(os.path.join(_SHARED_DATA, "hh_rlhf",
                                              "harmless-base-test.jsonl.gz"))
 
 
+def _helpful_and_harmless(rewards: ml_collections.ConfigDict) -> None:
+  """rewards.sources = a helpful and a harmless reward model (their workdirs on the command
+  line: rewards.sources.helpful.workdir, rewards.sources.harmless.workdir), in that order."""
+  from rmjax.tasks.policy import rewards as rewards_lib  # noqa: PLC0415  (imports the tasks)
+  rewards.sources = ml_collections.ConfigDict({
+      "helpful": rewards_lib.source_config("reward_model", workdir=""),
+      "harmless": rewards_lib.source_config("reward_model", workdir="")})
+  rewards.source_order = "helpful,harmless"
+
+
 def default_dpo_config() -> dict:
   """config.dpo: loss ("sigmoid" = DPO; any name of `rmjax.tasks.policy.dpo.loss_names()`:
   `PAIRED_LOSSES` and the reference-free "simpo" and "orpo"), beta (0.1), options
@@ -65,16 +75,10 @@ def rl_sections(preset: str) -> dict:
   elif preset == "hh_rlhf":
     # The helpful and harmless reward models (workdirs on the command line: rewards.sources.
     # helpful.workdir, rewards.sources.harmless.workdir), summed.
-    rewards.sources = ml_collections.ConfigDict({
-        "helpful": rewards_lib.source_config("reward_model", workdir=""),
-        "harmless": rewards_lib.source_config("reward_model", workdir="")})
-    rewards.source_order = "helpful,harmless"
+    _helpful_and_harmless(rewards)
     rl.update(group_size=4, epochs=1, minibatch_size=0, kl_coef=0.05)
   elif preset == "pod":
-    rewards.sources = ml_collections.ConfigDict({
-        "helpful": rewards_lib.source_config("reward_model", workdir=""),
-        "harmless": rewards_lib.source_config("reward_model", workdir="")})
-    rewards.source_order = "helpful,harmless"
+    _helpful_and_harmless(rewards)
     rl.update(group_size=16, epochs=2, minibatch_size=512)
   return dict(rl=rl, rewards=rewards)
 

@@ -357,13 +357,7 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
   def make_eval(graphdef, shard):
     cache["generate"] = sft.sharded_generate(config, policy, graphdef, tokenizer)
 
-    def ref_logps(params, tokens, mask):
-      width = tokens.shape[1] - config.generation.max_new_tokens
-      lp, _ = model_lib.response_log_probs(graphdef, params, tokens, mask,
-                                           jnp.full(tokens.shape[:1], width))
-      return jnp.sum(lp, axis=1)
-
-    cache["reference_logps"] = jax.jit(ref_logps)
+    cache["reference_logps"] = sampling_eval.sample_log_prob_fn(config, graphdef)
     return functions(graphdef, shard)[1]
 
   def load_params(rng, shardings):

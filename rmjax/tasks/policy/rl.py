@@ -591,13 +591,7 @@ def make_task(config: ml_collections.ConfigDict, *, reward_pipeline: Any = None,
     del shard
     ctx["generate"] = sft.sharded_generate(config, policy, graphdef, tokenizer)
 
-    def sequence_logps(params, tokens, mask):
-      width = tokens.shape[1] - config.generation.max_new_tokens
-      lp, _ = model_lib.response_log_probs(graphdef, params, tokens, mask,
-                                           jnp.full(tokens.shape[:1], width))
-      return jnp.sum(lp, axis=1)
-
-    ctx["sequence_logps"] = jax.jit(sequence_logps)
+    ctx["sequence_logps"] = sampling_eval.sample_log_prob_fn(config, graphdef)
     return lambda params, batch: batch["prompt_id"]
 
   def load_data(workdir):

@@ -18,10 +18,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rmjax import generation
 from rmjax.data import synthetic_policy
+from rmjax.tasks.policy import model as model_lib
 from rmjax.tasks.policy.data import PromptSet
 
 
@@ -62,6 +64,23 @@ def sample(run_generate: Callable, params: Any, prompts: PromptSet, key: jax.Arr
     for name in ("tokens", "mask", "response_tokens", "response_mask", "log_probs", "lengths"):
       out.setdefault(name, []).append(np.asarray(jax.device_get(getattr(result, name)))[:keep])
   return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
+def sample_log_prob_fn(config: Any, graphdef: Any) -> Callable:
+  """Jitted `(params, tokens, mask) -> float32 [N]`: log pi(y | x) under `params` of samples
+  laid out as `sample` returns them, [N, P + generation.max_new_tokens] (the left-padded
+  prompt of width P, then the response): the sum of the response's token log-probs at
+  temperature 1 (`rmjax.tasks.policy.model.response_log_probs`). With the reference's params
+  it scores the policy's samples for `kl_estimate`."""
+  new_tokens = config.generation.max_new_tokens
+
+  def log_probs(params, tokens, mask):
+    prompt_width = tokens.shape[1] - new_tokens
+    lp, _ = model_lib.response_log_probs(graphdef, params, tokens, mask,
+                                         jnp.full(tokens.shape[:1], prompt_width))
+    return jnp.sum(lp, axis=1)
+
+  return jax.jit(log_probs)
 
 
 def decode_responses(tokenizer: Any, samples: dict[str, np.ndarray], eos_ids: list[int]
