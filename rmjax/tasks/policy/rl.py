@@ -624,6 +624,11 @@ def make_task(config: ml_collections.ConfigDict, *, reward_pipeline: Any = None,
     return jax.device_put(params, shardings)
 
   def check_mesh(mesh):
+    if len({d.process_index for d in mesh.devices.flat}) > 1:
+      raise ValueError(
+          f"the rl task runs on one process: its reward step decodes and scores every sample "
+          f"on the host, and this mesh spans {len({d.process_index for d in mesh.devices.flat})} "
+          "processes; run it on one host's devices (mesh.num_devices, or one process)")
     shards = parallel.num_batch_shards(mesh)
     if minibatch_size(config) % shards:
       raise ValueError(f"rl.minibatch_size={minibatch_size(config)} does not split over the "
