@@ -25,3 +25,18 @@ def run_header(load_before: tuple[float, ...], start: float, **extra) -> dict:
       **extra,
       "wall_s": round(time.perf_counter() - start, 1),
   }
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+  """A Markdown table of `rows` (dicts) over `columns` (default: the first row's keys); a
+  missing cell is empty.
+
+  >>> print(markdown_table([{"a": 1, "b": 2.5}]))
+  | a | b |
+  |---|---|
+  | 1 | 2.5 |
+  """
+  columns = list(rows[0]) if columns is None else columns
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+  return "\n".join(lines)

@@ -174,10 +174,7 @@ def main(argv):
   print(json.dumps(header))
   keys = ["model", "mode", "batch", "prompt", "new_tokens", "median_s", "tokens_per_s",
           "compile_s", "memory_mb", "same_tokens_as_cached", "skipped"]
-  print("| " + " | ".join(keys) + " |")
-  print("|" + "---|" * len(keys))
-  for row in rows:
-    print("| " + " | ".join(str(row.get(k, "")) for k in keys) + " |")
+  print(common.markdown_table(rows, keys))
   if _JSON_OUT.value:
     with open(_JSON_OUT.value, "w") as f:
       json.dump({"header": header, "rows": rows}, f, indent=2)

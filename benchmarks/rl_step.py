@@ -100,10 +100,7 @@ def main(argv):
   header = common.run_header(load, start, steps=_STEPS.value)
   columns = list(rows[0])
   print(json.dumps(header))
-  print("| " + " | ".join(columns) + " |")
-  print("|" + "---|" * len(columns))
-  for row in rows:
-    print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+  print(common.markdown_table(rows, columns))
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump({"header": header, "rows": rows}, f, indent=2)

@@ -103,10 +103,7 @@ def main(argv=None) -> None:
   header = common.run_header(load, start)
   print(" | ".join(f"{k}: {v}" for k, v in header.items()))
   keys = list(rows[0])
-  print("| " + " | ".join(keys) + " |")
-  print("|" + "---|" * len(keys))
-  for row in rows:
-    print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+  print(common.markdown_table(rows, keys))
   if args.json_out:
     with open(args.json_out, "w") as f:
       json.dump(dict(header=header, rows=rows), f, indent=2)
