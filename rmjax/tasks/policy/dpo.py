@@ -181,32 +181,38 @@ def make_functions(config: ml_collections.ConfigDict, graphdef: Any, shard):
 
 class Reference:
   """The frozen reference policy: its params on the host, where they came from, and (once
-  placed) a copy on the training mesh."""
+  placed) a copy on the training mesh.
 
-  def __init__(self, config: ml_collections.ConfigDict, policy: model_lib.PolicyModel):
+  The SFT run of `workdir` (default: config.dpo.reference_workdir), else the pretrained
+  checkpoint of config.pretrained.checkpoint."""
+
+  def __init__(self, config: ml_collections.ConfigDict, policy: model_lib.PolicyModel,
+               workdir: str | None = None):
     self.config = config
     self.policy = policy
+    self.workdir = config.dpo.reference_workdir if workdir is None else workdir
     self._params = None
     self._placed = None
-    workdir = config.dpo.reference_workdir
-    self.source = f"sft run {os.path.abspath(workdir)}" if workdir else (
+    self.source = f"sft run {os.path.abspath(self.workdir)}" if self.workdir else (
         f"pretrained {config.pretrained.checkpoint}")
+
+  def load_params(self) -> Any:
+    """The host params of the source (restored or loaded)."""
+    if self.workdir:
+      run = restore_lib.restore_run(self.workdir, make_task=sft.make_task)
+      self.step = run.step
+      return run.params
+    from rmjax.checkpoints import hf_decoder  # noqa: PLC0415
+    from rmjax.tasks.reward_model import pretrained  # noqa: PLC0415
+    ckpt = pretrained.open_checkpoint(self.config.pretrained.checkpoint)
+    return jax.device_get(hf_decoder.load_decoder_params(
+        ckpt.hf_config, ckpt.tensors, config=self.policy.model_config)[2])
 
   @property
   def params(self) -> Any:
     """Host params (restored or loaded on first use)."""
     if self._params is None:
-      workdir = self.config.dpo.reference_workdir
-      if workdir:
-        run = restore_lib.restore_run(workdir, make_task=sft.make_task)
-        self.step = run.step
-        self._params = run.params
-      else:
-        from rmjax.checkpoints import hf_decoder  # noqa: PLC0415
-        from rmjax.tasks.reward_model import pretrained  # noqa: PLC0415
-        ckpt = pretrained.open_checkpoint(self.config.pretrained.checkpoint)
-        self._params = jax.device_get(hf_decoder.load_decoder_params(
-            ckpt.hf_config, ckpt.tensors, config=self.policy.model_config)[2])
+      self._params = self.load_params()
     return self._params
 
   def placed(self, like: Any) -> Any:
@@ -216,22 +222,23 @@ class Reference:
     return self._placed
 
 
-def check_reference_run(config: ml_collections.ConfigDict,
-                        policy: model_lib.PolicyModel) -> None:
-  """The SFT run of dpo.reference_workdir has this config's model and tokenizer."""
-  workdir = config.dpo.reference_workdir
+def check_reference_run(config: ml_collections.ConfigDict, policy: model_lib.PolicyModel,
+                        workdir: str | None = None) -> None:
+  """The SFT run of `workdir` (default: dpo.reference_workdir) has this config's model and
+  tokenizer."""
+  workdir = config.dpo.reference_workdir if workdir is None else workdir
   if not workdir:
     return
   ref_config = restore_lib.read_run_config(workdir)
   ref_policy = model_lib.build_policy_model(ref_config)
   if ref_config.data.tokenizer != config.data.tokenizer:
-    raise ValueError(f"dpo.reference_workdir={workdir!r} was trained with data.tokenizer="
+    raise ValueError(f"the reference run {workdir!r} was trained with data.tokenizer="
                      f"{ref_config.data.tokenizer!r}; this run has {config.data.tokenizer!r}")
   ref_model, model = ref_policy.model_config.to_dict(), policy.model_config.to_dict()
   if ref_model["vocab_size"] != model["vocab_size"]:
     raise ValueError(f"the reference ({workdir}) has a vocabulary of "
                      f"{ref_model['vocab_size']} tokens, the policy {model['vocab_size']}: "
-                     "a DPO policy and its reference must share one vocabulary")
+                     "a policy and its reference must share one vocabulary")
   diff = sorted(k for k in model if ref_model.get(k) != model[k])
   if diff:
     raise ValueError(f"the reference ({workdir}) and the policy differ in model fields "

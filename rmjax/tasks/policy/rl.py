@@ -193,42 +193,22 @@ def check_config(config: ml_collections.ConfigDict, *, check_rewards: bool = Tru
     rewards_lib.check_rewards_config(config)
 
 
-def _dpo_view(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The fields `dpo.Reference` and `dpo.check_reference_run` read, from config.rl."""
-  view = ml_collections.ConfigDict({"dpo": {"reference_workdir": config.rl.reference_workdir},
-                                    "pretrained": config.pretrained.to_dict(),
-                                    "data": config.data.to_dict()})
-  return view
-
-
-class Reference:
-  """pi_0: the SFT run, the pretrained checkpoint, or the policy's initialisation."""
+class Reference(dpo.Reference):
+  """pi_0: the SFT run of rl.reference_workdir, the pretrained checkpoint, or (neither
+  given) the policy's initialisation."""
 
   def __init__(self, config: ml_collections.ConfigDict, policy: model_lib.PolicyModel):
-    self.config = config
-    self.policy = policy
-    self.from_init = not config.rl.reference_workdir and not config.pretrained.checkpoint
-    self._dpo = None if self.from_init else dpo.Reference(_dpo_view(config), policy)
-    self.source = (f"initialisation (seed {config.seed})" if self.from_init
-                   else self._dpo.source)
-    self._params = None
-    self._placed = None
+    super().__init__(config, policy, workdir=config.rl.reference_workdir)
+    self.from_init = not self.workdir and not config.pretrained.checkpoint
+    if self.from_init:
+      self.source = f"initialisation (seed {config.seed})"
 
-  @property
-  def params(self) -> Any:
-    if self._params is None:
-      if self.from_init:
-        # The key the program gives a fresh run's init (`build_program`): the same params.
-        init_rng = jax.random.split(jax.random.PRNGKey(self.config.seed))[0]
-        self._params = jax.device_get(jax.jit(self.policy.init_params)(init_rng)[1])
-      else:
-        self._params = self._dpo.params
-    return self._params
-
-  def placed(self, like: Any) -> Any:
-    if self._placed is None:
-      self._placed = jax.device_put(self.params, jax.tree.map(lambda x: x.sharding, like))
-    return self._placed
+  def load_params(self) -> Any:
+    if not self.from_init:
+      return super().load_params()
+    # The key the program gives a fresh run's init (`build_program`): the same params.
+    init_rng = jax.random.split(jax.random.PRNGKey(self.config.seed))[0]
+    return jax.device_get(jax.jit(self.policy.init_params)(init_rng)[1])
 
 
 class PromptDataset(datasets_lib._IndexedArrays):  # pylint: disable=protected-access
@@ -564,7 +544,7 @@ def make_task(config: ml_collections.ConfigDict, *, reward_pipeline: Any = None,
   check_config(config, check_rewards=reward_pipeline is None)
   policy = model_lib.build_policy_model(config)
   if config.rl.reference_workdir:
-    dpo.check_reference_run(_dpo_view(config), policy)
+    dpo.check_reference_run(config, policy, config.rl.reference_workdir)
   reference = Reference(config, policy)
   tokenizer = rm_data.make_tokenizer(config.data.tokenizer)
   train_prompts, eval_prompts, world, info = load_prompts(config)
