@@ -78,15 +78,18 @@ def _mesh_and_axes(mesh, axis_names) -> tuple[object, tuple[str, ...], int]:
 
 
 def _shard_map(fn, mesh, in_specs, out_specs):
-  """`jax.shard_map(fn)` that also accepts inputs not yet laid out as `in_specs`.
+  """`jax.jit(jax.shard_map(fn))` that also accepts inputs not yet laid out as `in_specs`.
 
+  Under jit, so that a call outside the caller's own jit compiles one program instead of
+  running shard_map's body op by op (about 100 small compilations: 13 s on CPU for the
+  InfoNCE loss of a 2 x 2 batch, 0.4 s jitted). Inside a caller's jit the inner jit is inlined.
   On Auto axes shard_map reshards its inputs itself; on Explicit axes (the default of
   `jax.make_mesh`) they must already match, so they are resharded first.
   """
   explicit = any(t == jax.sharding.AxisType.Explicit for t in mesh.axis_types)
   mapped = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
   if not explicit:
-    return mapped
+    return jax.jit(mapped)
 
   def call(*args):
     if isinstance(mesh, jax.sharding.Mesh):
@@ -96,7 +99,7 @@ def _shard_map(fn, mesh, in_specs, out_specs):
       args = [jax.reshard(a, s) for a, s in zip(args, in_specs)]
     return mapped(*args)
 
-  return call
+  return jax.jit(call)
 
 
 def _check_split(x: jnp.ndarray, name: str, axis_names, num_shards: int) -> None:
