@@ -528,9 +528,9 @@ def _property_pairs(rng, pi0, rewards, count, num_flips):
 def make_two_property_world(*, num_prompts: int = 64, num_responses: int = 256,
                             feature_dim: int = 12, hidden_dim: int = 8,
                             latent_weight: float = 1.0, reward_scale: float = 1.5,
-                            radial_spread: float = 0.35, pi0_temperature: float = 0.5,
-                            pi0_noise: float = 0.5, atypical_threshold: float = 1.3,
-                            atypical_penalty: float = 8.0, num_pairs: int = 1000,
+                            radial_spread: float = 0.45, pi0_temperature: float = 0.5,
+                            pi0_noise: float = 0.5, atypical_threshold: float = 1.1,
+                            atypical_penalty: float = 8.0, num_pairs: int = 500,
                             num_test_pairs: int = 2000, flip_fraction: float = 0.25,
                             seed: int = 0) -> TwoPropertyWorld:
   """A world with two true rewards in tension, enumerable responses and a known pi_0.
