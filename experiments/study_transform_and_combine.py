@@ -155,37 +155,41 @@ def _mlp(params, x):
 def train_proxies(world, config, key):
   """Per property: a single MLP (all pairs) and an ensemble (bootstraps), scores [P, R].
 
+  The 2 properties x (1 single + M members) MLPs train at once (one vmapped, jitted
+  `fit_full_batch`): the single model weights every pair 1, member m weights pair i by how often
+  a bootstrap resample drew it; every model has its own initialisation.
+
   Returns (single [2, P, R], members [2, M, P, R], quality dict).
   """
   feats = jnp.asarray(world.features, jnp.float32)
-  members = config["ensemble_size"]
+  members, hidden = config["ensemble_size"], config["proxy_hidden"]
+  chosen = jnp.stack([feats[t.prompt, t.chosen] for t in world.train])       # [2, N, D]
+  rejected = jnp.stack([feats[t.prompt, t.rejected] for t in world.train])
+  n = chosen.shape[1]
 
-  def fit(params, chosen, rejected, weights):
-    loss_fn = lambda p: losses.bradley_terry_loss(  # noqa: E731
-        _mlp(p, chosen), _mlp(p, rejected), weights=weights)
-    return optim.fit_full_batch(loss_fn, params, num_steps=config["proxy_steps"],
-                                learning_rate=config["proxy_learning_rate"])[0]
+  @jax.jit
+  def fit_all(key, chosen, rejected):
+    k_init, k_boot = jax.random.split(key)
+    inits = jax.vmap(jax.vmap(lambda kk: _init_mlp(kk, feats.shape[-1], hidden)))(
+        jax.random.split(k_init, (2, members + 1)))
+    draws = jax.random.randint(k_boot, (2, members, n), 0, n)
+    counts = jax.vmap(jax.vmap(lambda d: jnp.bincount(d, length=n)))(draws)
+    weights = jnp.concatenate([jnp.ones((2, 1, n)), counts.astype(jnp.float32)], 1)
 
-  fit = jax.jit(fit)
-  fit_members = jax.jit(jax.vmap(fit, in_axes=(0, None, None, 0)))
-  single, ensemble, quality = [], [], {}
+    def fit(params, c, r, w):
+      loss_fn = lambda p: losses.bradley_terry_loss(  # noqa: E731
+          _mlp(p, c), _mlp(p, r), weights=w)
+      return optim.fit_full_batch(loss_fn, params, num_steps=config["proxy_steps"],
+                                  learning_rate=config["proxy_learning_rate"])[0]
+
+    fitted = jax.vmap(jax.vmap(fit, in_axes=(0, None, None, 0)))(inits, chosen, rejected,
+                                                                  weights)
+    return jax.vmap(jax.vmap(_mlp, in_axes=(0, None)), in_axes=(0, None))(fitted, feats)
+
+  scores = np.asarray(fit_all(key, chosen, rejected), np.float64)          # [2, 1 + M, P, R]
+  single, ensemble, quality = scores[:, 0], scores[:, 1:], {}
   for k, name in enumerate(studies.PROPERTY_NAMES):
-    pairs = world.train[k]
-    chosen = feats[pairs.prompt, pairs.chosen]
-    rejected = feats[pairs.prompt, pairs.rejected]
-    key, k_single, k_members, k_boot = jax.random.split(key, 4)
-    n = chosen.shape[0]
-    p_single = fit(_init_mlp(k_single, feats.shape[-1], config["proxy_hidden"]), chosen,
-                   rejected, jnp.ones(n))
-    inits = jax.vmap(lambda kk: _init_mlp(kk, feats.shape[-1], config["proxy_hidden"]))(
-        jax.random.split(k_members, members))
-    counts = jax.vmap(lambda d: jnp.bincount(d, length=n))(
-        jax.random.randint(k_boot, (members, n), 0, n)).astype(jnp.float32)
-    p_members = fit_members(inits, chosen, rejected, counts)
-    s = np.asarray(_mlp(p_single, feats), np.float64)
-    m = np.asarray(jax.vmap(_mlp, in_axes=(0, None))(p_members, feats), np.float64)
-    single.append(s)
-    ensemble.append(m)
+    s, m = single[k], ensemble[k]
     test = world.test[k]
     truth = world.true_rewards[k]
     pi0 = world.pi0
@@ -203,13 +207,13 @@ def train_proxies(world, config, key):
         "ensemble_mean_heldout_accuracy": held_out(m.mean(0)),
         "member_heldout_accuracy": [held_out(x) for x in m],
         "true_reward_heldout_accuracy": held_out(truth),
-        "bayes_heldout_accuracy": float(rm_eval.bayes_optimal_pairwise_accuracy(
-            jnp.asarray(test.prob_chosen))),
+        "bayes_heldout_accuracy": float(np.mean(np.maximum(test.prob_chosen,
+                                                           1 - test.prob_chosen))),
         "single_corr_with_truth_under_pi0": corr(s),
         "ensemble_mean_corr_with_truth_under_pi0": corr(m.mean(0)),
         "train_flipped_fraction": float(world.train[k].flipped.mean()),
     }
-  return np.stack(single), np.stack(ensemble), quality
+  return single, ensemble, quality
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,37 +222,46 @@ def train_proxies(world, config, key):
 
 
 def design_rewards(single, members, pi0, config) -> dict:
-  """Each design's reward u [P, R] (float64), computed with `rmjax.transforms`' registry."""
+  """Each design's reward u [P, R] (float64), computed with `rmjax.transforms`' registry.
+
+  r_ref(x) is the exact pi_0 quantile of each proxy over the prompt's responses
+  (`rmjax.eval.weighted_quantile`); the registry calls run as one jitted function.
+  """
   P, R = pi0.shape
-  flat = lambda x: jnp.asarray(x.reshape(P * R, -1), jnp.float32)  # noqa: E731
   med = np.stack([rm_eval.weighted_quantile(s, pi0, 0.5) for s in single])     # [2, P]
   q85 = np.stack([rm_eval.weighted_quantile(s, pi0, 0.85) for s in single])    # [2, P]
-  both = np.stack(single, -1)                                                  # [P, R, 2]
-  per_row = lambda ref: np.repeat(ref.T, R, axis=0)  # [2, P] -> [P * R, 2]  # noqa: E731
-  out = {}
-  out["raw_sum"] = transforms.get_combination("sum")(flat(both))
-  out["lsc_and_median"] = transforms.get_combination("and")(
-      flat(both), reference_rewards=jnp.asarray(per_row(med), jnp.float32))
-  out["lsc_and_q85"] = transforms.get_combination("and")(
-      flat(both), reference_rewards=jnp.asarray(per_row(q85), jnp.float32))
   par = transforms.get_transform("par", steepness=config["par_steepness"])
   centered = transforms.get_transform("centered")
-  par_k, centred_k = [], []
-  for k in range(2):
-    refs = jnp.asarray(med[k][:, None], jnp.float32)                            # [P, 1]
-    par_k.append(par(jnp.asarray(single[k], jnp.float32), references=refs))
-    centred_k.append(centered(jnp.asarray(single[k], jnp.float32), references=refs))
-  out["par"] = transforms.get_combination("sum")(flat(np.stack(par_k, -1)))
-  centred = flat(np.stack(centred_k, -1))
-  out["min"] = transforms.get_combination("min")(centred)
-  out["soft_min"] = transforms.get_combination(
-      "soft_min", temperature=config["soft_min_temperature"])(centred)
-  for name, method in (("ens_mean", "mean"), ("ens_min", "min"), ("ens_uwo", "mean_minus_var")):
-    agg = transforms.get_combination("ensemble", method=method,
-                                     uncertainty_penalty=config["uwo_lambda"])
-    per_property = [agg(flat(np.moveaxis(members[k], 0, -1))) for k in range(2)]
-    out[name] = transforms.get_combination("sum")(jnp.stack(per_property, -1))
-  return {k: np.asarray(v, np.float64).reshape(P, R) for k, v in out.items()}
+  total = transforms.get_combination("sum")
+  logical_and = transforms.get_combination("and")
+  soft_min = transforms.get_combination("soft_min", temperature=config["soft_min_temperature"])
+  ensembles = {name: transforms.get_combination("ensemble", method=method,
+                                                uncertainty_penalty=config["uwo_lambda"])
+               for name, method in (("ens_mean", "mean"), ("ens_min", "min"),
+                                    ("ens_uwo", "mean_minus_var"))}
+
+  @jax.jit
+  def compute(single, members, med, q85):
+    flat = lambda x: x.reshape(P * R, -1)  # noqa: E731
+    both = jnp.stack([single[0], single[1]], -1)                                # [P, R, 2]
+    per_row = lambda ref: jnp.repeat(ref.T, R, axis=0)  # [2, P] -> [P * R, 2]  # noqa: E731
+    out = {"raw_sum": total(flat(both)),
+           "lsc_and_median": logical_and(flat(both), reference_rewards=per_row(med)),
+           "lsc_and_q85": logical_and(flat(both), reference_rewards=per_row(q85))}
+    refs = [med[k][:, None] for k in range(2)]                                  # [P, 1]
+    out["par"] = total(flat(jnp.stack([par(single[k], references=refs[k]) for k in range(2)],
+                                      -1)))
+    centred = flat(jnp.stack([centered(single[k], references=refs[k]) for k in range(2)], -1))
+    out["min"] = transforms.get_combination("min")(centred)
+    out["soft_min"] = soft_min(centred)
+    for name, agg in ensembles.items():
+      per_property = [agg(flat(jnp.moveaxis(members[k], 0, -1))) for k in range(2)]
+      out[name] = total(jnp.stack(per_property, -1))
+    return out
+
+  f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+  out = compute(f32(single), f32(members), f32(med), f32(q85))
+  return {k: np.asarray(out[k], np.float64).reshape(P, R) for k in DESIGNS}
 
 
 # ----------------------------------------------------------------------------------------------
