@@ -299,6 +299,32 @@ def measure(policy, values, u, pi0):
 # ----------------------------------------------------------------------------------------------
 
 
+def rl_loss(logits, ref_log_probs, ys, u, kl_coef):
+  """The tabular GRPO loss of one update: REINFORCE with group advantages + k3 KL penalty.
+
+    A = grpo_advantages(u(x, y_g)) over each prompt's G samples (group mean, group std)
+    loss = mean_{x, g} [-A log pi(y_g | x)] + kl_coef * mean_{x, g} k3(log pi, log pi_0)
+
+  Args:
+    logits: [P, R] policy logits (the tabular policy's parameters).
+    ref_log_probs: [P, R] log pi_0.
+    ys: [P, G] sampled responses (indices).
+    u: [P, R] the design's reward.
+    kl_coef: the KL coefficient.
+
+  Returns:
+    scalar loss; its gradient in `logits` is the sampled update.
+  """
+  num_prompts, group = ys.shape
+  logp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), ys, 1)           # [P, G]
+  ref_logp = jnp.take_along_axis(ref_log_probs, ys, 1)
+  adv = advantages_lib.grpo_advantages(jnp.take_along_axis(u, ys, 1))
+  pg, _ = policy_gradient.vanilla_policy_gradient_loss(
+      logp.reshape(-1, 1), adv.reshape(-1), jnp.ones((num_prompts * group, 1)))
+  kl = jnp.mean(kl_lib.kl_penalty(logp, ref_logp, estimator="k3"))
+  return pg + kl_coef * kl
+
+
 def run_rl(pi0_logits, rewards, values, config, key):
   """Tabular GRPO for every design (rows of `rewards` [Dn, P, R]) and KL coefficient.
 
@@ -315,14 +341,7 @@ def run_rl(pi0_logits, rewards, values, config, key):
   P = ref.shape[0]
 
   def loss_fn(logits, ys, u, coef):
-    logp_all = jax.nn.log_softmax(logits, -1)
-    logp = jnp.take_along_axis(logp_all, ys, 1)                      # [P, G]
-    ref_logp = jnp.take_along_axis(ref, ys, 1)
-    adv = advantages_lib.grpo_advantages(jnp.take_along_axis(u, ys, 1))
-    pg, _ = policy_gradient.vanilla_policy_gradient_loss(
-        logp.reshape(-1, 1), adv.reshape(-1), jnp.ones((P * group, 1)))
-    kl = jnp.mean(kl_lib.kl_penalty(logp, ref_logp, estimator="k3"))
-    return pg + coef * kl
+    return rl_loss(logits, ref, ys, u, coef)
 
   def one_run(u, coef, key):
     def step(carry, key):
@@ -541,19 +560,26 @@ def run_synthetic(seed: int = 0, smoke: bool = False) -> dict:
     equal_kl["exact"][name] = {m: exact_common[name][m] for m in MEASUREMENTS}
     equal_kl["best_of_n"][name] = {
         m: np.interp(bon_grid, bon[name]["sqrt_kl"], bon[name][m]).tolist() for m in MEASUREMENTS}
-  claims = evaluate_claims(equal_kl, falls, fits, names)
+  falls_equal_kl = {
+      name: {opt: {g: _fall(np.concatenate([[0.0], equal_kl[opt]["sqrt_kl"]]),
+                            np.concatenate([[base[g]], equal_kl[opt][name][g]]))
+                   for g in ("true_and", "true_sum", "both_above_median")}
+             for opt in ("exact", "best_of_n")}
+      for name in names}
+  claims = evaluate_claims(equal_kl, falls, falls_equal_kl, fits, names)
   results = {
       "config": config, "world": world_summary, "proxy_quality": quality,
       "pi0_measurements": {k: float(v) for k, v in base.items()},
       "best_of_n": bon, "best_of_n_monte_carlo_check": mc, "exact_optimum": exact,
       "exact_optimum_kl_check": tilted_check, "rl": rl_curves, "equal_kl": equal_kl,
-      "gao_fits": fits, "peak_and_fall": falls, "claims": claims,
+      "gao_fits": fits, "peak_and_fall": falls, "peak_and_fall_equal_kl": falls_equal_kl,
+      "claims": claims,
       "timings_seconds": {"proxies": t_proxies, "rl": t_rl, "total": time.time() - start},
   }
   return _tolist(results)
 
 
-def evaluate_claims(equal_kl, falls, fits, names) -> dict:
+def evaluate_claims(equal_kl, falls, falls_equal_kl, fits, names) -> dict:
   """Each claim's verdict from the numbers, with the rule next to it."""
   def at_least(design, other, measurement, optimisers=("exact", "best_of_n")):
     hits = []
@@ -606,18 +632,18 @@ def evaluate_claims(equal_kl, falls, fits, names) -> dict:
       "rule": "share of grid points (exact + best-of-n) where LSC-AND's both-above-median mass "
               ">= raw sum's: >= 0.75 reproduced, >= 0.5 partly, else not",
       "share": share, "verdict": verdict(share)}
-  fall_lsc = falls["lsc_and_median"]["exact"]["true_and"]["fall_from_peak"]
-  fall_raw = falls["raw_sum"]["exact"]["true_and"]["fall_from_peak"]
-  fall_lsc_b = falls["lsc_and_median"]["best_of_n"]["true_and"]["fall_from_peak"]
-  fall_raw_b = falls["raw_sum"]["best_of_n"]["true_and"]["fall_from_peak"]
+  fall_lsc = falls_equal_kl["lsc_and_median"]["exact"]["true_and"]["fall_from_peak"]
+  fall_raw = falls_equal_kl["raw_sum"]["exact"]["true_and"]["fall_from_peak"]
+  fall_lsc_b = falls_equal_kl["lsc_and_median"]["best_of_n"]["true_and"]["fall_from_peak"]
+  fall_raw_b = falls_equal_kl["raw_sum"]["best_of_n"]["true_and"]["fall_from_peak"]
   raw_falls = fall_raw > 0 or fall_raw_b > 0
   n_less = (int(fall_lsc <= fall_raw and fall_raw > 0)
             + int(fall_lsc_b <= fall_raw_b and fall_raw_b > 0))
   claims["lsc_reduces_hacking"] = {
       "statement": "LSC-AND's true AND falls less from its peak than the raw sum's (less reward "
                    "hacking)",
-      "rule": "fall of the true AND from its peak by the largest KL of each design's own curve, "
-              "exact optimum and best-of-n, counted only where the raw sum falls (> 0): smaller "
+      "rule": "fall of the true AND from its peak by the largest KL of the common (equal-KL) "
+              "grid, exact optimum and best-of-n, counted only where the raw sum falls (> 0): smaller "
               "or equal for LSC-AND on both: reproduced; on one: partly; none (or the raw sum "
               "never falls, so there is no hacking to reduce): not",
       "raw_sum_falls": bool(raw_falls),
@@ -649,7 +675,7 @@ def summary_rows(result: dict) -> list[dict]:
   rows = []
   for name in DESIGNS:
     m = {k: v[-1] for k, v in eq[name].items()}
-    fall = result["peak_and_fall"][name]["exact"]["true_sum"]
+    fall = result["peak_and_fall_equal_kl"][name]["exact"]["true_sum"]
     rows.append({
         "design": name, "sqrt_kl": f"{d:.2f}", "true help": f"{m['true_help']:.2f}",
         "true harm": f"{m['true_harm']:.2f}", "true AND": f"{m['true_and']:.2f}",
