@@ -109,6 +109,28 @@ MEASUREMENT_NOTES = {
              "(sd averaged over prompts)",
 }
 
+RESULT_NOTES = {
+    "per_seed/<seed>/best_of_n/<design>": "exact best-of-n law for each n: kl_exact (mean over "
+        "prompts, nats), kl_analytic = log n - (n - 1) / n, sqrt_kl = sqrt(kl_exact), and every "
+        "measurement (see units)",
+    "per_seed/<seed>/exact_optimum/<design>": "pi* ~ pi_0 exp(u / beta) along the design's own "
+        "sqrt(KL) range (up to 0.98 sqrt(largest possible KL)); beta per point",
+    "per_seed/<seed>/rl/<design>": "one entry per KL coefficient: exact KL and measurements of "
+        "the tabular policy at checkpoints (step)",
+    "per_seed/<seed>/equal_kl": "every design on a common sqrt(KL) grid: exact optimum evaluated "
+        "there (beta by bisection), best-of-n linearly interpolated between its n",
+    "per_seed/<seed>/gao_fits/<design>/<optimiser>/<gold>/<form>": "least squares of the gold "
+        "gain over pi_0, R(d) - R(0), against d = sqrt(KL), the point (0, 0) included; gold = "
+        "true_and or true_sum; form best_of_n: d (alpha - beta d), rl: d (alpha - beta log d); "
+        "peak_sqrt_kl / peak_value analytic (null when beta <= 0: no peak)",
+    "per_seed/<seed>/peak_and_fall": "observed peak of each curve (d = 0 is pi_0) and its fall "
+        "by the largest d of that curve (each design's own range)",
+    "per_seed/<seed>/peak_and_fall_equal_kl": "the same on the common grid (comparable across "
+        "designs)",
+    "claims": "verdict per seed by the rule stated with each claim; holds_for_all_seeds = "
+              "'reproduced' for every seed",
+}
+
 _WORKDIR = flags.DEFINE_string("workdir", "runs/study_transform_and_combine", "Output directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "First seed (the study runs seeds seed and seed + 1).")
 _SEEDS = flags.DEFINE_integer("num_seeds", 2, "How many consecutive seeds to run.")
@@ -401,7 +423,8 @@ def _fall(d, values):
   """Peak of an observed curve and how far it falls by the largest d."""
   values = np.asarray(values)
   i = int(np.argmax(values))
-  return {"base_value": float(values[0]), "peak_sqrt_kl": float(d[i]), "peak_value": float(values[i]),
+  return {"base_value": float(values[0]), "peak_sqrt_kl": float(d[i]),
+          "peak_value": float(values[i]),
           "value_at_largest_kl": float(values[-1]), "largest_sqrt_kl": float(d[-1]),
           "fall_from_peak": float(values[i] - values[-1]),
           "peak_is_interior": bool(0 < i < len(values) - 1)}
@@ -480,10 +503,9 @@ def run_synthetic(seed: int = 0, smoke: bool = False) -> dict:
     sd = np.sqrt(np.maximum(q * (1 - q), 1.0 / draws) / draws)  # floor: q ~ 0 has sd ~ 0
     mc_true = np.mean(np.take_along_axis(true[0] + true[1], picked, 1))
     exact_true = float((q * (true[0] + true[1])).sum(1).mean())
-    mc.append({"n": n, "draws_per_prompt": draws,
+    mc.append({"design": "raw_sum", "n": n, "draws_per_prompt": draws,
                "max_abs_freq_error": float(np.max(np.abs(freq - q))),
-               "max_freq_error_in_binomial_sd_floored": float(np.max(np.abs(freq - q) / np.maximum(sd,
-                                                                                           1e-12))),
+               "max_freq_error_in_binomial_sd_floored": float(np.max(np.abs(freq - q) / sd)),
                "true_sum_exact": exact_true, "true_sum_monte_carlo": float(mc_true)})
 
   # Exact KL-regularised optimum: each design's own curve up to 0.98 sqrt(its largest KL) (for the
@@ -507,7 +529,8 @@ def run_synthetic(seed: int = 0, smoke: bool = False) -> dict:
   draws = config["tilted_monte_carlo_draws"]
   ys = _sample(rng, q, (draws,))
   log_ratio = np.log(np.take_along_axis(q, ys, 1)) - np.log(np.take_along_axis(pi0, ys, 1))
-  tilted_check = {"sqrt_kl_target": float(grid[-1]), "kl_exact": float(kl.mean()),
+  tilted_check = {"design": "raw_sum", "sqrt_kl_target": float(grid[-1]),
+                  "kl_exact": float(kl.mean()),
                   "kl_monte_carlo": float(log_ratio.mean()),
                   "monte_carlo_standard_error": float(log_ratio.std() / np.sqrt(log_ratio.size)),
                   "draws_per_prompt": draws}
@@ -643,9 +666,9 @@ def evaluate_claims(equal_kl, falls, falls_equal_kl, fits, names) -> dict:
       "statement": "LSC-AND's true AND falls less from its peak than the raw sum's (less reward "
                    "hacking)",
       "rule": "fall of the true AND from its peak by the largest KL of the common (equal-KL) "
-              "grid, exact optimum and best-of-n, counted only where the raw sum falls (> 0): smaller "
-              "or equal for LSC-AND on both: reproduced; on one: partly; none (or the raw sum "
-              "never falls, so there is no hacking to reduce): not",
+              "grid, exact optimum and best-of-n, counted only where the raw sum falls (> 0): "
+              "smaller or equal for LSC-AND on both: reproduced; on one: partly; none (or the raw "
+              "sum never falls, so there is no hacking to reduce): not",
       "raw_sum_falls": bool(raw_falls),
       "fall_exact": {"lsc_and_median": fall_lsc, "raw_sum": fall_raw},
       "fall_best_of_n": {"lsc_and_median": fall_lsc_b, "raw_sum": fall_raw_b},
@@ -668,14 +691,17 @@ def evaluate_claims(equal_kl, falls, falls_equal_kl, fits, names) -> dict:
   return claims
 
 
-def summary_rows(result: dict) -> list[dict]:
-  """The main table of one seed: every design at the largest common KL of the exact optimum."""
+def summary_rows(result: dict, index: int = -1) -> list[dict]:
+  """The main table of one seed: every design at one point (default the largest) of the common
+  sqrt(KL) grid of the exact optimum; peak and fall of the true sum on that grid; R^2 of Gao's
+  best-of-n form on best-of-n and RL form on RL (true-sum gain)."""
   eq = result["equal_kl"]["exact"]
-  d = eq["sqrt_kl"][-1]
+  d = eq["sqrt_kl"][index]
   rows = []
   for name in DESIGNS:
-    m = {k: v[-1] for k, v in eq[name].items()}
+    m = {k: v[index] for k, v in eq[name].items()}
     fall = result["peak_and_fall_equal_kl"][name]["exact"]["true_sum"]
+    fits = result["gao_fits"][name]
     rows.append({
         "design": name, "sqrt_kl": f"{d:.2f}", "true help": f"{m['true_help']:.2f}",
         "true harm": f"{m['true_harm']:.2f}", "true AND": f"{m['true_and']:.2f}",
@@ -683,8 +709,8 @@ def summary_rows(result: dict) -> list[dict]:
         "win help": f"{m['win_rate_help']:.2f}", "win harm": f"{m['win_rate_harm']:.2f}",
         "peak d (sum)": f"{fall['peak_sqrt_kl']:.2f}",
         "fall (sum)": f"{fall['fall_from_peak']:.2f}",
-        "R2 bon": f"{result['gao_fits'][name]['best_of_n']['true_sum/best_of_n_form']['r_squared']:.3f}",
-        "R2 rl": f"{result['gao_fits'][name]['rl']['true_sum/rl_form']['r_squared']:.3f}",
+        "R2 bon": f"{fits['best_of_n']['true_sum/best_of_n_form']['r_squared']:.3f}",
+        "R2 rl": f"{fits['rl']['true_sum/rl_form']['r_squared']:.3f}",
     })
   return rows
 
@@ -806,7 +832,8 @@ def main(argv):
       "command": "python3 -m experiments.study_transform_and_combine" + (
           " --smoke" if _SMOKE.value else "") + f" --seed {_SEED.value} --num_seeds "
                  f"{_SEEDS.value}",
-      "units": MEASUREMENT_NOTES, "designs": list(DESIGNS), "seeds": seeds,
+      "units": MEASUREMENT_NOTES, "notes": RESULT_NOTES, "designs": list(DESIGNS),
+      "seeds": seeds,
       "claims": combine_seeds(per_seed), "per_seed": per_seed, "plots": plots,
   }
   if _HH.value:
@@ -819,8 +846,10 @@ def main(argv):
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(_tolist(out), f, indent=1)
   for seed in seeds:
-    print(f"\n## seed {seed}: designs at the largest common sqrt(KL) (exact optimum)\n")
-    print(markdown_table(summary_rows(per_seed[str(seed)])))
+    middle = len(per_seed[str(seed)]["equal_kl"]["exact"]["sqrt_kl"]) // 2 - 1
+    for index, where in ((middle, "the middle"), (-1, "the largest")):
+      print(f"\n## seed {seed}: designs at {where} common sqrt(KL) (exact optimum)\n")
+      print(markdown_table(summary_rows(per_seed[str(seed)], index)))
   print("\n## claims\n")
   print(markdown_table([{"claim": k, **{f"seed {s}": v["verdict_per_seed"][str(s)]
                                         for s in seeds},

@@ -328,7 +328,7 @@ class GaoFit(NamedTuple):
   num_points: int
 
 
-def _least_squares(form, d, gain, columns):
+def _least_squares(d, gain, columns):
   d = np.asarray(d, np.float64).ravel()
   gain = np.asarray(gain, np.float64).ravel()
   if d.shape != gain.shape or d.size < 2:
@@ -366,7 +366,7 @@ def fit_gao_best_of_n(d, gain) -> GaoFit:
   >>> round(f.alpha, 6), round(f.beta, 6), round(f.peak_sqrt_kl, 6), round(f.peak_value, 6)
   (2.0, 0.5, 2.0, 2.0)
   """
-  alpha, beta, r2, n = _least_squares("best_of_n", d, gain,
+  alpha, beta, r2, n = _least_squares(d, gain,
                                       lambda x: np.stack([x, -x * x], 1))
   if beta > 0:
     peak = alpha / (2 * beta)
@@ -399,7 +399,7 @@ def fit_gao_rl(d, gain) -> GaoFit:
   def columns(x):
     return np.stack([x, -np.where(x > 0, x * np.log(np.where(x > 0, x, 1.0)), 0.0)], 1)
 
-  alpha, beta, r2, n = _least_squares("rl", d, gain, columns)
+  alpha, beta, r2, n = _least_squares(d, gain, columns)
   if beta > 0:
     peak = float(np.exp(alpha / beta - 1.0))
     return GaoFit("rl", alpha, beta, r2, peak, beta * peak, n)
