@@ -452,7 +452,7 @@ def run_synthetic(seed: int = 0, smoke: bool = False) -> dict:
       num_test_pairs=config["num_test_pairs"], flip_fraction=config["flip_fraction"],
       seed=seed)
   pi0 = world.pi0
-  key_proxy, key_rl, key_mc = jax.random.split(jax.random.key(seed), 3)
+  key_proxy, key_rl, _ = jax.random.split(jax.random.key(seed), 3)
   single, members, quality = train_proxies(world, config, key_proxy)
   t_proxies = time.time() - start
   designs = design_rewards(single, members, pi0, config)

@@ -1,6 +1,6 @@
 """Data generators of the synthetic studies, each with a documented ground truth (numpy).
 
-Three small worlds, one per claim of the spec (`experiments/study_*.py` train on them):
+Four small worlds, one per claim of the spec (`experiments/study_*.py` train on them):
 
 * `make_cyclic_preferences`: items on a circle with intransitive (rock-paper-scissors)
   preferences plus an optional transitive quality (GPM, arXiv:2410.02197).
@@ -9,6 +9,9 @@ Three small worlds, one per claim of the spec (`experiments/study_*.py` train on
   arXiv:2402.08925).
 * `make_noisy_label_preferences`: clean Bradley-Terry pairs with a fraction of the labels
   flipped (Secrets of RLHF II, arXiv:2401.06080).
+* `make_two_property_world`: two true rewards in tension over enumerable responses with a known
+  reference policy pi_0, and noisy preference pairs per property (issue 16: Wang et al.
+  arXiv:2402.00742, Gao et al. arXiv:2210.10760, Coste et al. ICLR 2024).
 
 Every generator returns arrays in "chosen / rejected" form (the response drawn as preferred
 first) together with `prob_chosen`, the ground-truth probability that the chosen response is
