@@ -2,7 +2,6 @@
 (`experiments/study_transform_and_combine.py`)."""
 
 import json
-import time
 
 import jax
 import jax.numpy as jnp
@@ -223,15 +222,12 @@ def test_rl_update_follows_the_exact_policy_gradient():
 
 @pytest.fixture(scope="module")
 def smoke_result():
-  start = time.time()
-  result = study.run_synthetic(seed=0, smoke=True)
-  return result, time.time() - start
+  return study.run_synthetic(seed=0, smoke=True)
 
 
 @pytest.mark.slow
 def test_smoke_study_invariants(smoke_result):
-  result, wall = smoke_result
-  assert wall < 60, wall   # ~7 s on an idle core (20 s on a loaded 2-core machine)
+  result = smoke_result
   base = result["pi0_measurements"]
   for name in study.DESIGNS:
     bon = result["best_of_n"][name]
@@ -249,7 +245,7 @@ def test_smoke_study_invariants(smoke_result):
 
 @pytest.mark.slow
 def test_smoke_study_tabular_rl_raises_the_proxy_with_finite_kl(smoke_result):
-  result, _ = smoke_result
+  result = smoke_result
   less_kl = 0
   for name in study.DESIGNS:
     low, high = result["rl"][name]            # kl_coef 0.03 and 0.3
@@ -265,7 +261,7 @@ def test_smoke_study_tabular_rl_raises_the_proxy_with_finite_kl(smoke_result):
 
 @pytest.mark.slow
 def test_smoke_study_has_every_key(smoke_result, tmp_path, monkeypatch):
-  result, _ = smoke_result
+  result = smoke_result
   for section in ("best_of_n", "exact_optimum", "rl", "gao_fits", "peak_and_fall"):
     assert set(result[section]) == set(study.DESIGNS), section
   for opt in ("exact", "best_of_n"):
