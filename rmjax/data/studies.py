@@ -1,6 +1,6 @@
 """Data generators of the synthetic studies, each with a documented ground truth (numpy).
 
-Three small worlds, one per claim of the spec (`experiments/study_*.py` train on them):
+Four small worlds, one per claim of the spec (`experiments/study_*.py` train on them):
 
 * `make_cyclic_preferences`: items on a circle with intransitive (rock-paper-scissors)
   preferences plus an optional transitive quality (GPM, arXiv:2410.02197).
@@ -9,6 +9,9 @@ Three small worlds, one per claim of the spec (`experiments/study_*.py` train on
   arXiv:2402.08925).
 * `make_noisy_label_preferences`: clean Bradley-Terry pairs with a fraction of the labels
   flipped (Secrets of RLHF II, arXiv:2401.06080).
+* `make_two_property_world`: two true rewards in tension over enumerable responses with a known
+  reference policy pi_0, and noisy preference pairs per property (issue 16: Wang et al.
+  arXiv:2402.00742, Gao et al. arXiv:2210.10760, Coste et al. ICLR 2024).
 
 Every generator returns arrays in "chosen / rejected" form (the response drawn as preferred
 first) together with `prob_chosen`, the ground-truth probability that the chosen response is
@@ -418,3 +421,196 @@ def make_noisy_label_preferences(*, feature_dim: int = 16, hidden_dim: int = 8,
       hidden_weights=hidden_weights, output_weights=output_weights,
       train=draw(num_train, int(round(flip_fraction * num_train))),
       test=draw(num_test, 0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Study 4: two properties in tension, an enumerable response set and a known pi_0
+# (issue 16: transforming and combining rewards, overoptimisation).
+# ----------------------------------------------------------------------------------------------
+
+
+class PropertyPairs(NamedTuple):
+  """Comparisons of two responses to the same prompt on one property (indices, not features).
+
+  Attributes:
+    prompt: [N] int prompt index p.
+    chosen: [N] int response index (into the prompt's R responses) labelled as preferred.
+    rejected: [N] int index of the other response.
+    prob_chosen: [N] true Bradley-Terry P(chosen beats rejected) on the property.
+    flipped: [N] bool, whether the observed label was flipped by the noise process.
+  """
+  prompt: np.ndarray
+  chosen: np.ndarray
+  rejected: np.ndarray
+  prob_chosen: np.ndarray
+  flipped: np.ndarray
+
+
+class TwoPropertyWorld(NamedTuple):
+  """Ground truth and preference data of the two-property world (`make_two_property_world`).
+
+  Attributes:
+    features: [P, R, D] phi(x, y) of the R responses of each of the P prompts.
+    pi0_logits: [P, R] logits of the reference policy pi_0(y | x) = softmax over the R responses.
+    pi0: [P, R] pi_0 itself (rows sum to 1).
+    true_rewards: [2, P, R] the true rewards r_help (index 0) and r_harm (index 1).
+    train: tuple of two `PropertyPairs` (help, harm): pairs drawn from pi_0, labelled by
+      Bradley-Terry on the property's true reward, then a `flip_fraction` of labels flipped.
+    test: tuple of two `PropertyPairs` with clean labels (held out, drawn the same way).
+    params: dict of the ground truth's parameters (numpy arrays; see the generator).
+  """
+  features: np.ndarray
+  pi0_logits: np.ndarray
+  pi0: np.ndarray
+  true_rewards: np.ndarray
+  train: tuple
+  test: tuple
+  params: dict
+
+
+PROPERTY_NAMES = ("help", "harm")
+
+
+def two_property_rewards(features: np.ndarray, params: dict) -> np.ndarray:
+  """True rewards of the two-property world, [2, ...] from features [..., D].
+
+    s(phi)      = <u, phi>                                        (the shared latent, |u| = 1)
+    g_k(phi)    = <v_k, tanh(W_k phi)>                             (a property's own part)
+    o(phi)      = max(||phi|| / sqrt(D) - t, 0)^2                  (how atypical phi is)
+    r_help      = scale * (g_help(phi) + a s(phi)) - c o(phi)
+    r_harm      = scale * (g_harm(phi) - a s(phi)) - c o(phi)
+
+  The latent s enters with opposite signs (the tension: what helps hurts harmlessness); the
+  penalty o is zero on pi_0's typical set and grows outside it (responses pi_0 almost never
+  produces are degenerate on both properties): data drawn from pi_0 hardly shows it, which is
+  how a proxy trained on that data can be overoptimised.
+
+  Args:
+    features: [..., D].
+    params: the world's `params` (keys u, v_help, w_help, v_harm, w_harm, latent_weight,
+      scale, atypical_threshold, atypical_penalty).
+
+  Returns:
+    [2, ...] float64 (help, harm).
+
+  >>> w = make_two_property_world(num_prompts=2, num_responses=4, num_pairs=4, seed=0)
+  >>> bool(np.allclose(two_property_rewards(w.features, w.params), w.true_rewards))
+  True
+  """
+  phi = np.asarray(features, np.float64)
+  d = phi.shape[-1]
+  s = phi @ params["u"]
+  atypical = np.maximum(np.linalg.norm(phi, axis=-1) / np.sqrt(d)
+                        - params["atypical_threshold"], 0.0) ** 2
+  rewards = []
+  for k, sign in (("help", 1.0), ("harm", -1.0)):
+    g = np.tanh(phi @ params[f"w_{k}"].T) @ params[f"v_{k}"]
+    rewards.append(params["scale"] * (g + sign * params["latent_weight"] * s)
+                   - params["atypical_penalty"] * atypical)
+  return np.stack(rewards)
+
+
+def _property_pairs(rng, pi0, rewards, count, num_flips):
+  """Pairs from pi_0 (prompt uniform, both responses iid from pi_0(. | x)), BT labels, flips."""
+  num_prompts, num_responses = pi0.shape
+  prompt = rng.integers(0, num_prompts, count)
+  cdf = np.cumsum(pi0, axis=1)
+  draw = lambda: np.minimum(  # noqa: E731
+      (rng.random(count)[:, None] * cdf[prompt, -1:] > cdf[prompt]).sum(1), num_responses - 1)
+  a, b = draw(), draw()
+  gap = rewards[prompt, a] - rewards[prompt, b]
+  a_won = rng.random(count) < _sigmoid(gap)
+  flipped = np.zeros(count, dtype=bool)
+  flipped[rng.permutation(count)[:num_flips]] = True
+  a_labelled = a_won ^ flipped
+  return PropertyPairs(prompt=prompt, chosen=np.where(a_labelled, a, b),
+                       rejected=np.where(a_labelled, b, a),
+                       prob_chosen=_sigmoid(np.where(a_labelled, gap, -gap)), flipped=flipped)
+
+
+def make_two_property_world(*, num_prompts: int = 64, num_responses: int = 256,
+                            feature_dim: int = 12, hidden_dim: int = 8,
+                            latent_weight: float = 1.0, reward_scale: float = 1.5,
+                            radial_spread: float = 0.45, pi0_temperature: float = 0.5,
+                            pi0_noise: float = 0.5, atypical_threshold: float = 1.1,
+                            atypical_penalty: float = 8.0, num_pairs: int = 500,
+                            num_test_pairs: int = 2000, flip_fraction: float = 0.25,
+                            seed: int = 0) -> TwoPropertyWorld:
+  """A world with two true rewards in tension, enumerable responses and a known pi_0.
+
+  Ground truth (every array a deterministic function of `seed`, numpy `Generator`s):
+
+  * Responses: for each of P prompts, R responses with features phi = rho z, z ~ N(0, I_D),
+    rho = exp(radial_spread * N(0, 1)) (a few responses are far from the bulk).
+  * Reference policy (a stand-in for an SFT model, known exactly): pi_0(y | x) =
+    softmax_y(l), l = -||phi||^2 / (2 D pi0_temperature) + pi0_noise * N(0, 1): pi_0 prefers
+    typical responses and puts little mass on atypical ones.
+  * True rewards `two_property_rewards`: r_help and r_harm share the latent s = <u, phi> with
+    opposite signs (tension) plus each its own small tanh MLP (hidden_dim units, W with
+    N(0, 1 / D) entries, v a random unit vector), scaled by `reward_scale`, minus the
+    atypicality penalty c max(||phi|| / sqrt(D) - t, 0)^2 shared by both.
+  * Preference data per property: pairs (x, y_a, y_b) with x uniform and y_a, y_b iid from
+    pi_0(. | x); label by Bradley-Terry on the property's true reward, P(a > b) =
+    sigmoid(r(y_a) - r(y_b)); then exactly round(flip_fraction * num_pairs) labels, chosen
+    uniformly, swapped (Coste et al. 2024 use 25%). Held-out test pairs: clean labels.
+
+  Args:
+    num_prompts: P.
+    num_responses: R.
+    feature_dim: D.
+    hidden_dim: hidden units of each property's MLP.
+    latent_weight: a, weight of the shared latent (larger: more tension).
+    reward_scale: scale of the MLP + latent part.
+    radial_spread: std of log rho.
+    pi0_temperature: temperature of pi_0's preference for typical responses.
+    pi0_noise: std of the noise on pi_0's logits.
+    atypical_threshold: t (in units of sqrt(D)).
+    atypical_penalty: c.
+    num_pairs: training pairs per property.
+    num_test_pairs: held-out clean pairs per property.
+    flip_fraction: fraction of training labels flipped, in [0, 1].
+    seed: seed of everything.
+
+  Returns:
+    A `TwoPropertyWorld`.
+
+  References:
+    Gao et al. (2022), "Scaling Laws for Reward Model Overoptimization", arXiv:2210.10760;
+    Coste et al. (2024), "Reward Model Ensembles Help Mitigate Overoptimization", ICLR;
+    Wang et al. (2024), "Transforming and Combining Rewards for Aligning Large Language Models",
+    arXiv:2402.00742.
+
+  >>> w = make_two_property_world(num_prompts=3, num_responses=5, num_pairs=20, seed=1)
+  >>> w.features.shape, w.true_rewards.shape, int(w.train[0].flipped.sum())
+  ((3, 5, 12), (2, 3, 5), 5)
+  >>> bool(np.allclose(w.pi0.sum(1), 1.0))
+  True
+  """
+  if not 0.0 <= flip_fraction <= 1.0:
+    raise ValueError(f"`flip_fraction` must lie in [0, 1]; got {flip_fraction}.")
+  if num_prompts < 1 or num_responses < 2:
+    raise ValueError("`num_prompts` must be >= 1 and `num_responses` >= 2; got "
+                     f"{num_prompts} and {num_responses}.")
+  rng = np.random.default_rng([seed, 4])
+  d = feature_dim
+  u = rng.standard_normal(d)
+  params = {"u": u / np.linalg.norm(u), "latent_weight": float(latent_weight),
+            "scale": float(reward_scale), "atypical_threshold": float(atypical_threshold),
+            "atypical_penalty": float(atypical_penalty)}
+  for k in PROPERTY_NAMES:
+    params[f"w_{k}"] = rng.standard_normal((hidden_dim, d)) / np.sqrt(d)
+    v = rng.standard_normal(hidden_dim)
+    params[f"v_{k}"] = np.sqrt(hidden_dim) * v / np.linalg.norm(v)
+  radius = np.exp(radial_spread * rng.standard_normal((num_prompts, num_responses, 1)))
+  features = radius * rng.standard_normal((num_prompts, num_responses, d))
+  logits = (-np.sum(features ** 2, -1) / (2 * d * pi0_temperature)
+            + pi0_noise * rng.standard_normal((num_prompts, num_responses)))
+  logits = logits - logits.max(1, keepdims=True)
+  pi0 = np.exp(logits)
+  pi0 = pi0 / pi0.sum(1, keepdims=True)
+  true = two_property_rewards(features, params)
+  flips = int(round(flip_fraction * num_pairs))
+  train = tuple(_property_pairs(rng, pi0, true[k], num_pairs, flips) for k in range(2))
+  test = tuple(_property_pairs(rng, pi0, true[k], num_test_pairs, 0) for k in range(2))
+  return TwoPropertyWorld(features=features, pi0_logits=logits, pi0=pi0, true_rewards=true,
+                          train=train, test=test, params=params)

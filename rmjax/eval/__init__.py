@@ -4,10 +4,12 @@ Pairwise metrics and calibration (`pairwise`), per-group means (`grouping`),
 and the scoring rules of the field's benchmarks: RewardBench v1 and 2
 (`rewardbench`), best-of-N and one-vs-many ranks (`best_of_n`, RewardMATH),
 RM-Bench's style matrix (`style_matrix`), agreement with human judges who may
-call a tie (`agreement`, PandaLM), temperature scaling (`calibration`) and
-bias diagnostics (`diagnostics`).
+call a tie (`agreement`, PandaLM), temperature scaling (`calibration`),
+bias diagnostics (`diagnostics`) and overoptimisation over an enumerable
+response set (`overoptimization`: the exact best-of-n law, the KL-regularised
+optimum, Gao et al.'s fits; float64 numpy).
 
-Imports only jax, jax.numpy and chex (through `rmjax.losses`).
+Imports only numpy, jax, jax.numpy and chex (through `rmjax.losses`).
 """
 
 from rmjax.eval.agreement import human_agreement
@@ -22,6 +24,17 @@ from rmjax.eval.calibration import TemperatureFit
 from rmjax.eval.diagnostics import accuracy_by_bucket
 from rmjax.eval.diagnostics import position_swap_flip_rate
 from rmjax.eval.grouping import group_mean
+from rmjax.eval.overoptimization import GaoFit
+from rmjax.eval.overoptimization import best_of_n_distribution
+from rmjax.eval.overoptimization import best_of_n_kl
+from rmjax.eval.overoptimization import fit_gao_best_of_n
+from rmjax.eval.overoptimization import fit_gao_rl
+from rmjax.eval.overoptimization import kl_divergence
+from rmjax.eval.overoptimization import max_tilted_kl
+from rmjax.eval.overoptimization import tilted_betas_for_kl
+from rmjax.eval.overoptimization import tilted_policy
+from rmjax.eval.overoptimization import weighted_quantile
+from rmjax.eval.overoptimization import win_values
 from rmjax.eval.pairwise import bayes_optimal_pairwise_accuracy
 from rmjax.eval.pairwise import expected_calibration_error
 from rmjax.eval.pairwise import mean_reward_margin
@@ -43,6 +56,17 @@ from rmjax.eval.style_matrix import style_accuracy_matrix
 from rmjax.eval.style_matrix import style_difficulty
 
 __all__ = (
+    "GaoFit",
+    "best_of_n_distribution",
+    "best_of_n_kl",
+    "fit_gao_best_of_n",
+    "fit_gao_rl",
+    "kl_divergence",
+    "max_tilted_kl",
+    "tilted_betas_for_kl",
+    "tilted_policy",
+    "weighted_quantile",
+    "win_values",
     "REWARDBENCH2_SUBSETS",
     "REWARDBENCH_EXAMPLE_COUNTS",
     "REWARDBENCH_SECTIONS",
