@@ -19,9 +19,10 @@ Pieces:
 * Reward models: two trained runs (`scorer_from_workdir`): helpful (HH-RLHF helpful-base)
   and harmless (harmless-base). Default: the MiniLM runs (runs/hh_helpful_minilm,
   runs/hh_rlhf_minilm), because scoring with the SmolLM2 runs costs about 10x more on this CPU
-  (benchmarks/scoring_throughput: 3.5 vs 38.7 sequences/s at 256 tokens, batch 8), which with
-  the held-out label pairs (~930 pairs, 1860 sequences per model) is over half an hour; the
-  SmolLM2 runs are one flag away (third command above).
+  (benchmarks/scoring_throughput: 3.5 vs 38.7 sequences/s at 256 tokens, batch 8): the 1024
+  sample scores and the 1860 sequences of the held-out label pairs would add ~15 minutes
+  (unloaded) to a run whose MiniLM scoring takes ~4.5; the SmolLM2 runs are one flag away
+  (third command above).
 * Prompts: each reward run held out 10% of its file's distinct prompts
   (data.split_by="prompt", `rmjax.data.split_by_prompt` with the run's eval_fraction and
   split_seed); the same split is recomputed here from each run's config.json and checked
@@ -44,6 +45,11 @@ Pieces:
   (Stiennon et al. 2020; Beirami et al. 2024 show it is an upper bound); each reward model's
   pairwise accuracy on the held-out human labels of both files (a 2x2 table, ties wrong); for
   3 prompts, the response each design picks at n_max with its two scores.
+
+Cost (the default: 16 prompts per file x 16 samples of <= 48 tokens, all 465 held-out label
+pairs, MiniLM reward models), measured on this 2-core CPU shared with other jobs (load 5-7):
+27.5 min wall, 18.5 min of CPU; generation 20.5 min of it (SmolLM2 re-runs the prompt's
+prefill for every sample), loading 2, label pairs 3.5, sample scoring 1. `--smoke`: 1.5 min.
 
 Writes <workdir>/results.json and <workdir>/best_of_n_hh.png, prints Markdown tables. `run`
 is what experiments/study_transform_and_combine.py calls (its "hh" part).
@@ -71,7 +77,7 @@ FILES = ("helpful-base", "harmless-base")
 DESIGNS = ("sum", "lsc_and_q50", "lsc_and_q85", "min", "helpful_only", "harmless_only")
 _LSC_QUANTILES = {"lsc_and_q50": 0.5, "lsc_and_q85": 0.85}
 DEFAULT_WORKDIRS = {"helpful": "runs/hh_helpful_minilm", "harmless": "runs/hh_rlhf_minilm"}
-# Sizes: the default run (~15 min on a shared 2-core CPU) and the smoke run (the tests).
+# Sizes: the default run (27.5 min on the shared 2-core CPU) and the smoke run.
 DEFAULTS = dict(num_prompts=16, n=16, max_new_tokens=48, max_prompt_tokens=96,
                 num_label_pairs=0, temperature=1.0, generation_batch_prompts=2)
 SMOKE = dict(num_prompts=1, n=4, max_new_tokens=8, max_prompt_tokens=64, num_label_pairs=4,
