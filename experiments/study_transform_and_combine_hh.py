@@ -70,6 +70,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rmjax import eval as rm_eval
 from rmjax import transforms
 
 REWARD_NAMES = ("helpful", "harmless")
@@ -87,18 +88,6 @@ RESULT_KEYS = ("config", "reward_models", "prompts", "generation", "pi0", "best_
 
 
 # --- The selection logic (pure) -------------------------------------------------------------
-
-
-def best_of_n_kl(n: int) -> float:
-  """KL(best-of-n || pi_0) <= log n - (n - 1) / n (Stiennon et al. 2020, appendix G.3; an
-  upper bound, tight when no two samples tie: Beirami et al. 2024, arXiv:2401.01879).
-
-  >>> best_of_n_kl(1), round(best_of_n_kl(16), 4)
-  (0.0, 1.8351)
-  """
-  if n < 1:
-    raise ValueError(f"n: expected an int >= 1, got {n}")
-  return float(np.log(n) - (n - 1) / n)
 
 
 def _check_scores(scores: Any, name: str) -> np.ndarray:
@@ -253,7 +242,7 @@ def best_of_n_table(scores: np.ndarray, ns: Sequence[int], designs: Sequence[str
       table[group][design] = {}
       for n, pick in zip(ns, picks[design]):
         chosen = scores[prompt_rows, pick][in_group]  # [P_group, K]
-        entry = {"kl_bound": best_of_n_kl(int(n)),
+        entry = {"kl_bound": float(rm_eval.best_of_n_kl(int(n))),
                  "above_median_on_both": fraction_above_reference(chosen, median[in_group])}
         for j, name in enumerate(REWARD_NAMES[:scores.shape[2]]):
           entry[name] = float(chosen[:, j].mean())
@@ -632,7 +621,7 @@ def _plot(path: str, table: dict, ns: Sequence[int]) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # noqa: PLC0415
 
-  kl = np.sqrt([best_of_n_kl(n) for n in ns])
+  kl = np.sqrt(rm_eval.best_of_n_kl(np.asarray(ns)))
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   for ax, name in zip(axes, REWARD_NAMES):
     for design, by_n in table.items():
@@ -659,7 +648,8 @@ def markdown_report(results: dict[str, Any]) -> str:
       cells = [f"{by_n[str(n)]['helpful']:+.2f} / {by_n[str(n)]['harmless']:+.2f}; "
                f"{by_n[str(n)]['above_median_on_both']:.2f}" for n in ns]
       lines.append(f"| {design} | " + " | ".join(cells) + " |")
-  lines += ["", "KL bound: " + ", ".join(f"n={n}: {best_of_n_kl(n):.3f}" for n in ns), "",
+  lines += ["", "KL bound: " + ", ".join(
+      f"n={n}: {float(rm_eval.best_of_n_kl(n)):.3f}" for n in ns), "",
             "Pairwise accuracy on held-out human labels (ties wrong):", "",
             "| reward model | " + " | ".join(f"{f} pairs" for f in FILES) + " |",
             "|---|" + "---|" * len(FILES)]
