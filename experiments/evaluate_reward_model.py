@@ -19,17 +19,22 @@ from rmjax.train import config_overrides
 
 _CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "configs", "evaluate.py")
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", _CONFIG_FILE, "Config file, optionally with `:preset`.", lock_config=True)
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Output directory; default: runs/evaluate_<preset> under the cwd.")
+
+
+def _define_flags() -> None:
+  """The command-line flags, defined only when this file runs as a script: importing it
+  (tests, notebooks, another experiment) defines none, so two experiments never clash."""
+  config_flags.DEFINE_config_file(
+      "config", _CONFIG_FILE, "Config file, optionally with `:preset`.", lock_config=True)
+  flags.DEFINE_string(
+      "workdir", None, "Output directory; default: runs/evaluate_<preset> under the cwd.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join("runs", f"evaluate_{config.name}")
+  config = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir or os.path.join("runs", f"evaluate_{config.name}")
   from rmjax.tasks.reward_model import benchmark_eval  # pylint: disable=g-import-not-at-top
   try:
     benchmark_eval.evaluate(config, workdir)
@@ -42,4 +47,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main, flags_parser=config_overrides.flags_parser_rejecting_unknown_keys(_CONFIG_FILE))

@@ -18,9 +18,12 @@ import sys
 from absl import app
 from absl import flags
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's workdir.", required=True)
-_OUT = flags.DEFINE_string("out", None, "The directory to write.", required=True)
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+def _define_flags() -> None:
+  """The command-line flags, defined only when this file runs as a script: importing it
+  (tests, notebooks, another experiment) defines none, so two experiments never clash."""
+  flags.DEFINE_string("workdir", None, "The trained run's workdir.", required=True)
+  flags.DEFINE_string("out", None, "The directory to write.", required=True)
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 
 
 def export(workdir: str, out: str, step: int | None = None) -> str:
@@ -60,7 +63,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
-    path = export(_WORKDIR.value, _OUT.value, _STEP.value)
+    path = export(flags.FLAGS.workdir, flags.FLAGS.out, flags.FLAGS.step)
   except (FileNotFoundError, ValueError, KeyError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -68,4 +71,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -34,9 +34,12 @@ from rmjax import losses  # noqa: E402
 from rmjax.data import studies  # noqa: E402
 from rmjax.train import optim  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/study_cyclic_preferences", "Output directory.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the data and of the initialisations.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "A few-second run (fewer items, pairs, steps).")
+def _define_flags() -> None:
+  """The command-line flags, defined only when this file runs as a script: importing it
+  (tests, notebooks, another experiment) defines none, so two experiments never clash."""
+  flags.DEFINE_string("workdir", "runs/study_cyclic_preferences", "Output directory.")
+  flags.DEFINE_integer("seed", 0, "Seed of the data and of the initialisations.")
+  flags.DEFINE_bool("smoke", False, "A few-second run (fewer items, pairs, steps).")
 
 # (name, transitive_scale): the cycle alone, and the cycle plus a transitive quality.
 _WORLDS = (("cyclic", 0.0), ("mixed", 1.0))
@@ -107,32 +110,33 @@ def _plot(path, embeddings, scores, results):
 
 
 def main(argv):
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   start = time.time()
-  smoke = _SMOKE.value
+  smoke = FLAGS.smoke
   num_items = 11 if smoke else 31
   config = {
       "num_items": num_items, "num_train": 3000 if smoke else 20000,
       "num_test": 2000 if smoke else 10000, "cyclic_scale": 2.0, "gpm_blocks": 2,
-      "num_steps": 300 if smoke else 1500, "seed": _SEED.value, "smoke": smoke,
+      "num_steps": 300 if smoke else 1500, "seed": FLAGS.seed, "smoke": smoke,
   }
   results, embeddings, scores = {}, {}, {}
   for name, transitive_scale in _WORLDS:
     data = studies.make_cyclic_preferences(
         num_items, num_train=config["num_train"], num_test=config["num_test"],
         cyclic_scale=config["cyclic_scale"], transitive_scale=transitive_scale,
-        seed=_SEED.value)
+        seed=FLAGS.seed)
     results[name], embeddings[name], scores[name] = _run_world(
         data, num_items=num_items, gpm_blocks=config["gpm_blocks"],
-        num_steps=config["num_steps"], seed=_SEED.value)
+        num_steps=config["num_steps"], seed=FLAGS.seed)
     results[name]["transitive_scale"] = transitive_scale
   wall = time.time() - start
 
-  os.makedirs(_WORKDIR.value, exist_ok=True)
-  with open(os.path.join(_WORKDIR.value, "results.json"), "w") as f:
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  with open(os.path.join(FLAGS.workdir, "results.json"), "w") as f:
     json.dump({"config": config, "results": results, "wall_seconds": wall}, f, indent=2)
-  _plot(os.path.join(_WORKDIR.value, "cyclic_preferences.png"), embeddings, scores, results)
+  _plot(os.path.join(FLAGS.workdir, "cyclic_preferences.png"), embeddings, scores, results)
 
   print("| world | eval pairs | BT acc | GPM acc | Bayes acc |")
   print("|---|---|---|---|---|")
@@ -141,8 +145,9 @@ def main(argv):
                          ("seen_pairs", "fresh labels, train item pairs")):
       print(f"| {name} | {label} | {r[f'bt_{split}_accuracy']:.3f} | "
             f"{r[f'gpm_{split}_accuracy']:.3f} | {r[f'bayes_{split}_accuracy']:.3f} |")
-  print(f"\nwall time {wall:.1f} s; outputs in {_WORKDIR.value}")
+  print(f"\nwall time {wall:.1f} s; outputs in {FLAGS.workdir}")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

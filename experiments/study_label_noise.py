@@ -45,9 +45,12 @@ from rmjax import transforms  # noqa: E402
 from rmjax.data import studies  # noqa: E402
 from rmjax.train import optim  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/study_label_noise", "Output directory.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the data and of the initialisations.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "A few-second run (fewer pairs and steps).")
+def _define_flags() -> None:
+  """The command-line flags, defined only when this file runs as a script: importing it
+  (tests, notebooks, another experiment) defines none, so two experiments never clash."""
+  flags.DEFINE_string("workdir", "runs/study_label_noise", "Output directory.")
+  flags.DEFINE_integer("seed", 0, "Seed of the data and of the initialisations.")
+  flags.DEFINE_bool("smoke", False, "A few-second run (fewer pairs and steps).")
 
 
 def _init_mlp(key, in_dim, hidden_dim):
@@ -106,23 +109,24 @@ def _plot(path, results, strength, flipped):
 
 
 def main(argv):
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   start = time.time()
-  smoke = _SMOKE.value
+  smoke = FLAGS.smoke
   config = {
       "feature_dim": 16, "flip_fraction": 0.25, "correction_fraction": 0.2,
       "label_smoothing": 0.2, "num_train": 1000 if smoke else 2000,
       "num_test": 2000 if smoke else 5000, "hidden_dim": 32, "ensemble_size": 4 if smoke else 8,
       "num_steps": 200 if smoke else 1000, "ensemble_steps": 100 if smoke else 200,
-      "learning_rate": 0.01, "seed": _SEED.value, "smoke": smoke,
+      "learning_rate": 0.01, "seed": FLAGS.seed, "smoke": smoke,
   }
   data = studies.make_noisy_label_preferences(
       feature_dim=config["feature_dim"], flip_fraction=config["flip_fraction"],
-      num_train=config["num_train"], num_test=config["num_test"], seed=_SEED.value)
+      num_train=config["num_train"], num_test=config["num_test"], seed=FLAGS.seed)
   train, test = data.train, data.test
   num_train, members = config["num_train"], config["ensemble_size"]
-  key_ens, key_boot, key_model = jax.random.split(jax.random.key(_SEED.value), 3)
+  key_ens, key_boot, key_model = jax.random.split(jax.random.key(FLAGS.seed), 3)
   fit = lambda smoothing, steps=config["num_steps"]: jax.jit(  # noqa: E731
       lambda p, c, r, w: _train(p, c, r, w, num_steps=steps,
                                 learning_rate=config["learning_rate"],
@@ -179,10 +183,10 @@ def main(argv):
       "mean_spread": float(jnp.mean(spread)), "wall_seconds": wall,
   }
 
-  os.makedirs(_WORKDIR.value, exist_ok=True)
-  with open(os.path.join(_WORKDIR.value, "results.json"), "w") as f:
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  with open(os.path.join(FLAGS.workdir, "results.json"), "w") as f:
     json.dump({"config": config, "results": results}, f, indent=2)
-  _plot(os.path.join(_WORKDIR.value, "label_noise.png"), results, np.asarray(strength), flipped)
+  _plot(os.path.join(FLAGS.workdir, "label_noise.png"), results, np.asarray(strength), flipped)
 
   print("| correction | held-out acc (clean) | gap to Bayes | agree w/ truth |")
   print("|---|---|---|---|")
@@ -191,8 +195,9 @@ def main(argv):
           f"{m['agreement_with_truth']:.3f} |")
   print(f"\nBayes {bayes:.3f}; ensemble mean {ensemble_acc:.3f}; flipped labels caught "
         f"{caught:.2f} (precision {precision:.2f}, {against_truth:.2f} of flagged labels go "
-        f"against the truth); wall time {wall:.1f} s; outputs in {_WORKDIR.value}")
+        f"against the truth); wall time {wall:.1f} s; outputs in {FLAGS.workdir}")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

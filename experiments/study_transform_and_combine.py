@@ -62,6 +62,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -131,12 +132,15 @@ RESULT_NOTES = {
               "'reproduced' for every seed",
 }
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/study_transform_and_combine", "Output directory.")
-_SEED = flags.DEFINE_integer("seed", 0, "First seed (the study runs seeds seed and seed + 1).")
-_SEEDS = flags.DEFINE_integer("num_seeds", 2, "How many consecutive seeds to run.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "A seconds-long run (small world, few steps).")
-_HH = flags.DEFINE_bool("hh", False, "Also run the SmolLM2 half "
-                        "(experiments.study_transform_and_combine_hh.run) if it exists.")
+def _define_flags() -> None:
+  """The command-line flags, defined only when this file runs as a script: importing it
+  (tests, notebooks, another experiment) defines none, so two experiments never clash."""
+  flags.DEFINE_string("workdir", "runs/study_transform_and_combine", "Output directory.")
+  flags.DEFINE_integer("seed", 0, "First seed (the study runs seeds seed and seed + 1).")
+  flags.DEFINE_integer("num_seeds", 2, "How many consecutive seeds to run.")
+  flags.DEFINE_bool("smoke", False, "A seconds-long run (small world, few steps).")
+  flags.DEFINE_bool("hh", False, "Also run the SmolLM2 half "
+                    "(experiments.study_transform_and_combine_hh.run) if it exists.")
 
 
 def config_for(seed: int, smoke: bool) -> dict:
@@ -813,50 +817,54 @@ def combine_seeds(per_seed: dict) -> dict:
   return claims
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def run_study(workdir: str, seed: int = 0, num_seeds: int = 2, smoke: bool = False,
+              hh: bool = False) -> dict[str, Any]:
+  """Runs seeds seed .. seed + num_seeds - 1, writes results.json and the plots to `workdir`,
+  prints the tables and returns what it wrote (`hh`: also the SmolLM2 half)."""
   start = time.time()
-  workdir = _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
-  seeds = [_SEED.value + i for i in range(_SEEDS.value)]
+  seeds = [seed + i for i in range(num_seeds)]
   per_seed, plots = {}, {}
-  for seed in seeds:
-    per_seed[str(seed)] = run_synthetic(seed, _SMOKE.value)
-    plots[str(seed)] = [os.path.basename(p)
-                        for p in plot(per_seed[str(seed)], workdir, f"seed{seed}")]
+  for s in seeds:
+    per_seed[str(s)] = run_synthetic(s, smoke)
+    plots[str(s)] = [os.path.basename(p) for p in plot(per_seed[str(s)], workdir, f"seed{s}")]
   out = {
       "description": "issue 16 synthetic study: reward designs under best-of-n, the exact "
                      "KL-regularised optimum and tabular RL; see the module docstring of "
                      "experiments/study_transform_and_combine.py",
       "command": "python3 -m experiments.study_transform_and_combine" + (
-          " --smoke" if _SMOKE.value else "") + f" --seed {_SEED.value} --num_seeds "
-                 f"{_SEEDS.value}",
+          " --smoke" if smoke else "") + f" --seed {seed} --num_seeds {num_seeds}",
       "units": MEASUREMENT_NOTES, "notes": RESULT_NOTES, "designs": list(DESIGNS),
       "seeds": seeds,
       "claims": combine_seeds(per_seed), "per_seed": per_seed, "plots": plots,
   }
-  if _HH.value:
-    try:
-      from experiments import study_transform_and_combine_hh  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      raise app.UsageError(f"--hh needs experiments/study_transform_and_combine_hh.py: {e}")
-    out["hh"] = study_transform_and_combine_hh.run(workdir, _SMOKE.value)
+  if hh:
+    from experiments import study_transform_and_combine_hh  # pylint: disable=g-import-not-at-top
+    out["hh"] = study_transform_and_combine_hh.run(workdir, smoke)
   out["wall_seconds"] = time.time() - start
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(_tolist(out), f, indent=1)
-  for seed in seeds:
-    middle = len(per_seed[str(seed)]["equal_kl"]["exact"]["sqrt_kl"]) // 2 - 1
+  for s in seeds:
+    middle = len(per_seed[str(s)]["equal_kl"]["exact"]["sqrt_kl"]) // 2 - 1
     for index, where in ((middle, "the middle"), (-1, "the largest")):
-      print(f"\n## seed {seed}: designs at {where} common sqrt(KL) (exact optimum)\n")
-      print(markdown_table(summary_rows(per_seed[str(seed)], index)))
+      print(f"\n## seed {s}: designs at {where} common sqrt(KL) (exact optimum)\n")
+      print(markdown_table(summary_rows(per_seed[str(s)], index)))
   print("\n## claims\n")
   print(markdown_table([{"claim": k, **{f"seed {s}": v["verdict_per_seed"][str(s)]
                                         for s in seeds},
                          "holds for all seeds": v["holds_for_all_seeds"]}
                         for k, v in out["claims"].items()]))
   print(f"\nwall time {out['wall_seconds']:.1f} s; outputs in {workdir}")
+  return out
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  run_study(FLAGS.workdir, FLAGS.seed, FLAGS.num_seeds, FLAGS.smoke, FLAGS.hh)
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

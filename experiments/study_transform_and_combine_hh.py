@@ -666,30 +666,35 @@ def markdown_report(results: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/study_tc_hh", "Output directory.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Smoke sizes (1 prompt per file, 4 x 8 tokens).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the prompt choice and of the sampling.")
-_HELPFUL = flags.DEFINE_string("helpful_workdir", DEFAULT_WORKDIRS["helpful"],
-                               "The helpful reward run (helpful-base, split_by=prompt).")
-_HARMLESS = flags.DEFINE_string("harmless_workdir", DEFAULT_WORKDIRS["harmless"],
-                                "The harmless reward run (harmless-base, split_by=prompt).")
-_NUM_PROMPTS = flags.DEFINE_integer("num_prompts", None, "Held-out prompts per file.")
-_N = flags.DEFINE_integer("n", None, "Samples per prompt (the largest best-of-n).")
-_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", None, "Response length cap.")
-_TEMPERATURE = flags.DEFINE_float("temperature", None, "Sampling temperature (default 1).")
-_MAX_PROMPT_TOKENS = flags.DEFINE_integer("max_prompt_tokens", None,
-                                          "Longest prompt taken (ChatML tokens).")
-_NUM_LABEL_PAIRS = flags.DEFINE_integer("num_label_pairs", None,
-                                        "Held-out human pairs per file (0: all).")
+def _define_flags() -> None:
+  """The command-line flags, defined only when this file runs as a script: importing it
+  (tests, notebooks, another experiment) defines none, so two experiments never clash."""
+  flags.DEFINE_string("workdir", "runs/study_tc_hh", "Output directory.")
+  flags.DEFINE_bool("smoke", False, "Smoke sizes (1 prompt per file, 4 x 8 tokens).")
+  flags.DEFINE_integer("seed", 0, "Seed of the prompt choice and of the sampling.")
+  flags.DEFINE_string("helpful_workdir", DEFAULT_WORKDIRS["helpful"],
+                      "The helpful reward run (helpful-base, split_by=prompt).")
+  flags.DEFINE_string("harmless_workdir", DEFAULT_WORKDIRS["harmless"],
+                      "The harmless reward run (harmless-base, split_by=prompt).")
+  flags.DEFINE_integer("num_prompts", None, "Held-out prompts per file.")
+  flags.DEFINE_integer("n", None, "Samples per prompt (the largest best-of-n).")
+  flags.DEFINE_integer("max_new_tokens", None, "Response length cap.")
+  flags.DEFINE_float("temperature", None, "Sampling temperature (default 1).")
+  flags.DEFINE_integer("max_prompt_tokens", None,
+                       "Longest prompt taken (ChatML tokens).")
+  flags.DEFINE_integer("num_label_pairs", None,
+                       "Held-out human pairs per file (0: all).")
 
 
 def main(argv):
   del argv
-  run(_WORKDIR.value, _SMOKE.value, seed=_SEED.value, helpful_workdir=_HELPFUL.value,
-      harmless_workdir=_HARMLESS.value, num_prompts=_NUM_PROMPTS.value, n=_N.value,
-      max_new_tokens=_MAX_NEW_TOKENS.value, temperature=_TEMPERATURE.value,
-      max_prompt_tokens=_MAX_PROMPT_TOKENS.value, num_label_pairs=_NUM_LABEL_PAIRS.value)
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  run(FLAGS.workdir, FLAGS.smoke, seed=FLAGS.seed, helpful_workdir=FLAGS.helpful_workdir,
+      harmless_workdir=FLAGS.harmless_workdir, num_prompts=FLAGS.num_prompts, n=FLAGS.n,
+      max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature,
+      max_prompt_tokens=FLAGS.max_prompt_tokens, num_label_pairs=FLAGS.num_label_pairs)
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -47,9 +47,12 @@ from rmjax import losses  # noqa: E402
 from rmjax.data import studies  # noqa: E402
 from rmjax.train import optim  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/study_user_mixture", "Output directory.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the data and of the initialisations.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "A few-second run (fewer pairs and steps).")
+def _define_flags() -> None:
+  """The command-line flags, defined only when this file runs as a script: importing it
+  (tests, notebooks, another experiment) defines none, so two experiments never clash."""
+  flags.DEFINE_string("workdir", "runs/study_user_mixture", "Output directory.")
+  flags.DEFINE_integer("seed", 0, "Seed of the data and of the initialisations.")
+  flags.DEFINE_bool("smoke", False, "A few-second run (fewer pairs and steps).")
 
 
 _jit_fit = jax.jit(optim.fit_full_batch, static_argnums=0,
@@ -181,27 +184,28 @@ def _plot(path, results, group_names):
 
 
 def main(argv):
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   start = time.time()
-  smoke = _SMOKE.value
+  smoke = FLAGS.smoke
   config = {
       "num_groups": 3, "num_heads": 3, "num_users": 30 if smoke else 60, "feature_dim": 8,
       "reward_scale": 3.0, "context_strength": 2.0,
       "num_train": 3000 if smoke else 12000, "num_test": 2000 if smoke else 6000,
       "num_steps": 200 if smoke else 600, "em_rounds": 4 if smoke else 8,
       "em_steps": 100 if smoke else 200,
-      "em_restarts": 2 if smoke else 8, "seed": _SEED.value, "smoke": smoke,
+      "em_restarts": 2 if smoke else 8, "seed": FLAGS.seed, "smoke": smoke,
   }
   data = studies.make_user_mixture_preferences(
       num_groups=config["num_groups"], num_users=config["num_users"],
       feature_dim=config["feature_dim"], reward_scale=config["reward_scale"],
       context_strength=config["context_strength"], num_train=config["num_train"],
-      num_test=config["num_test"], seed=_SEED.value)
+      num_test=config["num_test"], seed=FLAGS.seed)
   as_jnp = lambda p: {k: jnp.asarray(v) for k, v in p._asdict().items()}  # noqa: E731
   train, test = as_jnp(data.train), as_jnp(data.test)
   num_groups, num_heads = config["num_groups"], config["num_heads"]
-  keys = jax.random.split(jax.random.key(_SEED.value), 4)
+  keys = jax.random.split(jax.random.key(FLAGS.seed), 4)
 
   models, recovery = {}, {}
   bt = _train_bt(train, keys[0], config["num_steps"])
@@ -243,11 +247,11 @@ def main(argv):
   wall = time.time() - start
   results["wall_seconds"] = wall
 
-  os.makedirs(_WORKDIR.value, exist_ok=True)
-  with open(os.path.join(_WORKDIR.value, "results.json"), "w") as f:
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  with open(os.path.join(FLAGS.workdir, "results.json"), "w") as f:
     json.dump({"config": config, "results": results}, f, indent=2)
   group_names = [f"group {g}" for g in range(num_groups)]
-  _plot(os.path.join(_WORKDIR.value, "user_mixture.png"), results, group_names)
+  _plot(os.path.join(FLAGS.workdir, "user_mixture.png"), results, group_names)
 
   print("| model | overall | " + " | ".join(group_names) + " |")
   print("|---" * (num_groups + 2) + "|")
@@ -261,8 +265,9 @@ def main(argv):
         f"(to population Bayes: {results['single_bt_gap_to_population_bayes']:.3f}); "
         f"MaxMin user purity {purity:.2f}; head recovery (best cos per group): "
         + ", ".join(f"{m} {np.round(v, 2).tolist()}" for m, v in recovery.items()))
-  print(f"wall time {wall:.1f} s; outputs in {_WORKDIR.value}")
+  print(f"wall time {wall:.1f} s; outputs in {FLAGS.workdir}")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

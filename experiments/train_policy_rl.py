@@ -27,10 +27,15 @@ from rmjax.train import config_overrides
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIG_FILE = os.path.join(_ROOT, "configs", "rl.py")
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", _CONFIG_FILE, "Config file, optionally with `:preset`.", lock_config=False)
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Output directory; default: runs/<config.name> under the cwd.")
+
+
+def _define_flags() -> None:
+  """The command-line flags, defined only when this file runs as a script: importing it
+  (tests, notebooks, another experiment) defines none, so two experiments never clash."""
+  config_flags.DEFINE_config_file(
+      "config", _CONFIG_FILE, "Config file, optionally with `:preset`.", lock_config=False)
+  flags.DEFINE_string(
+      "workdir", None, "Output directory; default: runs/<config.name> under the cwd.")
 
 
 def train_reward_model(config, workdir: str) -> str:
@@ -55,8 +60,8 @@ def train_reward_model(config, workdir: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join("runs", config.name)
+  config = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir or os.path.join("runs", config.name)
   from rmjax import parallel  # pylint: disable=g-import-not-at-top
   from rmjax.tasks import policy  # pylint: disable=g-import-not-at-top
   from rmjax.tasks.policy import reference  # pylint: disable=g-import-not-at-top
@@ -81,4 +86,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main, flags_parser=config_overrides.flags_parser_rejecting_unknown_keys(_CONFIG_FILE))

@@ -24,17 +24,22 @@ from rmjax.train import config_overrides
 
 _CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "configs", "reward_model.py")
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", _CONFIG_FILE, "Config file, optionally with `:preset`.", lock_config=True)
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Output directory; default: runs/reward_model_<preset> under the cwd.")
+
+
+def _define_flags() -> None:
+  """The command-line flags, defined only when this file runs as a script: importing it
+  (tests, notebooks, another experiment) defines none, so two experiments never clash."""
+  config_flags.DEFINE_config_file(
+      "config", _CONFIG_FILE, "Config file, optionally with `:preset`.", lock_config=True)
+  flags.DEFINE_string(
+      "workdir", None, "Output directory; default: runs/reward_model_<preset> under the cwd.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join("runs", f"reward_model_{config.name}")
+  config = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir or os.path.join("runs", f"reward_model_{config.name}")
   from rmjax import parallel  # pylint: disable=g-import-not-at-top
   from rmjax import train  # pylint: disable=g-import-not-at-top
   from rmjax.tasks import reward_model  # pylint: disable=g-import-not-at-top
@@ -49,4 +54,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main, flags_parser=config_overrides.flags_parser_rejecting_unknown_keys(_CONFIG_FILE))

@@ -111,3 +111,20 @@ def test_every_module_imports_first_on_its_own():
                         capture_output=True, text=True, timeout=600,
                         env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_experiment_scripts_import_together_without_defining_flags():
+  """Every experiment script imports next to every other in one process (as tests and
+  notebooks do), and importing defines no absl flag: each defines its flags only when run."""
+  names = sorted(f"experiments.{p.stem}" for p in (REPO_ROOT / "experiments").glob("*.py")
+                 if p.stem != "__init__")
+  assert "experiments.study_transform_and_combine_hh" in names and len(names) >= 10
+  code = ("import importlib, sys\nfrom absl import flags\n"
+          "for name in sys.argv[1:]:\n  importlib.import_module(name)\n"
+          "print(sorted(f for f in flags.FLAGS if (flags.FLAGS.find_module_defining_flag(f)\n"
+          "             or '').startswith('experiments')))\n")
+  proc = subprocess.run([sys.executable, "-c", code, *names], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=300,
+                        env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-2000:]

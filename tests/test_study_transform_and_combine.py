@@ -274,14 +274,9 @@ def test_smoke_study_has_every_key(smoke_result, tmp_path, monkeypatch):
   verdicts = {"reproduced", "partly reproduced", "not reproduced"}
   for claim in result["claims"].values():
     assert claim["verdict"] in verdicts and claim["rule"] and claim["statement"]
-  # main(): results.json with the seed's tables and a verdict per claim, the plots.
+  # run_study (what main calls): results.json with the seed's tables, a verdict per claim, plots.
   monkeypatch.setattr(study, "run_synthetic", lambda seed, smoke: result)
-  from absl import flags
-  flags.FLAGS(["study", "--smoke", f"--workdir={tmp_path}", "--num_seeds=1"])
-  try:
-    study.main(["study"])
-  finally:
-    flags.FLAGS.unparse_flags()
+  study.run_study(str(tmp_path), seed=0, num_seeds=1, smoke=True)
   out = json.loads((tmp_path / "results.json").read_text())
   assert set(out["per_seed"]) == {"0"} and set(out["claims"]) == set(result["claims"])
   assert set(out["units"]) >= set(study.MEASUREMENTS)
