@@ -47,9 +47,10 @@ Pieces:
   3 prompts, the response each design picks at n_max with its two scores.
 
 Cost (the default: 16 prompts per file x 16 samples of <= 48 tokens, all 465 held-out label
-pairs, MiniLM reward models), measured on this 2-core CPU shared with other jobs (load 5-7):
-27.5 min wall, 18.5 min of CPU; generation 20.5 min of it (SmolLM2 re-runs the prompt's
-prefill for every sample), loading 2, label pairs 3.5, sample scoring 1. `--smoke`: 1.5 min.
+pairs, MiniLM reward models) on this 2-core CPU, nothing else running: 3.0 min wall
+(generation 108 s, label pairs 44 s, sample scoring 16 s, loading 9 s); with both cores shared
+with other jobs (load 5-7) the same run took 27.5 min, 20.5 of them generating. The two MiniLM
+reward runs it reads take 3.7 and 2.4 min (README, "The flagship study"). `--smoke`: 1.5 min.
 
 Writes <workdir>/results.json and <workdir>/best_of_n_hh.png, prints Markdown tables. `run`
 is what experiments/study_transform_and_combine.py calls (its "hh" part).
@@ -78,7 +79,7 @@ FILES = ("helpful-base", "harmless-base")
 DESIGNS = ("sum", "lsc_and_q50", "lsc_and_q85", "min", "helpful_only", "harmless_only")
 _LSC_QUANTILES = {"lsc_and_q50": 0.5, "lsc_and_q85": 0.85}
 DEFAULT_WORKDIRS = {"helpful": "runs/hh_helpful_minilm", "harmless": "runs/hh_rlhf_minilm"}
-# Sizes: the default run (27.5 min on the shared 2-core CPU) and the smoke run.
+# Sizes: the default run (3 min on the quiet 2-core CPU) and the smoke run.
 DEFAULTS = dict(num_prompts=16, n=16, max_new_tokens=48, max_prompt_tokens=96,
                 num_label_pairs=0, temperature=1.0, generation_batch_prompts=2)
 SMOKE = dict(num_prompts=1, n=4, max_new_tokens=8, max_prompt_tokens=64, num_label_pairs=4,
@@ -610,13 +611,15 @@ def run(workdir: str, smoke: bool = False, *, seed: int = 0,
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
-  _plot(os.path.join(workdir, "best_of_n_hh.png"), best_of_n["all"], ns)
+  plot_best_of_n(os.path.join(workdir, "best_of_n_hh.png"), best_of_n["all"], ns)
   if verbose:
     print(markdown_report(results))
   return results
 
 
-def _plot(path: str, table: dict, ns: Sequence[int]) -> None:
+def plot_best_of_n(path: str, table: dict, ns: Sequence[int]) -> None:
+  """Plots each design's mean helpful and harmless RM score of its pick (`table`:
+  results["best_of_n"][group]) against sqrt of the best-of-n KL bound, for n in `ns`."""
   import matplotlib  # noqa: PLC0415
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # noqa: PLC0415

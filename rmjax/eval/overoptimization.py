@@ -401,6 +401,7 @@ def fit_gao_rl(d, gain) -> GaoFit:
 
   alpha, beta, r2, n = _least_squares(d, gain, columns)
   if beta > 0:
-    peak = float(np.exp(alpha / beta - 1.0))
+    with np.errstate(over="ignore"):  # alpha / beta > ~710: the peak is inf (far off the data)
+      peak = float(np.exp(alpha / beta - 1.0))
     return GaoFit("rl", alpha, beta, r2, peak, beta * peak, n)
   return GaoFit("rl", alpha, beta, r2, None, None, n)
