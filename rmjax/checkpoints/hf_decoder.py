@@ -134,7 +134,8 @@ def _rope_from_hf(hf_config: Mapping[str, Any]) -> tuple[float, dict[str, Any] |
 
 def decoder_config_from_hf(hf_config: Mapping[str, Any], *, lm_head: str | None = None,
                            dtype: str = "float32", param_dtype: str = "float32",
-                           max_len: int | None = None) -> TransformerConfig:
+                           max_len: int | None = None,
+                           attention: str = "reference") -> TransformerConfig:
   """The `TransformerConfig` of a Hugging Face Llama / Qwen2 / Qwen3 config.json.
 
   Args:
@@ -144,6 +145,7 @@ def decoder_config_from_hf(hf_config: Mapping[str, Any], *, lm_head: str | None 
     dtype: compute dtype name (default "float32").
     param_dtype: parameter dtype name (default "float32").
     max_len: longest accepted sequence; None takes `max_position_embeddings`.
+    attention: `TransformerConfig.attention` (default "reference").
 
   Returns:
     The validated `TransformerConfig`.
@@ -223,6 +225,7 @@ def decoder_config_from_hf(hf_config: Mapping[str, Any], *, lm_head: str | None 
         norm_eps=float(_get(hf_config, "rms_norm_eps", 1e-6)),
         dtype=dtype,
         param_dtype=param_dtype,
+        attention=attention,
         num_kv_heads=kv,
         explicit_head_dim=explicit,
         qkv_bias=model_type == "qwen2",

@@ -65,6 +65,9 @@ LM_HEAD_KINDS = ("tied", "untied", "none")
 # Gate activations of the MLP (`TransformerConfig.mlp_activation`).
 MLP_ACTIVATIONS = ("silu", "gelu_tanh")
 
+# Implementations of full-sequence attention (`TransformerConfig.attention`).
+ATTENTION_IMPLEMENTATIONS = ("reference", "dot_product")
+
 
 def _normalise_rope_scaling(value: Any) -> tuple[tuple[str, Any], ...] | None:
   """Checks a rope_scaling mapping; returns it as sorted (key, value) pairs (hashable)."""
@@ -204,6 +207,14 @@ class TransformerConfig:
     sliding_window: keys further back than sliding_window - 1 positions are masked in
       the layers listed in `sliding_window_layers` (Gemma-2; default None).
     sliding_window_layers: indices of the layers with a sliding window (default ()).
+    attention: how full-sequence attention (training, scoring, prefill) is computed:
+      "reference" (default: rmjax's einsum -> float32 softmax -> einsum, the reference in
+      the tests) or "dot_product" (`jax.nn.dot_product_attention`, which lets XLA pick
+      its fused kernel: cuDNN flash attention on GPU for bfloat16/float16 where the
+      shapes allow, plain XLA on CPU and TPU; grouped-query heads are read without
+      repeating keys). Same values and gradients at real tokens to float tolerance.
+      "dot_product" has no logit soft-capping (`attn_logit_softcap` must be None). Token-
+      by-token decoding with a KV cache always uses the reference path.
   """
 
   vocab_size: int = 259
@@ -231,6 +242,7 @@ class TransformerConfig:
   final_logit_softcap: float | None = None
   sliding_window: int | None = None
   sliding_window_layers: Any = ()
+  attention: str = "reference"
 
   def __post_init__(self):
     for name in ("vocab_size", "max_len", "d_model", "num_layers", "num_heads"):
@@ -260,6 +272,14 @@ class TransformerConfig:
       raise ValueError(
           f"TransformerConfig.mlp_activation must be one of {MLP_ACTIVATIONS}, got "
           f"{self.mlp_activation!r}.")
+    if self.attention not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(
+          f"TransformerConfig.attention must be one of {ATTENTION_IMPLEMENTATIONS}, got "
+          f"{self.attention!r}.")
+    if self.attention == "dot_product" and self.attn_logit_softcap is not None:
+      raise ValueError(
+          "TransformerConfig.attention='dot_product' has no logit soft-capping, got "
+          f"attn_logit_softcap={self.attn_logit_softcap}; use attention='reference'.")
     for name in ("query_pre_attn_scalar", "attn_logit_softcap", "final_logit_softcap"):
       if getattr(self, name) is not None:
         _check_positive_float(name, getattr(self, name))
@@ -697,12 +717,18 @@ class CausalSelfAttention(nnx.Module):
     dt = cfg.compute_dtype
     seq_len = x.shape[1]
     q, k, v = self._project(x, positions_from_mask(mask))
+    scalar = cfg.head_dim if cfg.query_pre_attn_scalar is None else cfg.query_pre_attn_scalar
+    if cfg.attention == "dot_product":
+      window = None if self.sliding_window is None else (self.sliding_window - 1, 0)
+      context = jax.nn.dot_product_attention(
+          q, k, v, mask=mask[:, None, None, :], scale=1.0 / math.sqrt(scalar),
+          is_causal=True, local_window_size=window)
+      return jnp.einsum("blhk,hkd->bld", context.astype(dt), self.out[...].astype(dt))
     groups = cfg.num_heads // cfg.kv_heads
     if groups > 1:  # grouped-query attention: query head h reads kv head h // groups
       k = jnp.repeat(k, groups, axis=2)
       v = jnp.repeat(v, groups, axis=2)
     logits = jnp.einsum("bqhk,bshk->bhqs", q, k, preferred_element_type=jnp.float32)
-    scalar = cfg.head_dim if cfg.query_pre_attn_scalar is None else cfg.query_pre_attn_scalar
     logits = logits * (1.0 / math.sqrt(scalar))
     if cfg.attn_logit_softcap is not None:
       logits = cfg.attn_logit_softcap * jnp.tanh(logits / cfg.attn_logit_softcap)

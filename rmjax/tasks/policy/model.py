@@ -81,7 +81,8 @@ def build_policy_model(config: ml_collections.ConfigDict) -> PolicyModel:
                        "needs a decoder with an LM head")
     model_config = hf_decoder.decoder_config_from_hf(
         ckpt.hf_config, max_len=config.data.max_len, dtype=config.model.dtype,
-        param_dtype=config.model.param_dtype)
+        param_dtype=config.model.param_dtype,
+        attention=config.model.get("attention", "reference"))
 
     def load_params(rng, shardings):
       del rng  # Nothing is new: the LM head is the checkpoint's.

@@ -189,13 +189,17 @@ def backbone_config(ckpt: Checkpoint, config: ml_collections.ConfigDict
 
   dtypes = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype)
   if ckpt.kind == "encoder":
+    if config.model.get("attention", "reference") != "reference":
+      raise ValueError(f"model.attention={config.model.attention!r} applies to decoders; the "
+                       f"encoder {ckpt.source} has only the reference attention")
     encoder = hf_bert.encoder_config_from_hf(ckpt.hf_config, **dtypes)
     if encoder.max_len < config.data.max_len:
       raise ValueError(f"data.max_len={config.data.max_len} exceeds the encoder's "
                        f"{encoder.max_len} positions ({ckpt.source})")
     return encoder
-  return hf_decoder.decoder_config_from_hf(ckpt.hf_config, lm_head="none",
-                                           max_len=config.data.max_len, **dtypes)
+  return hf_decoder.decoder_config_from_hf(
+      ckpt.hf_config, lm_head="none", max_len=config.data.max_len,
+      attention=config.model.get("attention", "reference"), **dtypes)
 
 
 def _first_layer(backbone: TransformerConfig | EncoderConfig,
