@@ -430,6 +430,14 @@ class DispatchTest(parameterized.TestCase):
                      ("reference",))
     self.assertEqual(dispatch.candidates("auto", "cpu", num_items=129),
                      ("chunked", "reference"))
+    # GPU: one group of up to 16384 scores -> the [N, N] reference (faster than Triton
+    # there, measured); grouped, or more, -> the kernel.
+    self.assertEqual(dispatch.candidates("auto", "gpu", num_items=16384, grouped=False),
+                     ("reference",))
+    for num_items, grouped in ((16385, False), (16384, True), (129, True)):
+      self.assertEqual(dispatch.candidates("auto", "gpu", num_items=num_items,
+                                           grouped=grouped),
+                       ("pallas_gpu", "chunked", "reference"))
 
   def test_auto_uses_chunked_on_cpu_and_reference_for_o_n2_cases(self):
     big_s, big_y = jnp.arange(130.0), jnp.arange(130) % 3
@@ -464,7 +472,7 @@ class DispatchTest(parameterized.TestCase):
     s, y = jnp.arange(130.0), jnp.arange(130) % 3
     original = dispatch.candidates
     try:
-      dispatch.candidates = lambda impl, backend=None, num_items=None: (
+      dispatch.candidates = lambda impl, backend=None, num_items=None, grouped=True: (
           original(impl, "tpu", num_items))
       jaxpr = str(jax.make_jaxpr(lambda s: all_pairs_loss(
           s, y, block_size=96))(s))
@@ -520,6 +528,12 @@ def _sharded_mesh():
 
 
 class ShardedTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    if jax.device_count() < 8:  # conftest gives CPU runs 8; a one-GPU machine has 1
+      self.skipTest(f"needs 8 devices for its mesh, this backend has {jax.device_count()} "
+                    f"({jax.default_backend()})")
 
   @parameterized.named_parameters(
       ("uniform", "uniform", 0.0, "mean"),

@@ -9,6 +9,7 @@ work is staged):
   backend "gpu":  pallas_gpu -> chunked -> reference
   otherwise:      chunked -> reference
   N <= 128:       reference (any backend)
+  GPU, one group, N <= 16384: reference
 
 Up to `SMALL_N` = 128 items the whole problem is one tile: the [N, N]
 reference is as fast (measured on CPU: 0.1 ms for value and gradient at
@@ -51,6 +52,12 @@ from rmjax.kernels.all_pairs import rules
 
 IMPLEMENTATIONS = ("auto", "reference", "chunked", "pallas_tpu", "pallas_gpu")
 SMALL_N = 128
+# On a GPU the [N, N] reference is faster than the Pallas (Triton) kernel for one group of
+# scores (measured on an H200, value and gradient: 1.5 ms vs 2.7 ms at N = 16384, 0.64 vs
+# 1.36 ms at 8192; README "Benchmarks"); its [N, N] buffers take ~1 GiB at 16384 (4 GiB at
+# 32768), so "auto" takes it up to this N. Grouped scores (prompts x responses) skip the
+# cross-prompt tiles in the kernel, which wins there (25x at 4096 prompts x 16).
+GPU_REFERENCE_MAX_N = 16384
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -130,13 +137,15 @@ def fast_loss(config: FastConfig, items: rules.PairItems, margin,
 
 
 def candidates(implementation: str, backend: Optional[str] = None,
-               num_items: Optional[int] = None):
+               num_items: Optional[int] = None, grouped: bool = True):
   """The implementations tried, in order, for `implementation` on `backend`.
 
   Args:
     implementation: one of `IMPLEMENTATIONS`.
     backend: "cpu", "gpu", "tpu", ...; default `jax.default_backend()`.
-    num_items: N, if known; "auto" uses the reference up to `SMALL_N`.
+    num_items: N, if known; "auto" uses the reference up to `SMALL_N`, and on a GPU up to
+      `GPU_REFERENCE_MAX_N` when the scores are one group.
+    grouped: whether the scores carry group ids (default True: the kernels' order).
 
   Returns:
     tuple of implementation names.
@@ -146,6 +155,8 @@ def candidates(implementation: str, backend: Optional[str] = None,
   (('chunked', 'reference'), ('pallas_tpu', 'chunked', 'reference'))
   >>> candidates("auto", "tpu", num_items=100), candidates("chunked", "tpu")
   (('reference',), ('chunked',))
+  >>> candidates("auto", "gpu", num_items=8192, grouped=False)
+  ('reference',)
   """
   if implementation != "auto":
     return (implementation,)
@@ -155,6 +166,8 @@ def candidates(implementation: str, backend: Optional[str] = None,
   if backend == "tpu":
     return ("pallas_tpu", "chunked", "reference")
   if backend in ("gpu", "cuda", "rocm"):
+    if not grouped and num_items is not None and num_items <= GPU_REFERENCE_MAX_N:
+      return ("reference",)
     return ("pallas_gpu", "chunked", "reference")
   return ("chunked", "reference")
 
@@ -236,7 +249,8 @@ def loss_from_items(items: rules.PairItems, margin, *, rule: rules.PairRule,
                     interpret, pair_weights, dtype) -> jax.Array:
   """Runs the first implementation of `candidates` that supports the case."""
   num_items = items.scores.shape[0]
-  names = candidates(implementation, num_items=num_items)
+  names = candidates(implementation, num_items=num_items,
+                     grouped=items.group_ids is not None)
   for position, name in enumerate(names):
     if name == "reference":
       return reference.all_pairs_loss(rule, items, margin,
