@@ -167,7 +167,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       vocab_size=259, d_model=128, num_layers=2, num_heads=4, d_ff=344,
       dtype="float32", param_dtype="float32",
       # Full-sequence attention: "reference" (einsum, the tests' reference) or "dot_product"
-      # (jax.nn.dot_product_attention: cuDNN flash attention on GPU in bf16/fp16).
+      # (jax.nn.dot_product_attention; see rmjax.models.TransformerConfig.attention).
       attention="reference"))
 
   config.optim = ml_collections.ConfigDict(dict(

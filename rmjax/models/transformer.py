@@ -209,10 +209,12 @@ class TransformerConfig:
     sliding_window_layers: indices of the layers with a sliding window (default ()).
     attention: how full-sequence attention (training, scoring, prefill) is computed:
       "reference" (default: rmjax's einsum -> float32 softmax -> einsum, the reference in
-      the tests) or "dot_product" (`jax.nn.dot_product_attention`, which lets XLA pick
-      its fused kernel: cuDNN flash attention on GPU for bfloat16/float16 where the
-      shapes allow, plain XLA on CPU and TPU; grouped-query heads are read without
-      repeating keys). Same values and gradients at real tokens to float tolerance.
+      the tests) or "dot_product" (`jax.nn.dot_product_attention` with its default
+      implementation, which is XLA's on CPU, GPU and TPU in jax 0.10 / 0.11 (cuDNN only
+      when asked for by name); grouped-query heads are read without repeating keys).
+      Same values and gradients at real tokens to float tolerance. Measured (value and
+      grad of a 4-layer d=1024 model): on an H200 in bfloat16 the same speed at 128 and
+      1024 tokens and 11% faster at 4096 (34 vs 38 ms); on the 2-core CPU 10% slower.
       "dot_product" has no logit soft-capping (`attn_logit_softcap` must be None). Token-
       by-token decoding with a KV cache always uses the reference path.
   """
