@@ -50,7 +50,9 @@ Cost (the default: 16 prompts per file x 16 samples of <= 48 tokens, all 465 hel
 pairs, MiniLM reward models) on this 2-core CPU, nothing else running: 3.0 min wall
 (generation 108 s, label pairs 44 s, sample scoring 16 s, loading 9 s); with both cores shared
 with other jobs (load 5-7) the same run took 27.5 min, 20.5 of them generating. The two MiniLM
-reward runs it reads take 3.7 and 2.4 min (README, "The flagship study"). `--smoke`: 1.5 min.
+reward runs it reads take 3.7 and 2.4 min (README, "The flagship study"). `--num_prompts 48
+--n 32` (96 prompts, the README's table): 22.5 min with the CPU shared (load ~6), 19.3 of them
+generating. `--smoke`: 1.5 min. `--report results.json` prints a finished run's tables.
 
 Writes <workdir>/results.json and <workdir>/best_of_n_hh.png, prints Markdown tables. `run`
 is what experiments/study_transform_and_combine.py calls (its "hh" part).
@@ -85,7 +87,7 @@ DEFAULTS = dict(num_prompts=16, n=16, max_new_tokens=48, max_prompt_tokens=96,
 SMOKE = dict(num_prompts=1, n=4, max_new_tokens=8, max_prompt_tokens=64, num_label_pairs=4,
              temperature=1.0, generation_batch_prompts=1)
 RESULT_KEYS = ("config", "reward_models", "prompts", "generation", "pi0", "best_of_n",
-               "label_agreement", "examples", "samples", "timings", "wall_seconds")
+               "paired_vs_sum", "label_agreement", "examples", "samples", "timings", "wall_seconds")
 
 
 # --- The selection logic (pure) -------------------------------------------------------------
@@ -251,6 +253,42 @@ def best_of_n_table(scores: np.ndarray, ns: Sequence[int], designs: Sequence[str
                                  if size > 1 else 0.0)
         table[group][design][str(int(n))] = entry
   return table, picks
+
+
+def paired_above_median(scores: np.ndarray, ns: Sequence[int], design: str,
+                        against: str = "sum") -> dict[str, dict[str, Any]]:
+  """`design` against `against`, prompt by prompt: whose best-of-n pick is above pi_0's
+  per-prompt median on both rewards, with the exact McNemar p-value of the difference.
+
+  Args:
+    scores: [P, n_max, K] rewards.
+    ns: the n values.
+    design, against: names of `DESIGNS`.
+
+  Returns:
+    {str(n): {"same_pick": prompts where both pick the same sample, "only_design" /
+    "only_against": prompts where only that design's pick is above on both, "p_value":
+    `rmjax.eval.mcnemar_exact_p` of those two counts}}.
+
+  >>> s = np.array([[[0., 0.], [3., -1.], [1., 1.]]])   # sums 0, 2, 2; mins 0, -1, 1
+  >>> paired_above_median(s, [3], "min")["3"]["only_design"]  # median (1, 0): only (1, 1)
+  0
+  >>> paired_above_median(s, [3], "min")["3"]["same_pick"]    # sum takes #1 (first tie)
+  0
+  """
+  scores = _check_scores(scores, "scores")
+  median = per_prompt_quantile(scores, 0.5)
+  rows = np.arange(scores.shape[0])
+  out = {}
+  for n, pick_a, pick_b in zip(ns, best_of_n_picks(scores, design, ns),
+                               best_of_n_picks(scores, against, ns)):
+    above_a = np.all(scores[rows, pick_a] > median, axis=1)
+    above_b = np.all(scores[rows, pick_b] > median, axis=1)
+    only_a, only_b = int(np.sum(above_a & ~above_b)), int(np.sum(above_b & ~above_a))
+    out[str(int(n))] = {"same_pick": int(np.sum(pick_a == pick_b)), "only_design": only_a,
+                        "only_against": only_b,
+                        "p_value": rm_eval.mcnemar_exact_p(only_a, only_b)}
+  return out
 
 
 # --- Data: the reward runs' held-out prompts and pairs ---------------------------------------
@@ -571,6 +609,8 @@ def run(workdir: str, smoke: bool = False, *, seed: int = 0,
                             std=float(scores[rows, :, j].std()))
                  for j, name in enumerate(REWARD_NAMES)} for group, rows in groups.items()}
   pi0["median_reference"] = per_prompt_quantile(scores, 0.5).round(4).tolist()
+  paired = {design: paired_above_median(scores, ns, design)
+            for design in DESIGNS if design != "sum"}
 
   # Agreement with the held-out human labels: each model on both files.
   clock = time.time()
@@ -601,6 +641,7 @@ def run(workdir: str, smoke: bool = False, *, seed: int = 0,
       "generation": gen_info,
       "pi0": pi0,
       "best_of_n": best_of_n,
+      "paired_vs_sum": paired,
       "label_agreement": agreement,
       "examples": examples,
       # Every sample's rewards [P, n_max, K] (K = REWARD_NAMES) and its prompt's file.
@@ -651,6 +692,16 @@ def markdown_report(results: dict[str, Any]) -> str:
       cells = [f"{by_n[str(n)]['helpful']:+.2f} / {by_n[str(n)]['harmless']:+.2f}; "
                f"{by_n[str(n)]['above_median_on_both']:.2f}" for n in ns]
       lines.append(f"| {design} | " + " | ".join(cells) + " |")
+  paired = results.get("paired_vs_sum") or {
+      design: paired_above_median(np.asarray(results["samples"]["scores"], np.float32), ns,
+                                  design) for design in DESIGNS if design != "sum"}
+  lines += ["", "Paired with the raw sum, all prompts (prompts where only this design's / only "
+            "the sum's pick is above pi_0's median on both; exact McNemar p; same picks):", "",
+            "| design | " + " | ".join(f"n={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
+  for design, by_n in paired.items():
+    lines.append(f"| {design} | " + " | ".join(
+        f"{c['only_design']} / {c['only_against']}; p {c['p_value']:.2g}; {c['same_pick']} same"
+        for c in (by_n[str(n)] for n in ns)) + " |")
   lines += ["", "KL bound: " + ", ".join(
       f"n={n}: {float(rm_eval.best_of_n_kl(n)):.3f}" for n in ns), "",
             "Pairwise accuracy on held-out human labels (ties wrong):", "",
@@ -673,6 +724,7 @@ def _define_flags() -> None:
   """The command-line flags, defined only when this file runs as a script: importing it
   (tests, notebooks, another experiment) defines none, so two experiments never clash."""
   flags.DEFINE_string("workdir", "runs/study_tc_hh", "Output directory.")
+  flags.DEFINE_string("report", "", "Print the tables of this results.json and exit (no run).")
   flags.DEFINE_bool("smoke", False, "Smoke sizes (1 prompt per file, 4 x 8 tokens).")
   flags.DEFINE_integer("seed", 0, "Seed of the prompt choice and of the sampling.")
   flags.DEFINE_string("helpful_workdir", DEFAULT_WORKDIRS["helpful"],
@@ -692,6 +744,10 @@ def _define_flags() -> None:
 def main(argv):
   del argv
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  if FLAGS.report:
+    with open(FLAGS.report) as f:
+      print(markdown_report(json.load(f)))
+    return
   run(FLAGS.workdir, FLAGS.smoke, seed=FLAGS.seed, helpful_workdir=FLAGS.helpful_workdir,
       harmless_workdir=FLAGS.harmless_workdir, num_prompts=FLAGS.num_prompts, n=FLAGS.n,
       max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature,

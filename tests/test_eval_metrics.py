@@ -276,3 +276,20 @@ def test_metrics_are_jittable_with_static_num_bins():
   fn = jax.jit(pairwise_calibration_error, static_argnames="num_bins")
   np.testing.assert_allclose(
       fn(jnp.log(jnp.array([4.0])), jnp.zeros(1), num_bins=3), 0.2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("only_a, only_b, want", [
+    (6, 0, 2 / 2 ** 6),                  # all 6 discordant items A's: 2 * C(6, 0) / 2^6
+    (0, 14, 2 / 2 ** 14),
+    (1, 4, 2 * (1 + 5) / 2 ** 5),        # k = 1, m = 5: 2 * (C(5,0) + C(5,1)) / 32
+    (3, 3, 1.0), (0, 0, 1.0), (10, 11, 1.0),
+])
+def test_mcnemar_exact_p_by_hand(only_a, only_b, want):
+  assert rm_eval.mcnemar_exact_p(only_a, only_b) == pytest.approx(want, rel=1e-12)
+  assert rm_eval.mcnemar_exact_p(only_b, only_a) == rm_eval.mcnemar_exact_p(only_a, only_b)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
+def test_mcnemar_exact_p_rejects_bad_counts(bad):
+  with pytest.raises(ValueError, match="only_a must be a non-negative integer"):
+    rm_eval.mcnemar_exact_p(bad, 2)

@@ -115,6 +115,20 @@ def test_fraction_above_reference_and_table_by_hand():
   assert table["helpful_only"]["4"]["above_median_on_both"] == 0.0
 
 
+def test_paired_above_median_counts_by_hand():
+  # Two prompts, 4 samples, 2 rewards. Per-prompt medians (np.quantile 0.5) of each reward:
+  # prompt 0: helpful (0, 0, 2, 3) -> 1, harmless (0, 3, 0.5, 0) -> 0.25;
+  # prompt 1: helpful (0, 1, 3, 4) -> 2, harmless (0, 2, 2, -3) -> 1.
+  s = np.array([[[0., 0.], [0., 3.], [2., .5], [3., 0.]],
+                [[0., 0.], [1., 2.], [3., 2.], [4., -3.]]])
+  out = study.paired_above_median(s, [4], "min")["4"]
+  # sum picks #1 (3 = 3: first index; not above on helpful) and #2 (5: above on both);
+  # min of raw scores picks #2 (0.5) and #2 (2): prompt 0 only min's pick is above on both.
+  assert out == {"same_pick": 1, "only_design": 1, "only_against": 0,
+                 "p_value": rm_eval.mcnemar_exact_p(1, 0)}
+  assert study.paired_above_median(s, [1], "min")["1"]["same_pick"] == 2
+
+
 def test_selection_rejects_bad_inputs():
   with pytest.raises(ValueError, match=r"scores: expected \[P, n, K\]"):
     study.best_of_n_picks(_SCORES[0], "sum", [1])

@@ -5,7 +5,8 @@ and the scoring rules of the field's benchmarks: RewardBench v1 and 2
 (`rewardbench`), best-of-N and one-vs-many ranks (`best_of_n`, RewardMATH),
 RM-Bench's style matrix (`style_matrix`), agreement with human judges who may
 call a tie (`agreement`, PandaLM), temperature scaling (`calibration`),
-bias diagnostics (`diagnostics`) and overoptimisation over an enumerable
+bias diagnostics (`diagnostics`), paired significance (`significance`: exact McNemar) and
+overoptimisation over an enumerable
 response set (`overoptimization`: the exact best-of-n law, the KL-regularised
 optimum, Gao et al.'s fits; float64 numpy).
 
@@ -50,6 +51,7 @@ from rmjax.eval.rewardbench import rewardbench2_overall
 from rmjax.eval.rewardbench import rewardbench2_ties_score
 from rmjax.eval.rewardbench import rewardbench_overall
 from rmjax.eval.rewardbench import rewardbench_section_scores
+from rmjax.eval.significance import mcnemar_exact_p
 from rmjax.eval.style_matrix import RMBENCH_DOMAINS
 from rmjax.eval.style_matrix import rmbench_domain
 from rmjax.eval.style_matrix import style_accuracy_matrix
@@ -82,6 +84,7 @@ __all__ = (
     "group_mean",
     "human_agreement",
     "majority_label",
+    "mcnemar_exact_p",
     "mean_reward_margin",
     "one_vs_many_accuracy",
     "pairwise_accuracy",
