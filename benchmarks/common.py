@@ -1,8 +1,10 @@
-"""What every benchmark table's header says about the run: machine, backend, load, time."""
+"""Shared pieces of the benchmarks: the table header (machine, backend, load, time), Markdown
+tables, and the reward-model training step they time."""
 
 import os
 import platform
 import time
+from typing import Any, NamedTuple
 
 
 def run_header(load_before: tuple[float, ...], start: float, **extra) -> dict:
@@ -40,3 +42,40 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
   lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
   return "\n".join(lines)
+
+
+class Step(NamedTuple):
+  """A reward-model training step ready to run: the jitted step (state donated), its first
+  state, `num_batches` batches, and the model config."""
+  train_step: Any
+  state: Any
+  batches: list
+  model_config: Any
+
+
+def build_step(config, batch_size: int, num_batches: int) -> Step:
+  """The training job's own step (`rmjax.train.program.make_train_step` over the task's
+  loss, the config's optimiser) on `num_batches` batches of the config's synthetic data."""
+  from rmjax import data as rm_data
+  from rmjax import models
+  from rmjax.tasks import reward_model as rm_task
+  from rmjax.train import optim
+  from rmjax.train import program as program_lib
+  from rmjax.train.state import TrainState
+
+  import jax  # pylint: disable=g-import-not-at-top
+
+  config.data.synthetic.num_train = max(4 * batch_size, 256)
+  config.data.synthetic.num_eval = 64
+  data = rm_data.load_preference_data(config.data, workdir="/tmp/rmjax_bench")
+  model_config = models.TransformerConfig.from_dict(
+      dict(config.model.to_dict(), max_len=config.data.max_len))
+  graphdef, params = models.init_reward_model(model_config, jax.random.PRNGKey(0))
+  optimizer, _ = optim.make_optimizer(config.optim, 1000)
+  state = TrainState.create(params, optimizer, jax.random.PRNGKey(1))
+  loss_fn = rm_task.make_task(config).make_loss(graphdef, lambda fn: fn)
+  train_step = jax.jit(program_lib.make_train_step(loss_fn, optimizer), donate_argnums=0)
+  keys = ("chosen_tokens", "chosen_mask", "rejected_tokens", "rejected_mask", "margin", "valid")
+  batches = [jax.device_put({k: b[k] for k in keys})
+             for b in (data.train.train_batch(i, batch_size, 0) for i in range(num_batches))]
+  return Step(train_step, state, batches, model_config)

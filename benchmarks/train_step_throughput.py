@@ -28,26 +28,12 @@ _JSON_OUT = flags.DEFINE_string("json_out", "", "Write the table as JSON here.")
 
 
 def _measure(config, batch_size):
-  from rmjax import data as rm_data
   from rmjax import models
-  from rmjax.tasks import reward_model as rm_task
-  from rmjax.train import optim
-  from rmjax.train import program as program_lib
-  from rmjax.train.state import TrainState
 
-  config.data.synthetic.num_train = max(4 * batch_size, 256)
-  config.data.synthetic.num_eval = 64
-  data = rm_data.load_preference_data(config.data, workdir="/tmp/rmjax_bench")
-  model_config = models.TransformerConfig.from_dict(
-      dict(config.model.to_dict(), max_len=config.data.max_len))
-  graphdef, params = models.init_reward_model(model_config, jax.random.PRNGKey(0))
-  optimizer, _ = optim.make_optimizer(config.optim, 1000)
-  state = TrainState.create(params, optimizer, jax.random.PRNGKey(1))
-  loss_fn = rm_task.make_task(config).make_loss(graphdef, lambda fn: fn)
-  train_step = jax.jit(program_lib.make_train_step(loss_fn, optimizer), donate_argnums=0)
-  keys = ("chosen_tokens", "chosen_mask", "rejected_tokens", "rejected_mask", "margin", "valid")
-  batches = [jax.device_put({k: b[k] for k in keys})
-             for b in (data.train.train_batch(i, batch_size, 0) for i in range(_STEPS.value))]
+  from benchmarks import common
+
+  train_step, state, batches, model_config = common.build_step(config, batch_size,
+                                                                _STEPS.value)
   state, metrics = train_step(state, batches[0])  # Compile and warm up.
   jax.block_until_ready(metrics)
   times = []
@@ -61,7 +47,7 @@ def _measure(config, batch_size):
   tokens = 2 * batch_size * config.data.max_len
   return {
       "preset": config.name, "batch_pairs": batch_size, "max_len": config.data.max_len,
-      "params": models.count_params(params), "median_step_ms": 1e3 * step_s,
+      "params": models.count_params(state.params), "median_step_ms": 1e3 * step_s,
       "tokens_per_s": tokens / step_s, "pairs_per_s": batch_size / step_s,
       "model_gflop_per_s": tokens / step_s * models.flops_per_token(
           model_config, config.data.max_len) / 1e9,
