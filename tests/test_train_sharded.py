@@ -273,7 +273,10 @@ def test_two_processes_match_one_process_and_resume_from_their_checkpoint(tmp_pa
   common = ["--config", "configs/reward_model.py:smoke,fsdp", "--config.train.log_every=2",
             "--config.train.eval_every=6", "--config.train.checkpoint_every=3",
             "--config.train.tensorboard=False", "--config.checkpoint.async_save=False",
-            "--config.eval.batch_size=32", "--config.data.synthetic.num_eval=64"]
+            "--config.eval.batch_size=32", "--config.data.synthetic.num_eval=64",
+            # Batches cut to 18 or 20 tokens by their longest sequence: both processes must
+            # pick the same width for every step (else the global arrays would not match).
+            "--config.data.length_buckets=12,16,18,20"]
   launcher = ["experiments.launch_local_multihost", "--num_processes=2",
               "--devices_per_process=2", f"--log_dir={tmp_path / 'logs'}", "--timeout=240", "--"]
   multi = tmp_path / "multi"

@@ -119,7 +119,7 @@ class BatchPlacer:
     spec: ``data.length_buckets``.
 
   Attributes:
-    widths_used: Counter of the widths of the batches placed so far (train and eval).
+    widths_used: dataset name -> Counter of the widths of its batches placed so far.
   """
 
   def __init__(self, sharding, fields: Sequence[str], *,
@@ -131,7 +131,7 @@ class BatchPlacer:
     self.mask_fields = tuple(mask_fields)
     self.spec = spec
     self.enabled = bool(spec and spec.strip()) and bool(self.length_axes)
-    self.widths_used: Counter = Counter()
+    self.widths_used: dict[str, Counter] = {}
     self._lengths: dict[int, tuple[Any, tuple[int, ...], np.ndarray]] = {}
 
   def buckets_and_lengths(self, dataset) -> tuple[tuple[int, ...], np.ndarray]:
@@ -160,7 +160,8 @@ class BatchPlacer:
   def __call__(self, dataset, indices: np.ndarray, valid: np.ndarray | None = None) -> dict:
     width = self.width(dataset, indices)
     if width is not None:
-      self.widths_used[width] += 1
+      name = str(getattr(dataset, "name", type(dataset).__name__))
+      self.widths_used.setdefault(name, Counter())[width] += 1
     return place_batch(dataset, np.asarray(indices), self.sharding, self.fields, valid,
                        width=width, length_axes=self.length_axes)
 

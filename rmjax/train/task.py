@@ -82,7 +82,9 @@ class Task:
     length_axes: batch field -> its token axis (e.g. -1 for tokens [B, L], -2 for
       features [B, L, D]), for the fields whose right padding the task's functions ignore;
       with ``data.length_buckets`` set, the trainer cuts them to the batch's bucket
-      (`rmjax.train.batching.BatchPlacer`). Empty (default): batches keep their length.
+      (`rmjax.train.batching.BatchPlacer`). ``{}``: nothing to cut in this setting (e.g.
+      pooled features); None (default): the task's batches cannot be cut, and
+      ``data.length_buckets`` is refused.
     check_mesh: `(mesh) -> None`, the task's own checks against the mesh (raise ValueError).
     write_plots: optional `(workdir, final_metrics, arrays) -> None`.
     flops_per_token: optional model FLOPs per token of a training step (the report's
@@ -117,7 +119,7 @@ class Task:
   evaluate: Callable[[EvalFn, Any, Any, PlaceFn], tuple[dict[str, Any], dict[str, Any]]]
   batch_fields: Sequence[str]
   token_mask_fields: Sequence[str] = ()
-  length_axes: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  length_axes: Mapping[str, int] | None = None
   check_mesh: Callable[[jax.sharding.Mesh], None] = _no_check
   write_plots: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None
   flops_per_token: float | None = None

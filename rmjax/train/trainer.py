@@ -78,11 +78,11 @@ def make_placer(config: ml_collections.ConfigDict, task: Task, batch_sharding
   """The batch placer of a run: `task`'s fields, cut to ``config.data.length_buckets``.
 
   Raises:
-    ValueError: length buckets for a task whose batches have no token axes to cut
-      (`Task.length_axes` empty, e.g. RL's prompts).
+    ValueError: length buckets for a task whose batches cannot be cut (`Task.length_axes`
+      None, e.g. RL's left-padded prompts).
   """
   spec = config.get("data", {}).get("length_buckets", "") or ""
-  if spec.strip() and not task.length_axes:
+  if spec.strip() and task.length_axes is None:
     raise ValueError(f"data.length_buckets={spec!r}: task {task.name!r} declares no token "
                      "axes to cut (Task.length_axes); leave data.length_buckets empty")
   return batching.BatchPlacer(batch_sharding, task.batch_fields,
@@ -163,7 +163,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     for step in range(start_step, num_steps):
       indices = data.train.train_indices(step, batch_size, config.data_seed)
       state, metrics = program.train_step(state, place(data.train, indices))
-      meter.step(metrics, int(real_tokens[indices].sum()))
+      width = place.width(data.train, indices)
+      meter.step(metrics, int(real_tokens[indices].sum()),
+                 None if width is None else tokens_per_step * width // seq_len)
       done = step + 1
       if done % config.train.log_every == 0 or done == num_steps:
         writer.write(done, "train", meter.record(float(program.schedule(step))))
@@ -207,11 +209,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "batch_size": batch_size,
   }
   if place.enabled:
-    report["length_buckets"] = dict(spec=place.spec,
-                                    widths_used=dict(sorted(place.widths_used.items())))
+    report["length_buckets"] = dict(
+        spec=place.spec, widths_used={name: dict(sorted(counts.items()))
+                                      for name, counts in place.widths_used.items()})
   totals = meter.totals
   if totals["seconds"] > 0:
-    report["train_tokens_per_s"] = totals["steps"] * tokens_per_step / totals["seconds"]
+    report["train_tokens_per_s"] = totals["padded_tokens"] / totals["seconds"]
     report["train_real_tokens_per_s"] = totals["real_tokens"] / totals["seconds"]
     report["train_examples_per_s"] = totals["steps"] * batch_size / totals["seconds"]
     if task.flops_per_token is not None:
