@@ -107,13 +107,6 @@ def test_buckets_on_a_task_without_token_axes_is_refused():
 
 # Values: a cut batch against the max_len-padded batch.
 
-def _smoke(max_len, spec, family="bt"):
-  config = reward_model.get_config(f"{family},smoke")
-  config.data.update(max_len=max_len, length_buckets=spec)
-  config.mesh.num_devices = 1
-  return config
-
-
 def _values(task, program, params, batch):
   loss_fn = task.make_loss(program.graphdef, lambda fn: fn)
   (loss, metrics), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
@@ -124,12 +117,20 @@ def _values(task, program, params, batch):
   return jax.device_get((loss, metrics, grads, logits))
 
 
-@pytest.mark.parametrize("family", ["bt", "listwise"])
-def test_cut_batch_equals_the_padded_batch(family):
-  """Loss, metrics, every gradient and the eval logits of a batch cut from 48 to 24
-  positions equal those of the same batch padded to 48 (pair and list formats)."""
-  config = _smoke(48, "24", family)
-  task = rm_task.make_task(config)
+def _task(kind, max_len, spec):
+  """A reward-model family's smoke task, or ("sft") the SFT task's, at max_len / spec."""
+  config = policy_config("sft", "smoke") if kind == "sft" else reward_model.get_config(
+      f"{kind},smoke")
+  config.data.update(max_len=max_len, length_buckets=spec)
+  config.mesh.num_devices = 1
+  return config, (policy.make_task if kind == "sft" else rm_task.make_task)(config)
+
+
+@pytest.mark.parametrize("kind", ["bt", "listwise", "sft"])
+def test_cut_batch_equals_the_padded_batch(kind):
+  """Loss, metrics, every gradient and (pairs) the eval logits of a batch cut from 48 to
+  24 positions equal those of the same batch padded to 48 (pairs, lists, SFT sequences)."""
+  config, task = _task(kind, 48, "24")
   program = program_lib.build_program(config, task, devices=jax.devices()[:1])
   params = program.init(jax.random.PRNGKey(0)).params
   data = task.load_data("/nonexistent")
@@ -147,35 +148,13 @@ def test_cut_batch_equals_the_padded_batch(family):
   assert float(np.abs(want[0])) > 0.1  # a real loss, not a vacuous comparison
 
 
-def test_cut_sft_batch_equals_the_padded_batch():
-  """The SFT task's loss and gradients on a batch cut from 48 to 24 positions."""
-  config = policy_config("sft", "smoke")
-  config.data.update(max_len=48, length_buckets="24")
-  config.mesh.num_devices = 1
-  task = policy.make_task(config)
-  program = program_lib.build_program(config, task, devices=jax.devices()[:1])
-  params = program.init(jax.random.PRNGKey(0)).params
-  data = task.load_data("/nonexistent")
-  placer = trainer.make_placer(config, task, program.batch_sharding)
-  indices = data.train.train_indices(0, config.train.batch_size, config.data_seed)
-  cut = placer(data.train, indices)
-  full = batching.place_batch(data.train, indices, program.batch_sharding, task.batch_fields)
-  assert cut["tokens"].shape[-1] == 24 and full["tokens"].shape[-1] == 48
-  loss_fn = task.make_loss(program.graphdef, lambda fn: fn)
-  grad = lambda batch: jax.device_get(jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
-      params, batch, jax.random.PRNGKey(0)))
-  for a, b in zip(jax.tree.leaves(grad(cut)), jax.tree.leaves(grad(full))):
-    np.testing.assert_allclose(a, b, **TOL)
-
-
 # Compiles: at most one per bucket met.
 
 def test_one_compile_per_bucket_met_over_varied_lengths():
   """Smoke batches' longest sequences are 17 to 19 tokens: under buckets (12, 16, 18, 20,
   24) they take widths 18 and 20, and the jitted train and eval steps compile exactly once
   for each width met, whatever the number of steps."""
-  config = _smoke(24, "12,16,18,20")
-  task = rm_task.make_task(config)
+  config, task = _task("bt", 24, "12,16,18,20")
   program = program_lib.build_program(config, task, devices=jax.devices()[:1])
   state = program.init(jax.random.PRNGKey(0))
   data = task.load_data("/nonexistent")
@@ -198,8 +177,7 @@ def test_every_process_picks_the_bucket_of_the_global_batch():
   """The width comes from the global indices and the whole dataset's masks: a process that
   loads only half of the rows still picks the bucket of the batch's longest sequence, even
   when that sequence is in the other half."""
-  config = _smoke(24, "12,16,18,20")
-  task = rm_task.make_task(config)
+  config, task = _task("bt", 24, "12,16,18,20")
   data = task.load_data("/nonexistent")
   placer = batching.BatchPlacer(None, task.batch_fields, length_axes=task.length_axes,
                                 mask_fields=task.token_mask_fields, spec="12,16,18,20")
