@@ -9,10 +9,10 @@ a plain transfer).
 Length buckets (`BatchPlacer`, ``data.length_buckets``): this is where the padded length of
 a batch is decided. Datasets hold every sequence right-padded to max_len; the placer cuts
 the fields with a token axis to the shortest bucket that holds the batch's longest real
-sequence (`rmjax.data.buckets`). The bucket is a function of the GLOBAL batch's
-indices and the whole dataset's masks, which every process holds, so all processes pick the
-same width for a step without communicating (the global arrays they assemble have one
-shape), and a jitted step compiles at most once per bucket.
+sequence (`rmjax.data.buckets`). The bucket is a function of the GLOBAL batch's indices and
+the whole dataset's masks, which every process holds, so all processes pick the same width
+for a step without communicating (the global arrays they assemble have one shape), and a
+jitted step compiles at most once per bucket.
 """
 
 from collections import Counter
@@ -105,10 +105,10 @@ class BatchPlacer:
     width(batch) = min{ b in buckets : b >= max_{i in batch} longest real sequence of i }
 
   with ``buckets = length_buckets(spec, L)`` of each dataset's own sequence length L
-  (`rmjax.data.buckets`). The width is computed from the global batch's `indices`
-  and the dataset's whole masks, the same on every process (no collective needed); each
-  jitted function that reads the batch compiles at most ``len(buckets)`` times. With
-  ``spec = ""`` or no `length_axes`, batches keep their full length (no cut).
+  (`rmjax.data.buckets`). The width is computed from the global batch's `indices` and the
+  dataset's whole masks, the same on every process (no collective needed); each jitted
+  function that reads the batch compiles at most ``len(buckets)`` times. With ``spec = ""``
+  or no `length_axes`, batches keep their full length (no cut).
 
   Args:
     sharding: the batch sharding.
@@ -138,8 +138,7 @@ class BatchPlacer:
     """(buckets, int64 [N] longest real sequence of each example) of `dataset` (cached)."""
     key = id(dataset)
     if key not in self._lengths:
-      seq_len, longest = buckets_lib.longest_real_lengths(dataset.arrays,
-                                                                 self.mask_fields)
+      seq_len, longest = buckets_lib.longest_real_lengths(dataset.arrays, self.mask_fields)
       if not seq_len:
         raise ValueError(f"data.length_buckets={self.spec!r}: dataset "
                          f"{getattr(dataset, 'name', dataset)!r} has none of the token masks "
