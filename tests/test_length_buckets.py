@@ -2,6 +2,7 @@
 (loss, metrics, gradients, eval logits), and a jitted step compiles once per bucket met."""
 
 import pathlib
+import types
 import sys
 
 import jax
@@ -205,3 +206,18 @@ def test_default_preset_is_never_cut_so_its_run_is_unchanged():
   eval_widths = {placer.width(data.eval, indices) for indices, _ in
                  rm_data.eval_index_batches(data.eval.num_examples, config.eval.batch_size)}
   assert train_widths == eval_widths == {config.data.max_len}
+
+
+def test_reward_model_token_axes_of_each_input_kind():
+  """Tokens and masks are cut on their last axis, per-token cached features [B, L, D]
+  (trainable "last_blocks") on their second-to-last; pooled features [B, D] have none."""
+  from rmjax.tasks.reward_model import task as task_lib  # pylint: disable=g-import-not-at-top
+  pairs = types.SimpleNamespace(data_format="pairs")
+  model = lambda *fields: types.SimpleNamespace(input_fields=fields)
+  assert task_lib._length_axes(pairs, model("tokens", "mask")) == {  # pylint: disable=protected-access
+      "chosen_tokens": -1, "rejected_tokens": -1, "chosen_mask": -1, "rejected_mask": -1}
+  assert task_lib._length_axes(pairs, model("features", "mask")) == {  # pylint: disable=protected-access
+      "chosen_features": -2, "rejected_features": -2, "chosen_mask": -1, "rejected_mask": -1}
+  assert task_lib._length_axes(pairs, model("features")) == {}  # pylint: disable=protected-access
+  lists = types.SimpleNamespace(data_format="lists")
+  assert task_lib._length_axes(lists, model("tokens", "mask")) == {"tokens": -1, "mask": -1}  # pylint: disable=protected-access
