@@ -73,6 +73,11 @@ Multi-process runs (config.distributed; see "Running at scale" in the README):
 Left empty, a SLURM job step with several tasks (srun) or a multi-worker Cloud TPU slice is
 detected (jax.distributed.initialize() without arguments); --config.distributed.auto=True
 forces that detection. Every process runs the same command.
+Length buckets (config.data.length_buckets, rmjax.data.buckets): each batch is cut to the
+shortest bucket that holds its longest sequence (one compile per bucket met); on in the
+default preset ("multiple:8": its batches all need 24, so the run is unchanged; at
+--config.data.max_len=160 they stay at 24) and hh_rlhf / hh_helpful ("multiple:64"); "" pads
+every batch to max_len.
 Override any field with --config.a.b=value; unknown keys are rejected.
 """
 
