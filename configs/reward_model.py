@@ -73,6 +73,11 @@ Multi-process runs (config.distributed; see "Running at scale" in the README):
 Left empty, a SLURM job step with several tasks (srun) or a multi-worker Cloud TPU slice is
 detected (jax.distributed.initialize() without arguments); --config.distributed.auto=True
 forces that detection. Every process runs the same command.
+Length buckets (config.data.length_buckets, rmjax.data.buckets): each batch is cut to the
+shortest bucket that holds its longest sequence (one compile per bucket met); on in the
+default preset ("multiple:8": its batches all need 24, so the run is unchanged; at
+--config.data.max_len=160 they stay at 24) and hh_rlhf / hh_helpful ("multiple:64"); "" pads
+every batch to max_len.
 Override any field with --config.a.b=value; unknown keys are rejected.
 """
 
@@ -230,6 +235,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the preset (data format, sizes).
   if world:
     _configure_policy_world(config, preset)
+  # Length buckets (rmjax.data.buckets): each batch is cut to the shortest bucket that holds
+  # its longest sequence, one compile per bucket met. The default preset: (8, 16, 24), and
+  # every one of its batches needs 24 (the longest of 64 pairs is always 18 or 19 tokens),
+  # so its run is exactly the unbucketed one; with --config.data.max_len=160 its batches
+  # stay at 24 instead of 160. Real data: (64, 128, ..., max_len). The smoke presets (the
+  # tests) and pod (its dry run compiles one shape) pad to max_len.
+  if preset == "default":
+    config.data.length_buckets = "multiple:8"
+  elif preset in ("hh_rlhf", "hh_helpful"):
+    config.data.length_buckets = "multiple:64"
   for section, fields in family.config().items():
     config[section] = ml_collections.ConfigDict(fields)
   family.configure(config, preset)

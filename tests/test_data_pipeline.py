@@ -41,6 +41,7 @@ def test_default_config_fields():
       source="synthetic", format="pairs", attributes=False, max_len=128, max_prompt_len=64,
       tokenizer="bytes", chat_template="plain", on_malformed="skip", path="",
       eval_path="", eval_fraction=0.1, split_seed=0, split_by="record", tfds_data_dir="",
+      length_buckets="",
       synthetic=dict(seed=0, world_seed=0, num_train=32768, num_eval=4096, prompt_len_min=2,
                      prompt_len_max=5, response_len_min=4, response_len_max=12,
                      num_letters=10, match_bonus=1.0, temperature=0.11, margin="none",

@@ -273,7 +273,10 @@ def test_two_processes_match_one_process_and_resume_from_their_checkpoint(tmp_pa
   common = ["--config", "configs/reward_model.py:smoke,fsdp", "--config.train.log_every=2",
             "--config.train.eval_every=6", "--config.train.checkpoint_every=3",
             "--config.train.tensorboard=False", "--config.checkpoint.async_save=False",
-            "--config.eval.batch_size=32", "--config.data.synthetic.num_eval=64"]
+            "--config.eval.batch_size=32", "--config.data.synthetic.num_eval=64",
+            # Batches cut to 18 or 20 tokens by their longest sequence: both processes must
+            # pick the same width for every step (else the global arrays would not match).
+            "--config.data.length_buckets=12,16,18,20"]
   launcher = ["experiments.launch_local_multihost", "--num_processes=2",
               "--devices_per_process=2", f"--log_dir={tmp_path / 'logs'}", "--timeout=240", "--"]
   multi = tmp_path / "multi"
@@ -289,6 +292,9 @@ def test_two_processes_match_one_process_and_resume_from_their_checkpoint(tmp_pa
   assert code == 0, err[-3000:] + logs[-3000:]
   saved = sorted(int(p.name) for p in (multi / "checkpoints").iterdir() if p.name.isdigit())
   assert saved == [3, 6]
+  # Steps 0-5 were cut to 18 or 20 tokens (both processes picked the same width each step).
+  first = json.loads((multi / "report.json").read_text())["length_buckets"]["widths_used"]
+  assert first["train"] == {"18": 5, "20": 1}
   # Each process loaded only its half of every batch of 16 (fsdp 4 = 2 devices per process).
   assert "process 0 of 2 loads rows [0, 8) of every training batch of 16" in err
   assert "process 1 of 2 loads rows [8, 16) of every training batch of 16" in logs
@@ -300,6 +306,9 @@ def test_two_processes_match_one_process_and_resume_from_their_checkpoint(tmp_pa
   report = json.loads((multi / "report.json").read_text())
   assert report["processes"] == 2 and report["devices"] == 4
   assert report["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
+  # The resumed steps (6, 7) were cut to 20 tokens, its evaluation's batches to 20 and 18.
+  assert report["length_buckets"]["widths_used"] == {"train": {"20": 2},
+                                                     "eval": {"18": 1, "20": 1}}
 
   code, _, err = _run(single_args, single_env, timeout=300, proc=single_proc)
   assert code == 0, err[-3000:]

@@ -45,6 +45,9 @@ from rmjax.data.datasets import eval_index_batches
 from rmjax.data.datasets import ListDataset
 from rmjax.data.datasets import PreferenceDataset
 from rmjax.data.datasets import SequenceDataset
+from rmjax.data.buckets import bucket_length
+from rmjax.data.buckets import length_buckets
+from rmjax.data.buckets import longest_real_lengths
 from rmjax.data.loading import default_data_config
 from rmjax.data.loading import describe_tokenizer
 from rmjax.data.loading import FORMATS
@@ -79,6 +82,7 @@ __all__ = [
     "benchmark_pair_datasets",
     "eval_index_batches", "FORMATS", "get_chat_template", "HHH_PROPERTIES",
     "layout_pair", "ListDataset", "load_hhh_alignment",
+    "bucket_length", "length_buckets", "longest_real_lengths",
     "ground_truth_reward", "ground_truth_rewards", "HhRlhf", "load_preference_data",
     "make_synthetic_preferences", "make_tokenizer", "make_world", "MalformedRecordError",
     "PreferenceData", "PreferenceDataset", "SequenceDataset", "PreferenceJsonl", "SOURCES", "SPLIT_BY",

@@ -19,6 +19,7 @@ import numpy as np
 
 from rmjax.data import benchmarks as benchmarks_lib
 from rmjax.data import chat as chat_lib
+from rmjax.data import buckets as buckets_lib
 from rmjax.data import synthetic as synthetic_lib
 from rmjax.data import tokenizer as tokenizer_lib
 from rmjax.data.builders import base as builders_base
@@ -69,6 +70,11 @@ def default_data_config() -> ml_collections.ConfigDict:
       temperature 0.11. Its sequences hold at most 19 tokens, so ``max_len = 24`` with
       ``max_prompt_len = 8`` loses nothing and trains several times faster than the
       default 128.
+    length_buckets: "" (default: every batch padded to max_len), or the lengths a batch
+      is cut to, the shortest that holds its longest sequence: "multiple:K", "pow2" or
+      "a,b,c" (`rmjax.data.buckets`; max_len is always the last). A jitted step
+      compiles once per bucket it meets, so at most that many programs; the cut drops only
+      padding, so values change by float rounding at most.
   """
   return ml_collections.ConfigDict(dict(
       source="synthetic",
@@ -85,6 +91,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       split_seed=0,
       split_by="record",
       tfds_data_dir="",
+      length_buckets="",
       synthetic=ml_collections.ConfigDict(synthetic_lib.default_synthetic_config()),
   ))
 
@@ -302,6 +309,7 @@ def _validate_config(cfg: Any) -> None:
             f"data_config.eval_fraction must lie in (0, 1) when eval_path is empty, got "
             f"{fraction!r}")
     _check_int("data_config.split_seed", cfg.get("split_seed"), 0)
+  buckets_lib.length_buckets(cfg.get("length_buckets"), cfg.get("max_len"))
 
 
 def _merged_config(data_config: Any) -> ml_collections.ConfigDict:

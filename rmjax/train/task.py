@@ -13,6 +13,8 @@ DPO, RL, ...; see `rmjax.tasks`) owns the rest, given to the trainer as a `Task`
   load_data(workdir) -> TaskData                 its train and eval datasets and a report
   evaluate(eval_fn, params, dataset, place)      -> (metrics, arrays), over a whole eval set
   batch_fields                                   the batch fields its functions read
+  length_axes                                    optional: fields with a token axis, cut
+                                                 to the batch's length bucket
   make_train_step(graphdef, shard, optimizer, shardings) -> step   optional: its own step
   init_task_state() -> pytree                    optional: state beside the params
 
@@ -76,7 +78,13 @@ class Task:
     batch_fields: fields of a dataset's batches that `loss_fn` and `eval_fn` read; the
       others stay on the host ('valid' always goes).
     token_mask_fields: the [N, ..., L] token masks of an example (throughput: their
-      padded and real token counts).
+      padded and real token counts; length buckets: the longest real sequence).
+    length_axes: batch field -> its token axis (e.g. -1 for tokens [B, L], -2 for
+      features [B, L, D]), for the fields whose right padding the task's functions ignore;
+      with ``data.length_buckets`` set, the trainer cuts them to the batch's bucket
+      (`rmjax.train.batching.BatchPlacer`). ``{}``: nothing to cut in this setting (e.g.
+      pooled features); None (default): the task's batches cannot be cut, and
+      ``data.length_buckets`` is refused.
     check_mesh: `(mesh) -> None`, the task's own checks against the mesh (raise ValueError).
     write_plots: optional `(workdir, final_metrics, arrays) -> None`.
     flops_per_token: optional model FLOPs per token of a training step (the report's
@@ -111,6 +119,7 @@ class Task:
   evaluate: Callable[[EvalFn, Any, Any, PlaceFn], tuple[dict[str, Any], dict[str, Any]]]
   batch_fields: Sequence[str]
   token_mask_fields: Sequence[str] = ()
+  length_axes: Mapping[str, int] | None = None
   check_mesh: Callable[[jax.sharding.Mesh], None] = _no_check
   write_plots: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None
   flops_per_token: float | None = None

@@ -73,13 +73,31 @@ def _write_json(workdir: str, name: str, value: Any) -> None:
     json.dump(value, f, indent=2, sort_keys=True, default=str)
 
 
+def make_placer(config: ml_collections.ConfigDict, task: Task, batch_sharding
+                ) -> batching.BatchPlacer:
+  """The batch placer of a run: `task`'s fields, cut to ``config.data.length_buckets``.
+
+  Raises:
+    ValueError: length buckets for a task whose batches cannot be cut (`Task.length_axes`
+      None, e.g. RL's left-padded prompts).
+  """
+  spec = config.get("data", {}).get("length_buckets", "") or ""
+  if spec.strip() and task.length_axes is None:
+    raise ValueError(f"data.length_buckets={spec!r}: task {task.name!r} declares no token "
+                     "axes to cut (Task.length_axes); leave data.length_buckets empty")
+  return batching.BatchPlacer(batch_sharding, task.batch_fields,
+                              length_axes=task.length_axes,
+                              mask_fields=task.token_mask_fields, spec=spec)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        task: Task) -> dict[str, Any]:
   """Trains `task` as `config` says; returns the final report.
 
-  Config fields read here: seed, data_seed, optim, train (num_steps, batch_size, log_every,
-  eval_every, checkpoint_every, progress_bar, tensorboard), eval.batch_size, checkpoint
-  (max_to_keep, async_save), mesh, distributed; the task closes over the rest.
+  Config fields read here: seed, data_seed, data.length_buckets (`make_placer`), optim,
+  train (num_steps, batch_size, log_every, eval_every, checkpoint_every, progress_bar,
+  tensorboard), eval.batch_size, checkpoint (max_to_keep, async_save), mesh, distributed;
+  the task closes over the rest.
 
   Writes to `workdir` (process 0): config.json, data_report.json, metrics.jsonl,
   tensorboard/, report.json, report.md and the task's plots; every process: checkpoints/.
@@ -97,8 +115,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # The sharded program; every mesh check runs before any data is made.
   program = build_program(config, task)
   mesh, batch_sharding = program.mesh, program.batch_sharding
-  place = lambda dataset, indices, valid=None: batching.place_batch(
-      dataset, indices, batch_sharding, task.batch_fields, valid)
+  place = make_placer(config, task, batch_sharding)
 
   # Data.
   data = load_task_data(task, workdir)
@@ -146,7 +163,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     for step in range(start_step, num_steps):
       indices = data.train.train_indices(step, batch_size, config.data_seed)
       state, metrics = program.train_step(state, place(data.train, indices))
-      meter.step(metrics, int(real_tokens[indices].sum()))
+      width = place.width(data.train, indices)
+      meter.step(metrics, int(real_tokens[indices].sum()),
+                 None if width is None else tokens_per_step * width // seq_len)
       done = step + 1
       if done % config.train.log_every == 0 or done == num_steps:
         writer.write(done, "train", meter.record(float(program.schedule(step))))
@@ -189,9 +208,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "seq_len": seq_len,
       "batch_size": batch_size,
   }
+  if place.enabled:
+    report["length_buckets"] = dict(
+        spec=place.spec, widths_used={name: dict(sorted(counts.items()))
+                                      for name, counts in place.widths_used.items()})
   totals = meter.totals
   if totals["seconds"] > 0:
-    report["train_tokens_per_s"] = totals["steps"] * tokens_per_step / totals["seconds"]
+    report["train_tokens_per_s"] = totals["padded_tokens"] / totals["seconds"]
     report["train_real_tokens_per_s"] = totals["real_tokens"] / totals["seconds"]
     report["train_examples_per_s"] = totals["steps"] * batch_size / totals["seconds"]
     if task.flops_per_token is not None:

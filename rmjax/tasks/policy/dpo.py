@@ -381,6 +381,7 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
       evaluate=functools.partial(evaluate, config, reference, cache),
       batch_fields=PAIR_FIELDS,
       token_mask_fields=("chosen_mask", "rejected_mask"),
+      length_axes={f: -1 for f in PAIR_FIELDS[:4]},
       write_plots=write_plots,
       flops_per_token=models.flops_per_token(policy.model_config, config.data.max_len),
       report={"task": "dpo", "loss": config.dpo.loss, "beta": config.dpo.beta,

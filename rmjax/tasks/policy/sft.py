@@ -211,6 +211,7 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
       evaluate=functools.partial(evaluate, config, policy, cache),
       batch_fields=SEQUENCE_FIELDS,
       token_mask_fields=("mask",),
+      length_axes={"tokens": -1, "mask": -1},
       write_plots=write_plots,
       flops_per_token=models.flops_per_token(policy.model_config, config.data.max_len),
       report={"task": "sft", "checkpoint": policy.checkpoint},

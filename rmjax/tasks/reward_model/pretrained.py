@@ -400,11 +400,12 @@ def compute_features(features_fn, params, tokens: np.ndarray, mask: np.ndarray, 
   out = np.zeros((n, d_model) if pooled else (n, length, d_model), dtype=jnp.dtype(dtype))
   start_time, done_tokens = time.time(), 0
   total_tokens = int(lengths.sum())
+  buckets = rm_data.length_buckets(f"multiple:{_BUCKET}", length)
   for batch_index, start in enumerate(range(0, n, batch_size)):
     idx = order[start:start + batch_size]
     real = len(idx)
     idx = np.concatenate([idx, np.full(batch_size - real, idx[-1])])
-    bucket = int(min(length, -(-int(lengths[idx].max()) // _BUCKET) * _BUCKET))
+    bucket = rm_data.bucket_length(int(lengths[idx].max()), buckets)
     values = np.asarray(jax.device_get(
         features_fn(params, jnp.asarray(tokens[idx, :bucket]),
                     jnp.asarray(mask[idx, :bucket]))))

@@ -222,7 +222,8 @@ class RewardScorer:
   def _width(self, length: int) -> int:
     if not self.length_bucket:
       return self.max_len
-    return min(self.max_len, -(-max(length, 1) // self.length_bucket) * self.length_bucket)
+    return rm_data.bucket_length(
+        max(length, 1), rm_data.length_buckets(f"multiple:{self.length_bucket}", self.max_len))
 
   def score_tokens(self, tokens: np.ndarray, mask: np.ndarray, *,
                    progress: Callable[[int], None] | None = None) -> np.ndarray:

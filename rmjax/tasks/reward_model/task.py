@@ -256,6 +256,7 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
       batch_fields=(*_input_fields(family, model), *family.batch_fields,
                     *family.side_fields),
       token_mask_fields=TOKEN_MASK_FIELDS,
+      length_axes=_length_axes(family, model),
       write_plots=write_plots,
       flops_per_token=(pretrained.flops_per_token(config, model) if use_pretrained else
                        models.flops_per_token(model.model_config, config.data.max_len)),
@@ -269,6 +270,19 @@ def _input_fields(family: Family, model) -> tuple[str, ...]:
   if family.data_format == "pairs":
     return tuple(f"{side}_{f}" for f in model.input_fields for side in ("chosen", "rejected"))
   return FORMAT_FIELDS[family.data_format]
+
+
+def _length_axes(family: Family, model) -> dict[str, int]:
+  """The input fields with a token axis (`Task.length_axes`): tokens and masks on their last
+  axis, cached per-token features [B, L, D] on their second-to-last; pooled features [B, D]
+  have none. Every family reads right-padded sequences through masks (causal attention,
+  RoPE positions from the first real token, the last real token or a masked mean), so
+  cutting padding changes no value beyond float rounding."""
+  fields = _input_fields(family, model)
+  if "features" in model.input_fields and "mask" not in model.input_fields:
+    return {}
+  return {f: -2 if f.endswith("_features") else -1 for f in fields
+          if f.endswith(("tokens", "mask", "_features"))}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
