@@ -80,7 +80,7 @@ def main(argv):
       rm_dir = train_reward_model(config, workdir)
       for name in missing:
         sources[name].workdir = rm_dir
-    policy.train_and_evaluate(config, workdir)
+    return policy.train_and_evaluate(config, workdir)
 
   cli.run_experiment(run, workdir)
 

@@ -385,4 +385,5 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
       flops_per_token=models.flops_per_token(policy.model_config, config.data.max_len),
       report={"task": "dpo", "loss": config.dpo.loss, "beta": config.dpo.beta,
               "reference": reference.source},
-      load_params=load_params)
+      load_params=load_params,
+      batch_layout=lambda n: rm_data.batch_layout(PAIR_FIELDS, n, config.data.max_len))
