@@ -69,7 +69,8 @@ def main(argv):
 
   def run():
     parallel.initialize_distributed(config)
-    synthetic = config.data.source == "synthetic"
+    # A dry run trains nothing first (its own step cannot be dry-run: the trainer says why).
+    synthetic = config.data.source == "synthetic" and not config.dry_run.target
     if synthetic and not config.rl.reference_workdir and not config.pretrained.checkpoint:
       config.rl.reference_workdir = reference.train_reference(
           config, workdir, config.rl.reference_preset)

@@ -18,6 +18,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from rmjax.parallel import communication
 from rmjax.train import dry_run
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -90,22 +91,32 @@ def test_parse_target_rejects_bad_names(name, message):
     dry_run.parse_target(name)
 
 
-def test_hlo_collectives_counts_and_sizes():
+def test_step_collectives_reads_tpu_hlo():
+  """The forms of libtpu's compiled HLO: iota and mesh-axis replica groups, async starts."""
   hlo = "\n".join([
-      "  %all-gather.1 = bf16[16,2048]{1,0:T(8,128)} all-gather(%p), dimensions={0}",
-      "  %all-gather.2 = f32[8]{0} all-gather(%q), dimensions={0}",
-      "  %ars = (f32[4,4]{1,0}, f32[4,4]{1,0}) all-reduce-start(%x), to_apply=%add",
-      "  %ard = f32[4,4]{1,0} all-reduce-done(%ars)",
-      "  %cp = (s32[2]{0}, s32[6]{0}) collective-permute-start(%y), source_target_pairs={}",
-      "  ROOT %rs = bf16[128]{0} reduce-scatter(%z), dimensions={0}",
-      "  %fusion = f32[4]{0} fusion(%all-gather.2), kind=kLoop",
+      "  %ag.1 = bf16[16,2048]{1,0:T(8,128)(2,1)} all-gather(%p), channel_id=8, "
+      "replica_groups=mesh['axis_0'=1,'axis_1'=16,'axis_2'=16], device_ids=([4,16,4]T(1,0,2))"
+      " {'axis_1'}, dimensions={0}",
+      "  %ag.2 = f32[8]{0} all-gather(%q), replica_groups=[16,16]<=[64,4]T(1,0), "
+      "dimensions={0}",
+      "  %ar = bf16[16,2048,2048]{2,1,0} all-reduce(%x), replica_groups=[64,4]<=[256]",
+      "  %one = f32[4]{0} all-reduce(%y), replica_groups=[256,1]<=[256]",
+      "  %cp = (s32[2]{0}, s32[6]{0}) collective-permute-start(%z), source_target_pairs={{0,1}}",
+      "  ROOT %rs = bf16[128]{0} reduce-scatter(%w), replica_groups=[32,8]<=[256]",
+      "  %fusion = f32[4]{0} fusion(%ag.2), kind=kLoop",
   ])
-  assert dry_run.hlo_collectives(hlo) == {
+  assert dry_run.step_collectives(hlo, 256) == {
+      "all-reduce": {"count": 1, "bytes": 16 * 2048 * 2048 * 2,
+                     "max_bytes": 16 * 2048 * 2048 * 2},
       "all-gather": {"count": 2, "bytes": 16 * 2048 * 2 + 8 * 4, "max_bytes": 16 * 2048 * 2},
-      "reduce-scatter": {"count": 1, "bytes": 256, "max_bytes": 256},
-      "all-reduce": {"count": 1, "bytes": 64, "max_bytes": 64},
+      "reduce-scatter": {"count": 1, "bytes": 8 * 128 * 2, "max_bytes": 8 * 128 * 2},
       "collective-permute": {"count": 1, "bytes": 24, "max_bytes": 24},
   }
+  stats = communication.collective_stats(hlo, 256)
+  # Ring bytes: the all-gather over mesh axis_1 (16 devices) sends 15/16 of its result.
+  first = communication.collective_stats(hlo.splitlines()[0], 256)
+  assert first["ring_bytes_per_device"] == pytest.approx(15 / 16 * 16 * 2048 * 2)
+  assert "all-reduce" in stats and stats["all-reduce"] == 1  # the 1-device group is skipped
 
 
 def test_fit_advice_names_the_excess_and_the_changes():
@@ -212,7 +223,7 @@ def test_pallas_tpu_all_pairs_kernel_compiles_with_mosaic(target):
   hlo = loss_and_grad.lower(items, items).compile().as_text()
   assert hlo.count('custom_call_target="tpu_custom_call"') == 1  # the Mosaic kernel
   # Rows stay local, the columns (scores and labels) are all-gathered: 2 x [4096] float32.
-  assert dry_run.hlo_collectives(hlo)["all-gather"]["bytes"] == 2 * 4096 * 4
+  assert dry_run.step_collectives(hlo, len(devices))["all-gather"]["bytes"] == 2 * 4096 * 4
 
 
 @pytest.mark.slow

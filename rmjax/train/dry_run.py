@@ -24,7 +24,7 @@ says is the report:
               imperfect overlap only lower it (Chowdhery et al. 2022, PaLM, App. B).
   collectives the all-gathers, reduce-scatters, all-reduces, all-to-alls and collective
               permutes of the compiled HLO: how many (static occurrences in the per-device
-              program) and their result bytes.
+              program) and their payload bytes (`rmjax.parallel.communication`).
   compile     seconds to lower and to compile.
 
 When the total exceeds the chip's HBM, the report says by how much and which change would
@@ -53,7 +53,6 @@ HBM is a little less than either).
 
 from __future__ import annotations
 
-import collections
 import importlib.util
 import json
 import math
@@ -67,6 +66,7 @@ from jax.sharding import NamedSharding
 import ml_collections
 
 from rmjax import parallel
+from rmjax.parallel import communication
 from rmjax.train.program import build_program
 from rmjax.train.task import Task
 
@@ -108,8 +108,6 @@ _TOPOLOGIES = {
     3: {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8",
         256: "4x8x8", 512: "8x8x8", 1024: "8x8x16", 2048: "8x16x16", 4096: "16x16x16"},
 }
-COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all",
-               "collective-permute")
 
 
 class TpuTarget(NamedTuple):
@@ -184,50 +182,18 @@ def topology_devices(target: TpuTarget) -> list[jax.Device]:
   return devices
 
 
-_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
-                "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8,
-                "c128": 16, "s4": 0.5, "u4": 0.5}
-_ARRAY = re.compile(r"\b([a-z]+[0-9]*(?:e[0-9]m[0-9][a-z0-9]*)?)\[([0-9,]*)\]")
-_INSTRUCTION = re.compile(
-    r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.+?)\s+(" + "|".join(COLLECTIVES) +
-    r")(-start)?\(")
+def step_collectives(hlo_text: str, num_devices: int) -> dict[str, dict[str, float]]:
+  """The collectives of a compiled step by kind: {kind: {"count", "bytes", "max_bytes"}}
+  (bytes: the payload, the full arrays gathered or reduced), from
+  `rmjax.parallel.communication.collective_stats`; kinds absent from the HLO are left out.
 
-
-def _array_bytes(dtype: str, dims: str) -> float:
-  size = math.prod(int(d) for d in dims.split(",") if d) if dims else 1
-  return size * _DTYPE_BYTES.get(dtype, 1 if dtype.startswith("f8") else 4)
-
-
-def hlo_collectives(hlo_text: str) -> dict[str, dict[str, float]]:
-  """The collectives of a compiled HLO module's text, by kind.
-
-  Counts each collective instruction once (an async `*-start`/`*-done` pair is one), with
-  the bytes of its result per device (an async start: its last tuple element, the
-  output); a collective inside a loop body runs once per iteration but is counted once.
-
-  Args:
-    hlo_text: `Compiled.as_text()`.
-
-  Returns:
-    {kind: {"count", "bytes", "max_bytes"}} for each kind of `COLLECTIVES` found.
-
-  >>> hlo_collectives("  %ag = bf16[8,128]{1,0} all-gather(%p), dimensions={0}")
+  >>> step_collectives("%ag = bf16[8,128]{1,0} all-gather(%p), replica_groups=[2,4]<=[8]", 8)
   {'all-gather': {'count': 1, 'bytes': 2048, 'max_bytes': 2048}}
   """
-  found: dict[str, dict[str, float]] = collections.defaultdict(
-      lambda: {"count": 0, "bytes": 0, "max_bytes": 0})
-  for line in hlo_text.splitlines():
-    match = _INSTRUCTION.match(line)
-    if not match:
-      continue
-    shape, kind, is_start = match.groups()
-    arrays = [_array_bytes(dtype, dims) for dtype, dims in _ARRAY.findall(shape)]
-    size = int(arrays[-1] if is_start and arrays else sum(arrays))
-    entry = found[kind]
-    entry["count"] += 1
-    entry["bytes"] += size
-    entry["max_bytes"] = max(entry["max_bytes"], size)
-  return {kind: dict(found[kind]) for kind in COLLECTIVES if kind in found}
+  stats = communication.collective_stats(hlo_text, num_devices)
+  return {kind: {"count": stats[kind], "bytes": stats[f"{kind}_bytes"],
+                 "max_bytes": stats[f"{kind}_max_bytes"]}
+          for kind in communication.COLLECTIVES if kind in stats}
 
 
 def compile_step(step, args: tuple, chip: TpuChip, model_flops: float | None = None
@@ -276,7 +242,7 @@ def compile_step(step, args: tuple, chip: TpuChip, model_flops: float | None = N
       "roofline_s": roofline,
       "mfu_bound": (model_flops / (chip.peak_bf16_flops * roofline)
                     if model_flops and roofline > 0 else None),
-      "collectives": hlo_collectives(hlo),
+      "collectives": step_collectives(hlo, jax.tree.leaves(args)[0].sharding.num_devices),
       "rematerialised": ".remat" in hlo,
   }
 
