@@ -139,8 +139,10 @@ def test_fit_advice_names_the_excess_and_the_changes():
 
 # --- Compiled by libtpu for TPU topologies. ---
 
-def test_sharded_matmul_flops_bytes_and_roofline():
-  devices = _devices("v5e-4")
+@pytest.mark.parametrize("target", ["v5e-4", "v4-8", "v5p-8", "v6e-4"])
+def test_sharded_matmul_flops_bytes_and_roofline(target):
+  """A [4096, 2048] x [2048, 8192] bfloat16 matmul over a 2 x 2 mesh of 4 chips."""
+  devices = _devices(target)
   mesh = jax.make_mesh((2, 2), ("data", "model"), devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,) * 2)
   m, k, n = 4096, 2048, 8192
@@ -148,7 +150,7 @@ def test_sharded_matmul_flops_bytes_and_roofline():
   w = jax.ShapeDtypeStruct((k, n), jnp.bfloat16,
                            sharding=NamedSharding(mesh, P(None, "model")))
   step = jax.jit(jnp.matmul, out_shardings=NamedSharding(mesh, P("data", "model")))
-  chip = dry_run.TPU_CHIPS["v5e"]
+  chip = dry_run.parse_target(target).chip
   report = dry_run.compile_step(step, (x, w), chip, model_flops=2 * m * n * k / 4)
   # Each device multiplies its [m/2, k] rows by its [k, n/2] columns: no communication.
   assert report["flops"] == pytest.approx(2 * m * n * k / 4, rel=0.01)
@@ -188,6 +190,26 @@ def test_small_pod_dry_run_against_hand_estimate():
   # Model FLOPs (6 N + attention) are the compiled FLOPs to within 10 %.
   assert train["flops"] == pytest.approx(train["model_flops"], rel=0.1)
   assert 0 < train["mfu_bound"] <= 1
+
+
+def test_step_that_does_not_fit_is_reported_with_advice():
+  """XLA refuses a step whose temporaries exceed the HBM; the report says by how much."""
+  _devices("v5e-16")
+  from rmjax.tasks import reward_model  # pylint: disable=g-import-not-at-top
+  config = _pod_config(small=True)
+  config.train.batch_size = 65536  # 8192 pairs per batch shard
+  report = dry_run.dry_run(config, reward_model.make_task(config), "v5e-16",
+                           eval_step=False)
+  train = report["train"]
+  assert "RESOURCE_EXHAUSTED" in train["compile_error"] and train["flops"] is None
+  memory = train["memory"]
+  assert not memory["fits"] and memory["temp"] > dry_run.TPU_CHIPS["v5e"].hbm_bytes
+  # Arguments: the state as in the fitting case, plus the batch shard (4 x 8192 x 128 int32).
+  estimate = _hand_estimate(config, report["num_params"])
+  assert memory["argument"] == pytest.approx(estimate["state"] + 4 * 8192 * 128 * 4, rel=0.05)
+  assert report["fit_advice"][0].startswith("does not fit")
+  assert any("--config.train.batch_size=" in line for line in report["fit_advice"])
+  assert "the TPU compiler refused it" in dry_run.format_report(report)
 
 
 @pytest.mark.slow

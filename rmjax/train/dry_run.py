@@ -15,7 +15,8 @@ says is the report:
               (alias: outputs that reuse a donated argument's buffer, the new train state).
   cost        per device and step: FLOPs and bytes accessed (`Compiled.cost_analysis()`,
               of the partitioned per-device program, recomputation by XLA's own
-              rematerialisation included).
+              rematerialisation included; bytes accessed sums the operands and results of
+              every top-level instruction, an estimate of HBM traffic).
   MFU bound   the step cannot take less than the roofline time
                 t_min = max(flops / peak_flops, bytes_accessed / hbm_bandwidth),
               so its model-FLOPs utilisation (the task's model FLOPs per device and step,
@@ -44,8 +45,9 @@ chip (Cloud TPU system architecture pages, https://cloud.google.com/tpu/docs/v4,
   v5p         95 GiB   2765 GB/s      459 TFLOP/s   2 (megacore) 3D torus
   v6e         32 GiB   1640 GB/s      918 TFLOP/s   1            2D torus
 
-The docs give some capacities in GB and some in GiB; GiB is used for all (a chip's usable
-HBM is a little less than either).
+The docs give some capacities in GB and some in GiB; GiB is used for all. A chip's usable
+HBM is a little less (XLA's limit on v5e: 15.75 GiB), so a total within a few hundred MiB
+of the HBM is a close call.
 
   report = dry_run(config, task, "v5e-256")      # a JSON-able dict
   print(format_report(report))
