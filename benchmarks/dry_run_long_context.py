@@ -3,9 +3,12 @@ r"""Per-device memory of the reward-model pod step at long sequences, from TPU d
   python -m benchmarks.dry_run_long_context                       # v5e-256, 2k / 4k / 8k
   python -m benchmarks.dry_run_long_context --target v5p-128 --lengths 2048,8192 \
       --meshes 2x16x2,1x32x2
+  python -m benchmarks.dry_run_long_context --lengths 8192 --meshes 4x16x4 \
+      --tokens_per_step 524288                                   # 64 pairs of 8k
 
 For each sequence length and mesh: configs/reward_model.py:pod with data.max_len = L and the
-same tokens per step as the preset (train.batch_size = 512 x 2048 / L pairs), dry-run
+same tokens per step as the preset (train.batch_size = 512 x 2048 / L pairs; or
+--tokens_per_step / L), dry-run
 (`rmjax.train.dry_run`: compiled by libtpu for the target from shapes alone, nothing runs)
 and tabulated: per-device arguments (parameters + AdamW moments + the batch shard),
 temporaries (activations), total against the HBM, whether XLA rematerialised on its own to
@@ -26,6 +29,9 @@ from absl import flags
 _TARGET = flags.DEFINE_string("target", "v5e-256", "TPU slice or topology.")
 _LENGTHS = flags.DEFINE_string("lengths", "2048,4096,8192", "Sequence lengths.")
 _MESHES = flags.DEFINE_string("meshes", "4x16x4,1x64x4", "Meshes data x fsdp x tensor.")
+_TOKENS = flags.DEFINE_integer("tokens_per_step", 0,
+                               "Tokens per side of the pairs per step (default: the preset's, "
+                               "512 pairs x 2048).")
 _JSON_OUT = flags.DEFINE_string("json_out", "", "Write the table as JSON here.")
 
 
@@ -44,7 +50,7 @@ def main(argv):
     for mesh in _MESHES.value.split(","):
       data, fsdp, tensor = (int(x) for x in mesh.split("x"))
       config = reward_model.get_config("pod")
-      tokens = config.train.batch_size * config.data.max_len
+      tokens = _TOKENS.value or config.train.batch_size * config.data.max_len
       config.data.update(max_len=length, max_prompt_len=length * 3 // 4)
       config.train.batch_size = config.eval.batch_size = tokens // length
       config.mesh.shape.update(data=data, fsdp=fsdp, tensor=tensor)
