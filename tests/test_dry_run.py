@@ -265,3 +265,13 @@ def test_experiment_dry_run_writes_its_report(tmp_path):
   assert report["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1}
   assert report["train"]["memory"]["fits"]
   assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists()
+
+
+def test_mesh_that_does_not_map_onto_the_torus_is_a_clear_error():
+  """On v5p-128 (a 4x4x4 torus) a tensor axis of 2 would split a physical axis."""
+  devices = _devices("v5p-128")
+  from rmjax import parallel  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="does not map onto the physical topology"):
+    parallel.make_mesh({"data": 2, "fsdp": 16, "tensor": 2}, devices)
+  assert dict(parallel.make_mesh({"data": 4, "fsdp": 4, "tensor": 4}, devices).shape) == {
+      "data": 4, "fsdp": 4, "tensor": 4}
