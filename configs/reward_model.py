@@ -78,6 +78,10 @@ shortest bucket that holds its longest sequence (one compile per bucket met); on
 default preset ("multiple:8": its batches all need 24, so the run is unchanged; at
 --config.data.max_len=160 they stay at 24) and hh_rlhf / hh_helpful ("multiple:64"); "" pads
 every batch to max_len.
+Dry run (compile for a TPU slice from shapes alone and report per-device memory, FLOPs and
+collectives, instead of training; needs libtpu; see "Running at scale" in the README):
+  python -m experiments.train_reward_model --config configs/reward_model.py:pod \
+      --config.dry_run.target=v5e-256 --workdir /tmp/rm_pod_dry_run
 Override any field with --config.a.b=value; unknown keys are rejected.
 """
 
@@ -196,6 +200,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.mesh = run_config.mesh_config()
   # Multi-process runs (rmjax.parallel.initialize_distributed).
   config.distributed = run_config.distributed_config()
+  # Compile for a TPU slice instead of training (rmjax.train.dry_run), e.g. v5e-256.
+  config.dry_run = run_config.dry_run_config()
 
   if preset == "smoke":
     config.data.synthetic.num_train = 512

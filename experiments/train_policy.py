@@ -42,11 +42,11 @@ def main(argv):
 
   def run():
     parallel.initialize_distributed(config)
-    if (config.task == "dpo" and not config.dpo.reference_workdir
+    if (config.task == "dpo" and not config.dpo.reference_workdir and not config.dry_run.target
         and not config.pretrained.checkpoint and config.data.source == "synthetic"):
       config.dpo.reference_workdir = reference.train_reference(
           config, workdir, config.dpo.reference_preset)
-    policy.train_and_evaluate(config, workdir)
+    return policy.train_and_evaluate(config, workdir)
 
   cli.run_experiment(run, workdir)
 

@@ -69,7 +69,8 @@ def main(argv):
 
   def run():
     parallel.initialize_distributed(config)
-    synthetic = config.data.source == "synthetic"
+    # A dry run trains nothing first (its own step cannot be dry-run: the trainer says why).
+    synthetic = config.data.source == "synthetic" and not config.dry_run.target
     if synthetic and not config.rl.reference_workdir and not config.pretrained.checkpoint:
       config.rl.reference_workdir = reference.train_reference(
           config, workdir, config.rl.reference_preset)
@@ -80,7 +81,7 @@ def main(argv):
       rm_dir = train_reward_model(config, workdir)
       for name in missing:
         sources[name].workdir = rm_dir
-    policy.train_and_evaluate(config, workdir)
+    return policy.train_and_evaluate(config, workdir)
 
   cli.run_experiment(run, workdir)
 

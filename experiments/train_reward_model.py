@@ -48,7 +48,7 @@ def main(argv):
   def run():
     # Joins a multi-process run (if configured) before anything touches a device.
     parallel.initialize_distributed(config)
-    train.train_and_evaluate(config, workdir, reward_model.make_task(config))
+    return train.train_and_evaluate(config, workdir, reward_model.make_task(config))
 
   cli.run_experiment(run, workdir)  # The report is also in workdir/report.json.
 

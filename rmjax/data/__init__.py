@@ -40,6 +40,7 @@ from rmjax.data.chat import ChatTemplate
 from rmjax.data.chat import encode_pair
 from rmjax.data.chat import get_chat_template
 from rmjax.data.datasets import BATCH_KEYS
+from rmjax.data.datasets import batch_layout
 from rmjax.data.datasets import EpisodeDataset
 from rmjax.data.datasets import eval_index_batches
 from rmjax.data.datasets import ListDataset
@@ -76,7 +77,8 @@ __all__ = [
     "BENCHMARK_READERS", "BenchmarkSet", "pandalm_prompt", "parse_ties_id", "read_benchmark",
     "read_hh_rlhf", "read_hhh", "read_pandalm", "read_rewardbench", "read_rewardbench2",
     "read_rewardmath", "read_rmbench",
-    "BATCH_KEYS", "ByteTokenizer", "CHAT_TEMPLATES", "ChatFormatError", "ChatTemplate",
+    "BATCH_KEYS", "batch_layout",
+    "ByteTokenizer", "CHAT_TEMPLATES", "ChatFormatError", "ChatTemplate",
     "check_tokenizer_matches_vocab",
     "default_data_config", "describe_tokenizer", "encode_pair", "EpisodeDataset",
     "benchmark_pair_datasets",

@@ -217,6 +217,49 @@ _OPTIONAL_PAIR_ARRAYS = {
 }
 
 
+# Per-example layout of the batch fields of pairs and sequences (`PreferenceDataset`,
+# `SequenceDataset`): field -> (trailing axes, dtype), "L" the sequence length, "A" the
+# attributes. One table for `batch_layout`, which dry runs compile steps from.
+_BATCH_FIELD_LAYOUT = {
+    **{key: (("L",), np.int32) for key in (*_TOKEN_KEYS, "tokens", "mask")},
+    "margin": ((), np.float32),
+    "valid": ((), np.bool_),
+    **{key: (("A",) if "attribute" in key else (), dtype)
+       for key, dtype in _OPTIONAL_PAIR_ARRAYS.items()},
+}
+
+
+def batch_layout(fields: Sequence[str], batch_size: int, max_len: int, *,
+                 num_attributes: int = 5) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """Shapes and dtypes of a batch of pairs or sequences, without any data.
+
+  The batch a step receives (`rmjax.train.batching.place_batch`): each field of `fields`
+  as `gather` returns it, plus ``valid``. Token fields are int32 [B, L], per-pair scalars
+  [B], attributes [B, A] (see the module docstring).
+
+  Args:
+    fields: batch field names (e.g. a task's `batch_fields`).
+    batch_size: B.
+    max_len: L, tokens per sequence (``data.max_len``).
+    num_attributes: A, ratings per response of the attribute fields (default 5, HelpSteer2).
+
+  Returns:
+    {field: (shape, dtype)} for `fields` and ``valid``.
+
+  >>> batch_layout(("tokens", "prompt_lengths"), 4, 16)["tokens"]
+  ((4, 16), dtype('int32'))
+  """
+  batch_size = _check_int("batch_size", batch_size, 1)
+  max_len = _check_int("max_len", max_len, 1)
+  unknown = [f for f in fields if f not in _BATCH_FIELD_LAYOUT]
+  if unknown:
+    raise ValueError(f"fields: {unknown} have no known layout; expected fields of "
+                     f"{sorted(_BATCH_FIELD_LAYOUT)}")
+  sizes = {"L": max_len, "A": num_attributes}
+  return {f: ((batch_size, *(sizes[a] for a in _BATCH_FIELD_LAYOUT[f][0])),
+              np.dtype(_BATCH_FIELD_LAYOUT[f][1])) for f in (*fields, "valid")}
+
+
 class PreferenceDataset(_IndexedArrays):
   """Tokenized preference pairs held as numpy arrays, served as batches.
 

@@ -11,11 +11,13 @@ tests use to check that an FSDP step moves weights, not activations.
 
 import re
 
-_DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s8": 1, "u8": 1,
-                "pred": 1, "f64": 8, "s64": 8, "u64": 8}
-_COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all",
-                "collective-permute")
-_ARRAY = re.compile(r"\b(f32|bf16|f16|s32|u32|s8|u8|pred|f64|s64|u64)\[([0-9,]*)\]")
+_DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s16": 2, "u16": 2,
+                "s8": 1, "u8": 1, "pred": 1, "f64": 8, "s64": 8, "u64": 8, "c64": 8,
+                "c128": 16}
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all",
+               "collective-permute")
+_ARRAY = re.compile(r"\b(f32|bf16|f16|s32|u32|s16|u16|s8|u8|pred|f64|s64|u64|c64|c128)"
+                    r"\[([0-9,]*)\]")
 
 
 def _bytes(shape_text: str) -> int:
@@ -32,6 +34,14 @@ def _group_size(line: str, num_devices: int) -> int:
   iota = re.search(r"replica_groups=\[(\d+),(\d+)\]", line)
   if iota:
     return int(iota.group(2))
+  # TPU: replica_groups=mesh['axis_0'=4,'axis_1'=64] {'axis_1'}, groups along named axes.
+  mesh = re.search(r"replica_groups=mesh\[([^\]]*)\][^{]*\{([^}]*)\}", line)
+  if mesh:
+    sizes = dict(re.findall(r"'(\w+)'=(\d+)", mesh.group(1)))
+    size = 1
+    for axis in re.findall(r"'(\w+)'", mesh.group(2)):
+      size *= int(sizes.get(axis, 1))
+    return size
   groups = re.search(r"replica_groups=\{\{([0-9,]*)\}", line)
   if groups and groups.group(1):
     return len(groups.group(1).split(","))
@@ -47,8 +57,9 @@ def collective_stats(hlo_text: str, num_devices: int) -> dict[str, float]:
 
   Returns:
     {"collectives": count, "payload_bytes": ..., "ring_bytes_per_device": ...,
-     "<op>": count and "<op>_max_bytes": the largest payload, per op kind}; collectives
-    over groups of one device are skipped.
+     "<op>": count, "<op>_bytes": payload and "<op>_max_bytes": the largest payload, per
+    op kind of `COLLECTIVES`}; collectives over groups of one device are skipped. A
+    collective in a loop body runs once per iteration but is counted once.
 
   >>> stats = collective_stats(
   ...     "%x = f32[8,4]{1,0} all-reduce(%y), replica_groups={{0,1}}", 2)
@@ -57,7 +68,7 @@ def collective_stats(hlo_text: str, num_devices: int) -> dict[str, float]:
   """
   stats = {"collectives": 0, "payload_bytes": 0, "ring_bytes_per_device": 0.0}
   for line in hlo_text.splitlines():
-    match = re.search(r"=\s*(.*?)\s(" + "|".join(_COLLECTIVES) + r")(-start)?\(", line)
+    match = re.search(r"=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\(", line)
     if not match or "-done" in line.split("=")[0]:
       continue
     op = match.group(2)
@@ -75,5 +86,6 @@ def collective_stats(hlo_text: str, num_devices: int) -> dict[str, float]:
     stats["payload_bytes"] += full
     stats["ring_bytes_per_device"] += factor * full
     stats[op] = stats.get(op, 0) + 1
+    stats[f"{op}_bytes"] = stats.get(f"{op}_bytes", 0) + full
     stats[f"{op}_max_bytes"] = max(stats.get(f"{op}_max_bytes", 0), full)
   return stats

@@ -121,8 +121,14 @@ def make_mesh(mesh_shape: Mapping[str, int],
   """A ('data', 'fsdp', 'tensor') mesh with Auto axes over `devices` (default: all)."""
   devices = list(jax.devices() if devices is None else devices)
   sizes = resolve_mesh_shape(mesh_shape, len(devices))
-  return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  try:
+    return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                         devices=devices)
+  except NotImplementedError as e:  # A TPU torus: each axis must be a product of its axes.
+    raise ValueError(
+        f"mesh_shape: {dict(zip(MESH_AXES, sizes))} does not map onto the physical topology "
+        f"of the devices ({e}); choose axis sizes that are products of the torus's own "
+        "(e.g. 4 x 16 x 4 on 16x16, 4 x 4 x 4 on 4x4x4)") from e
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

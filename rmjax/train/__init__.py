@@ -1,6 +1,7 @@
 """The task-agnostic trainer: state, sharded program, loop, checkpoints, metrics, report.
 
   trainer.train_and_evaluate(config, workdir, task)   # task: a `Task` (see `rmjax.tasks`)
+  dry_run.dry_run(config, task, "v5e-256")            # compile for a TPU slice and report
 """
 
 from rmjax.train.checkpoint import Checkpointer

@@ -6,8 +6,9 @@
 
 Exit status 75 after a SIGTERM (`rmjax.train.Preempted`: the state was checkpointed; run
 the same command to resume), 2 with one line for bad input (FileNotFoundError, ValueError,
-KeyError; RMJAX_TRACEBACK=1 shows the traceback), else 0 after process 0 prints the run's
-report.md.
+KeyError, and `rmjax.train.dry_run.TpuCompilerUnavailable`; RMJAX_TRACEBACK=1 shows the
+traceback), else 0 after process 0 prints the run's report.md (a dry run, `config.dry_run`:
+its dry_run.md).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Callable
 from absl import logging
 import jax
 
+from rmjax.train.dry_run import TpuCompilerUnavailable
 from rmjax.train.trainer import Preempted
 
 
@@ -32,19 +34,21 @@ class QuietLibraries(std_logging.Filter):
 
 
 def run_experiment(run: Callable[[], Any], workdir: str) -> None:
-  """Calls `run()` (which trains into `workdir`) and exits as the module docstring says."""
+  """Calls `run()` (which trains into `workdir` and returns the report) and exits as the
+  module docstring says."""
   logging.get_absl_handler().addFilter(QuietLibraries())
   logging.info("workdir: %s", os.path.abspath(workdir))
   try:
-    run()
+    result = run()
   except Preempted as e:
     print(f"preempted: {e}", file=sys.stderr)
     sys.exit(75)
-  except (FileNotFoundError, ValueError, KeyError) as e:
+  except (FileNotFoundError, ValueError, KeyError, TpuCompilerUnavailable) as e:
     if os.environ.get("RMJAX_TRACEBACK"):
       raise
     print(f"error: {e}\n(set RMJAX_TRACEBACK=1 for the traceback)", file=sys.stderr)
     sys.exit(2)
   if jax.process_index() == 0:  # Process 0 wrote the report.
-    with open(os.path.join(workdir, "report.md")) as f:
+    dry_run = isinstance(result, dict) and result.get("kind") == "dry_run"
+    with open(os.path.join(workdir, "dry_run.md" if dry_run else "report.md")) as f:
       print(f.read())

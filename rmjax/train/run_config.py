@@ -21,3 +21,11 @@ def distributed_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       coordinator_address="", num_processes=0, process_id=-1, auto=False,
       initialization_timeout=300))
+
+
+def dry_run_config() -> ml_collections.ConfigDict:
+  """config.dry_run: target, a TPU slice or topology ("v5e-256", "v4-64", "v5e:4x4"; "" =
+  train as usual). With a target the job compiles its steps for that TPU from shapes alone
+  and writes the report to workdir/dry_run.json instead of training
+  (`rmjax.train.dry_run`); the mesh is config.mesh.shape over the slice's chips."""
+  return ml_collections.ConfigDict(dict(target=""))

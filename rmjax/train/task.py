@@ -17,6 +17,7 @@ DPO, RL, ...; see `rmjax.tasks`) owns the rest, given to the trainer as a `Task`
                                                  to the batch's length bucket
   make_train_step(graphdef, shard, optimizer, shardings) -> step   optional: its own step
   init_task_state() -> pytree                    optional: state beside the params
+  batch_layout(batch_size) -> {field: (shape, dtype)}   optional: a batch without data
 
 `shard(fn)` wraps a function `fn(params, *inputs)` with the layout the mesh wants (weights
 gathered where they are used, examples split along the batch axes); `place(indices, valid)`
@@ -109,6 +110,10 @@ class Task:
     updates_per_step: optimiser updates per train step (default 1); the learning-rate
       schedule is built for `train.num_steps * updates_per_step` updates, and the logged
       learning rate of step s is the schedule's at update `s * updates_per_step`.
+    batch_layout: optional `(batch_size) -> {field: (shape, dtype)}`: the placed batch of
+      `batch_size` examples (`batch_fields` and 'valid') as shapes alone, e.g. from
+      `rmjax.data.batch_layout`. Dry runs (`rmjax.train.dry_run`) compile the steps from
+      it without loading data; None: the task cannot be dry-run.
   """
   name: str
   init_params: Callable[[jax.Array], tuple[Any, Any]]
@@ -128,3 +133,4 @@ class Task:
   make_train_step: Callable[[Any, ShardFn, Any, Any], StepFn] | None = None
   init_task_state: Callable[[], Any] | None = None
   updates_per_step: int = 1
+  batch_layout: Callable[[int], Mapping[str, tuple[tuple[int, ...], Any]]] | None = None

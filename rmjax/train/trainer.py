@@ -29,6 +29,7 @@ import ml_collections
 from rmjax import parallel
 from rmjax.train import batching
 from rmjax.train import checkpoint as ckpt_lib
+from rmjax.train import dry_run as dry_run_lib
 from rmjax.train import metrics_io
 from rmjax.train import progress
 from rmjax.train import report as report_lib
@@ -96,8 +97,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Config fields read here: seed, data_seed, data.length_buckets (`make_placer`), optim,
   train (num_steps, batch_size, log_every, eval_every, checkpoint_every, progress_bar,
-  tensorboard), eval.batch_size, checkpoint (max_to_keep, async_save), mesh, distributed;
-  the task closes over the rest.
+  tensorboard), eval.batch_size, checkpoint (max_to_keep, async_save), mesh, distributed,
+  dry_run; the task closes over the rest. With `config.dry_run.target` set, nothing trains:
+  the steps are compiled for that TPU slice and the report (`rmjax.train.dry_run`) is
+  returned and written to dry_run.json.
 
   Writes to `workdir` (process 0): config.json, data_report.json, metrics.jsonl,
   tensorboard/, report.json, report.md and the task's plots; every process: checkpoints/.
@@ -111,6 +114,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if primary:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+  # A dry run compiles the steps for a TPU slice and reports, instead of training.
+  if config.get("dry_run") and config.dry_run.target:
+    return dry_run_lib.dry_run_to_workdir(config, task, workdir)
 
   # The sharded program; every mesh check runs before any data is made.
   program = build_program(config, task)

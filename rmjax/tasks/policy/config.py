@@ -137,6 +137,8 @@ def get_config(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
   config.mesh = run_config.mesh_config()
   # Multi-process runs (rmjax.parallel.initialize_distributed).
   config.distributed = run_config.distributed_config()
+  # Compile for a TPU slice instead of training (rmjax.train.dry_run), e.g. v5e-256.
+  config.dry_run = run_config.dry_run_config()
   if task == "dpo":
     config.dpo = ml_collections.ConfigDict(default_dpo_config())
     config.data.synthetic.num_train = 8192

@@ -71,7 +71,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if dpo.loss in REFERENCE_FREE and dpo.ld_alpha < 1.0:
     raise ValueError(f"dpo.loss={dpo.loss!r} takes mean token log-probs; dpo.ld_alpha "
                      f"(LD-DPO's sums) must stay 1.0, got {dpo.ld_alpha}")
-  if not dpo.reference_workdir and not config.pretrained.checkpoint:
+  # A dry run (config.dry_run) compiles the step from shapes: the reference's log-probs are
+  # batch fields, so no reference is read.
+  dry_run = config.get("dry_run") and config.dry_run.target
+  if not dpo.reference_workdir and not config.pretrained.checkpoint and not dry_run:
     raise ValueError("dpo.reference_workdir (an SFT run) or pretrained.checkpoint must name "
                      "the reference policy")
   if dpo.wpo and dpo.loss in _NO_WEIGHTS:
@@ -386,4 +389,5 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
       flops_per_token=models.flops_per_token(policy.model_config, config.data.max_len),
       report={"task": "dpo", "loss": config.dpo.loss, "beta": config.dpo.beta,
               "reference": reference.source},
-      load_params=load_params)
+      load_params=load_params,
+      batch_layout=lambda n: rm_data.batch_layout(PAIR_FIELDS, n, config.data.max_len))

@@ -215,4 +215,5 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
       write_plots=write_plots,
       flops_per_token=models.flops_per_token(policy.model_config, config.data.max_len),
       report={"task": "sft", "checkpoint": policy.checkpoint},
-      load_params=policy.load_params)
+      load_params=policy.load_params,
+      batch_layout=lambda n: rm_data.batch_layout(SEQUENCE_FIELDS, n, config.data.max_len))

@@ -244,6 +244,11 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
     make_functions = functools.partial(family.make_functions, config, model)
   else:
     make_functions = functools.partial(pairwise.make_pair_functions, family, config, model)
+  batch_fields = (*_input_fields(family, model), *family.batch_fields, *family.side_fields)
+  layout = None
+  if family.data_format == "pairs" and model.input_fields == ("tokens", "mask"):
+    # Token pairs (not lists, episodes or cached features): the batch without data.
+    layout = lambda n: rm_data.batch_layout(batch_fields, n, config.data.max_len)
   return Task(
       name=f"reward_model/{family.name}",
       init_params=model.init_params,
@@ -253,15 +258,15 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
       load_data=functools.partial(load_data, family, config),
       evaluate=functools.partial(evaluate_sets, batch_size=config.eval.batch_size,
                                  num_bins=config.eval.num_bins),
-      batch_fields=(*_input_fields(family, model), *family.batch_fields,
-                    *family.side_fields),
+      batch_fields=batch_fields,
       token_mask_fields=TOKEN_MASK_FIELDS,
       length_axes=_length_axes(family, model),
       write_plots=write_plots,
       flops_per_token=(pretrained.flops_per_token(config, model) if use_pretrained else
                        models.flops_per_token(model.model_config, config.data.max_len)),
       report={"family": family.name, **(pretrained.report(config) if use_pretrained else {})},
-      load_params=model.load_params)
+      load_params=model.load_params,
+      batch_layout=layout)
 
 
 def _input_fields(family: Family, model) -> tuple[str, ...]:
