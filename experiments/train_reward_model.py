@@ -18,21 +18,11 @@ import os
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from rmjax.train import config_overrides
 
 _CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "configs", "reward_model.py")
-
-
-def _define_flags() -> None:
-  """The command-line flags, defined only when this file runs as a script: importing it
-  (tests, notebooks, another experiment) defines none, so two experiments never clash."""
-  config_flags.DEFINE_config_file(
-      "config", _CONFIG_FILE, "Config file, optionally with `:preset`.", lock_config=True)
-  flags.DEFINE_string(
-      "workdir", None, "Output directory; default: runs/reward_model_<preset> under the cwd.")
 
 
 def main(argv):
@@ -54,5 +44,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _define_flags()
+  config_overrides.define_config_and_workdir_flags(
+      _CONFIG_FILE, lock_config=True, workdir_default="runs/reward_model_<preset> under the cwd")
   app.run(main, flags_parser=config_overrides.flags_parser_rejecting_unknown_keys(_CONFIG_FILE))

@@ -81,3 +81,16 @@ def flags_parser_rejecting_unknown_keys(default_config_file: str, flag_name: str
       sys.exit(f"error: {e}\nPass --helpshort or --helpfull to see help on flags.")
 
   return parse
+
+
+def define_config_and_workdir_flags(config_file: str, *, lock_config: bool,
+                                    workdir_default: str) -> None:
+  """Defines a job script's two flags: `--config` (an ml_collections config file,
+  `path[:preset]`, default `config_file`) and `--workdir` (default described by
+  `workdir_default`). Call it only when the script runs (`if __name__ == "__main__"`), so
+  that importing two scripts into one process never defines a flag twice."""
+  from ml_collections import config_flags  # noqa: PLC0415
+
+  config_flags.DEFINE_config_file(
+      "config", config_file, "Config file, optionally with `:preset`.", lock_config=lock_config)
+  flags.DEFINE_string("workdir", None, f"Output directory; default: {workdir_default}.")
