@@ -82,6 +82,10 @@ def test_longest_real_lengths_of_pairs_and_lists():
   assert seq_len == 6 and longest.tolist() == [4, 5, 3]
   lists = {"mask": np.stack([mask(2, 6), mask(3, 3)])}  # [N=2, K=2, L=6]
   assert rm_data.longest_real_lengths(lists, ("mask",))[1].tolist() == [6, 3]
+  # Left padding (real tokens last) or a hole: the width is the last real position + 1,
+  # never the count of real tokens (cutting there would drop real tokens).
+  left = np.array([[0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0]], np.int32)
+  assert rm_data.longest_real_lengths({"mask": left}, ("mask",))[1].tolist() == [5, 0]
   with pytest.raises(ValueError, match="different lengths"):
     rm_data.longest_real_lengths({"chosen_mask": mask(2), "mask": np.ones((1, 4))},
                                  ("chosen_mask", "mask"))

@@ -106,8 +106,10 @@ def longest_real_lengths(arrays: Mapping[str, np.ndarray], mask_fields: Sequence
       L] of a list), nonzero at real tokens.
 
   Returns:
-    L (0 without a mask field) and, per example, the largest mask row sum over its
-    sequences: the width a batch of it can be cut to.
+    L (0 without a mask field) and, per example, the width a batch of it can be cut to:
+    the largest (last real position + 1) over its sequences (the mask row's length for
+    right padding; L for a left-padded row, which no width below L keeps whole; 0 for a
+    row without real tokens).
 
   Raises:
     ValueError: mask fields of different lengths L.
@@ -122,6 +124,8 @@ def longest_real_lengths(arrays: Mapping[str, np.ndarray], mask_fields: Sequence
   n = masks[0].shape[0]
   longest = np.zeros(n, np.int64)
   for m in masks:
-    per_sequence = (m != 0).sum(axis=-1, dtype=np.int64).reshape(n, -1)
+    real = (m != 0).reshape(n, -1, m.shape[-1])
+    last_plus_one = m.shape[-1] - np.argmax(real[..., ::-1], axis=-1)
+    per_sequence = np.where(real.any(axis=-1), last_plus_one, 0).astype(np.int64)
     longest = np.maximum(longest, per_sequence.max(axis=1))
   return widths.pop(), longest
