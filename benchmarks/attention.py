@@ -13,7 +13,6 @@ difference of the values and the largest gradient difference relative to the lar
 gradient entry, and whether the compiled program calls cuDNN.
 """
 
-import json
 import os
 import statistics
 import time
@@ -90,11 +89,7 @@ def main(argv):
       print(common.markdown_table(rows[-1:]), flush=True)
   header = common.run_header(load, start, d_model=_D_MODEL.value, layers=_LAYERS.value,
                              heads=_HEADS.value)
-  print(json.dumps(header))
-  print(common.markdown_table(rows))
-  if _JSON_OUT.value:
-    with open(_JSON_OUT.value, "w") as f:
-      json.dump({"header": header, "rows": rows}, f, indent=1)
+  common.print_table_and_save(header, rows, _JSON_OUT.value)
 
 
 if __name__ == "__main__":

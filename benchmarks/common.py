@@ -1,8 +1,10 @@
 """Shared pieces of the benchmarks: the table header (machine, backend, load, time), Markdown
 tables, and the reward-model training step they time."""
 
+import json
 import os
 import platform
+import statistics
 import time
 from typing import Any, NamedTuple
 
@@ -42,6 +44,29 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
   lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
   return "\n".join(lines)
+
+
+def print_table_and_save(header: dict, rows: list[dict], json_out: str = "") -> None:
+  """Prints the header (JSON) and the Markdown table of `rows`; with `json_out`, also writes
+  {"header": header, "rows": rows} there."""
+  print("\n" + json.dumps(header) + "\n")
+  print(markdown_table(rows))
+  if json_out:
+    with open(json_out, "w") as f:
+      json.dump({"header": header, "rows": rows}, f, indent=1)
+
+
+def median_seconds(fn, repeats: int) -> float:
+  """The median wall time of `repeats` calls of `fn()`, each waited for
+  (`jax.block_until_ready` on its result)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
 
 
 class Step(NamedTuple):

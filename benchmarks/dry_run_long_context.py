@@ -18,7 +18,6 @@ state further) and the batch; rematerialisation by config is not in the model ye
 own is what the table shows. Needs libtpu. Prints a markdown table; --json_out writes it.
 """
 
-import json
 import os
 import sys
 import time
@@ -68,11 +67,7 @@ def main(argv):
           "compile s": round(step["compile_s"], 1)})
       print(rows[-1], flush=True)
   header = common.run_header(load_before, start, target=_TARGET.value)
-  print("\n" + json.dumps(header) + "\n")
-  print(common.markdown_table(rows))
-  if _JSON_OUT.value:
-    with open(_JSON_OUT.value, "w") as f:
-      json.dump({"header": header, "rows": rows}, f, indent=2)
+  common.print_table_and_save(header, rows, _JSON_OUT.value)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import gzip
 import json
 import os
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -60,15 +59,6 @@ def _op_sources(hlo_text: str) -> dict[str, str]:
   return {m.group(1): m.group(2) for m in pattern.finditer(hlo_text)}
 
 
-def _median_ms(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
-
-
 def profile(config, batch_size: int) -> dict:
   """One length: step and forward times, device time by op kind, the costliest ops."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -90,8 +80,9 @@ def profile(config, batch_size: int) -> dict:
 
   jax.block_until_ready(run_step())
   jax.block_until_ready(forward(holder["state"].params, batch))
-  step_ms = _median_ms(run_step, _REPEATS.value)
-  forward_ms = _median_ms(lambda: forward(holder["state"].params, batch), _REPEATS.value)
+  step_ms = 1e3 * common.median_seconds(run_step, _REPEATS.value)
+  forward_ms = 1e3 * common.median_seconds(
+      lambda: forward(holder["state"].params, batch), _REPEATS.value)
   sources = _op_sources(step.train_step.lower(holder["state"], batch).compile().as_text())
   with tempfile.TemporaryDirectory() as trace_dir:
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
@@ -133,11 +124,12 @@ def main(argv):
     rows.append(profile(config, _BATCH_SIZE.value or config.train.batch_size))
     for op in rows[-1]["top_ops"]:
       print(f"  L={max_len}: {op['ms_per_step']:7.2f} ms  {op['op']:<28} {op['source']}")
-  print(json.dumps(common.run_header(load, start, preset=_PRESET.value)))
-  print(common.markdown_table([{k: v for k, v in r.items() if k != "top_ops"} for r in rows]))
+  header = common.run_header(load, start, preset=_PRESET.value)
+  table = [{k: v for k, v in r.items() if k != "top_ops"} for r in rows]
+  common.print_table_and_save(header, table, "")
   if _JSON_OUT.value:
     with open(_JSON_OUT.value, "w") as f:
-      json.dump({"rows": rows}, f, indent=1)
+      json.dump({"header": header, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
