@@ -177,7 +177,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       dtype="float32", param_dtype="float32",
       # Full-sequence attention: "reference" (einsum, the tests' reference) or "dot_product"
       # (jax.nn.dot_product_attention; see rmjax.models.TransformerConfig.attention).
-      attention="reference"))
+      attention="reference",
+      # The blocks as one scan with each layer's weights gathered inside it under FSDP
+      # (scan_layers), and what the backward pass recomputes (remat: "none", "full",
+      # "save_dots", "offload_dots"); rmjax.models.layer_scan. Same values either way.
+      scan_layers=False, remat="none"))
 
   config.optim = ml_collections.ConfigDict(dict(
       name="adamw", learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=50,

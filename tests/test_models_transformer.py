@@ -82,6 +82,9 @@ def test_config_defaults_and_round_trip():
     ({"param_dtype": "float64"}, "param_dtype"),
     ({"attention": "flash"}, "attention"),
     ({"attention": "dot_product", "attn_logit_softcap": 50.0}, "attention"),
+    ({"remat": "everything"}, "remat"),
+    ({"scan_layers": True, "sliding_window": 4, "sliding_window_layers": (0,)},
+     "scan_layers"),
 ])
 def test_config_validation_names_the_field(kwargs, field):
   with pytest.raises(ValueError, match=rf"TransformerConfig\.{field}\b"):
@@ -476,3 +479,59 @@ def test_dot_product_attention_matches_the_reference(kwargs):
   changed = tokens.at[0, 6].set(tokens[0, 6] % 200 + 3)
   np.testing.assert_array_equal(fast(tokens, mask)[0, :6], fast(changed, mask)[0, :6])
   assert not np.allclose(fast(tokens, mask)[0, 6:9], fast(changed, mask)[0, 6:9])
+
+
+# --------------------------------------------------------------------------- layers
+
+
+@pytest.mark.parametrize("scan, remat", [
+    (True, "none"), (True, "full"), (True, "save_dots"), (True, "offload_dots"),
+    (False, "full"), (False, "save_dots"),
+])
+def test_layer_scan_and_remat_give_the_unrolled_values_and_gradients(scan, remat):
+  """scan_layers / remat change how the blocks run, not what they compute: rewards and
+  gradients of every parameter equal the unrolled blocks' (right and left padding, GQA,
+  q/k norms, a window on every layer), and the program really scans / rematerialises."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(TINY, num_layers=3, num_kv_heads=1, qk_norm=True,
+                               sliding_window=6, sliding_window_layers=(0, 1, 2))
+  graphdef, params = models.init_reward_model(config, jax.random.key(4))
+  other, _ = models.init_reward_model(
+      dataclasses.replace(config, scan_layers=scan, remat=remat), jax.random.key(4))
+  seqs = _random_seqs(6, [11, 4, 1, 7])
+  right = _right_padded(seqs, 12)
+  left = {k: jnp.flip(v, axis=1) for k, v in _right_padded([s[::-1] for s in seqs], 12).items()}
+
+  def value_and_grad(graph):
+    apply = models.make_reward_apply(graph)
+    return jax.value_and_grad(lambda p, b: jnp.sum(jnp.sin(3.0 * apply(p, b))))
+
+  for batch in (right, left):
+    want_value, want_grad = jax.jit(value_and_grad(graphdef))(params, batch)
+    got_value, got_grad = jax.jit(value_and_grad(other))(params, batch)
+    np.testing.assert_allclose(got_value, want_value, rtol=1e-6, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 got_grad, want_grad)
+  # Every block's weights get a nonzero gradient (the scan's unstacking is not lost).
+  assert all(float(jnp.abs(g["mlp"]["up"]).max()) > 0
+             for g in want_grad["backbone"]["layers"].values())
+  jaxpr = str(jax.make_jaxpr(value_and_grad(other))(params, right))
+  assert ("scan[" in jaxpr) == scan
+  assert ("remat" in jaxpr or "checkpoint" in jaxpr) == (remat != "none")
+
+
+def test_layer_scan_runs_the_first_blocks_of_hidden_before_layer():
+  """hidden_before_layer(k) under scan_layers scans blocks [0, k) only (the input of the
+  trainable tail of a frozen pretrained backbone), equal to the unrolled blocks."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(TINY, num_layers=3)
+  graphdef, params = models.init_reward_model(config, jax.random.key(5))
+  scan_graphdef, _ = models.init_reward_model(dataclasses.replace(config, scan_layers=True),
+                                              jax.random.key(5))
+  batch = _right_padded(_random_seqs(7, [9, 3]), 10)
+  for layer in (0, 1, 2, 3):
+    want = nnx.merge(graphdef, params).backbone.hidden_before_layer(
+        batch["tokens"], batch["mask"], layer)
+    got = nnx.merge(scan_graphdef, params).backbone.hidden_before_layer(
+        batch["tokens"], batch["mask"], layer)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

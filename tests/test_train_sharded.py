@@ -4,6 +4,7 @@ per-host batches, and a 2-process x 2-device run equal to 1 process x 4 devices.
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -356,3 +357,62 @@ def test_config_mesh_token_and_distributed_block():
   with pytest.raises(ValueError, match=r"\[family,\]preset\[,backbone\]\[,mesh\]"):
     reward_model.get_config("smoke,fsdp,fsdp_tensor")
   assert parallel.distributed_settings(config, environ={}).mode == "single"
+
+
+def _hlo_computations(hlo_text):
+  """{computation name: its text} of a compiled HLO module, and the names of the while
+  loops' bodies."""
+  comps = {}
+  for block in re.split(r"\n(?=\S)", hlo_text):
+    match = re.match(r"(?:ENTRY )?%?([\w.\-]+)", block)
+    if match:
+      comps[match.group(1)] = block
+  return comps, set(re.findall(r"body=%?([\w.\-]+)", hlo_text))
+
+
+@pytest.fixture(scope="module")
+def three_layers():
+  """One step of a 3-layer smoke model on one device (unrolled, no remat)."""
+  config = _config(**_ONE_DEVICE)
+  config.model.num_layers = 3
+  program = _build_program(config, devices=jax.devices()[:1])
+  state = program.init(jax.random.PRNGKey(config.seed))
+  data = rm_data.load_preference_data(config.data, workdir="/nonexistent")
+  indices = data.train.train_indices(0, config.train.batch_size, config.data_seed)
+  new_state, metrics = program.train_step(state, _place(data.train, indices, program, config))
+  return dict(data=data, indices=indices, state=jax.device_get(new_state),
+              metrics=jax.device_get(metrics))
+
+
+@pytest.mark.parametrize("preset, remat", [("fsdp", "full"), ("fsdp_tensor", "save_dots")])
+def test_per_layer_gathers_in_a_layer_scan_equal_one_device(three_layers, preset, remat):
+  """model.scan_layers on 8 devices: the step's values and gradients (SGD: the update is
+  the gradient) equal today's one-device step, and the weights of the blocks are gathered
+  inside the scan's loop, one layer at a time, not all at the start of the step."""
+  config = _config(f"smoke,{preset}")
+  config.model.update(num_layers=3, scan_layers=True, remat=remat)
+  program = _build_program(config)
+  state = program.init(jax.random.PRNGKey(config.seed))
+  batch = _place(three_layers["data"].train, three_layers["indices"], program, config)
+  compiled = program.train_step.lower(state, batch).compile()
+  new_state, metrics = compiled(state, batch)
+  for name in ("loss", "accuracy", "grad_norm"):
+    np.testing.assert_allclose(metrics[name], three_layers["metrics"][name], **TOL,
+                               err_msg=name)
+  for (path, a), (_, b) in zip(_leaves_with_paths(jax.device_get(new_state)),
+                               _leaves_with_paths(three_layers["state"])):
+    np.testing.assert_allclose(a, b, **TOL, err_msg=jax.tree_util.keystr(path))
+  # The parameter tree is unchanged: one entry per layer, each sharded at rest.
+  gate = new_state.params["backbone"]["layers"][2]["mlp"]["gate"]
+  assert gate.shape == (32, 64) and "fsdp" in gate.sharding.spec
+
+  comps, bodies = _hlo_computations(compiled.as_text())
+  gathers = {name: len(re.findall(r" all-gather(?:-start)?\(", text))
+             for name, text in comps.items()}
+  in_loops = sum(n for name, n in gathers.items() if name in bodies)
+  elsewhere = sum(n for name, n in gathers.items() if name not in bodies)
+  # A block has 7 weights split over fsdp (q, k, v, out, gate, up, down; the norms are
+  # replicated): gathered in the forward loop's body, and again in the backward loop's with
+  # rematerialisation; outside the loops only the embedding and the head.
+  assert in_loops >= 7, gathers
+  assert elsewhere <= 3, gathers

@@ -135,7 +135,8 @@ def _rope_from_hf(hf_config: Mapping[str, Any]) -> tuple[float, dict[str, Any] |
 def decoder_config_from_hf(hf_config: Mapping[str, Any], *, lm_head: str | None = None,
                            dtype: str = "float32", param_dtype: str = "float32",
                            max_len: int | None = None,
-                           attention: str = "reference") -> TransformerConfig:
+                           attention: str = "reference", scan_layers: bool = False,
+                           remat: str = "none") -> TransformerConfig:
   """The `TransformerConfig` of a Hugging Face Llama / Qwen2 / Qwen3 config.json.
 
   Args:
@@ -146,6 +147,8 @@ def decoder_config_from_hf(hf_config: Mapping[str, Any], *, lm_head: str | None 
     param_dtype: parameter dtype name (default "float32").
     max_len: longest accepted sequence; None takes `max_position_embeddings`.
     attention: `TransformerConfig.attention` (default "reference").
+    scan_layers: `TransformerConfig.scan_layers` (default False).
+    remat: `TransformerConfig.remat` (default "none").
 
   Returns:
     The validated `TransformerConfig`.
@@ -226,6 +229,8 @@ def decoder_config_from_hf(hf_config: Mapping[str, Any], *, lm_head: str | None 
         dtype=dtype,
         param_dtype=param_dtype,
         attention=attention,
+        scan_layers=scan_layers,
+        remat=remat,
         num_kv_heads=kv,
         explicit_head_dim=explicit,
         qkv_bias=model_type == "qwen2",

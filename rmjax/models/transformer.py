@@ -43,6 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rmjax.models import layer_scan
+
 # Logical names of parameter axes. `None` (an axis that is never sharded) is also used.
 LOGICAL_AXES = ("vocab", "embed", "heads", "kv", "mlp")
 
@@ -217,6 +219,17 @@ class TransformerConfig:
       1024 tokens and 11% faster at 4096 (34 vs 38 ms); on the 2-core CPU 10% slower.
       "dot_product" has no logit soft-capping (`attn_logit_softcap` must be None). Token-
       by-token decoding with a KV cache always uses the reference path.
+    scan_layers: run the blocks as one `jax.lax.scan` over their weights stacked in the
+      step, each layer's weights gathered inside the scan under FSDP (default False:
+      unrolled, the whole model gathered for the step); see `rmjax.models.layer_scan`.
+      Needs identical blocks: not with `sliding_window_layers` on some layers only.
+      The parameter tree is the same either way; values and gradients equal to float32
+      rounding. Applies to full-sequence calls (training, scoring, prefill's blocks are
+      unrolled).
+    remat: rematerialisation of each block in the backward pass, one of
+      `layer_scan.REMAT_POLICIES`: "none" (default), "full" (keep only the block input),
+      "save_dots" (keep the weight matmuls' outputs), "offload_dots" (keep them in host
+      memory). Memory and time change, values do not.
   """
 
   vocab_size: int = 259
@@ -245,6 +258,8 @@ class TransformerConfig:
   sliding_window: int | None = None
   sliding_window_layers: Any = ()
   attention: str = "reference"
+  scan_layers: bool = False
+  remat: str = "none"
 
   def __post_init__(self):
     for name in ("vocab_size", "max_len", "d_model", "num_layers", "num_heads"):
@@ -260,7 +275,8 @@ class TransformerConfig:
         raise ValueError(
             f"TransformerConfig.{name} must be one of {_FLOAT_DTYPES}, got {value!r}."
         )
-    for name in ("qkv_bias", "qk_norm", "norm_plus_one", "post_norms", "scale_embeddings"):
+    for name in ("qkv_bias", "qk_norm", "norm_plus_one", "post_norms", "scale_embeddings",
+                 "scan_layers"):
       if not isinstance(getattr(self, name), bool):
         raise TypeError(
             f"TransformerConfig.{name} must be a bool, got {getattr(self, name)!r}.")
@@ -278,6 +294,10 @@ class TransformerConfig:
       raise ValueError(
           f"TransformerConfig.attention must be one of {ATTENTION_IMPLEMENTATIONS}, got "
           f"{self.attention!r}.")
+    if self.remat not in layer_scan.REMAT_POLICIES:
+      raise ValueError(
+          f"TransformerConfig.remat must be one of {layer_scan.REMAT_POLICIES}, got "
+          f"{self.remat!r}.")
     if self.attention == "dot_product" and self.attn_logit_softcap is not None:
       raise ValueError(
           "TransformerConfig.attention='dot_product' has no logit soft-capping, got "
@@ -295,6 +315,11 @@ class TransformerConfig:
           "TransformerConfig.sliding_window_layers must be a sequence of layer indices in "
           f"[0, {self.num_layers}), got {layers!r}.")
     object.__setattr__(self, "sliding_window_layers", tuple(sorted(set(layers))))
+    if self.scan_layers and 0 < len(self.sliding_window_layers) < self.num_layers:
+      raise ValueError(
+          "TransformerConfig.scan_layers needs identical blocks, got a sliding window on "
+          f"layers {self.sliding_window_layers} of {self.num_layers} only; set "
+          "scan_layers=False.")
     if self.sliding_window_layers and self.sliding_window is None:
       raise ValueError(
           "TransformerConfig.sliding_window_layers needs sliding_window, got "
@@ -977,9 +1002,8 @@ class Transformer(nnx.Module):
       x = x * jnp.asarray(math.sqrt(self.config.d_model), x.dtype)
     x = x.astype(dt)
     x = jnp.where(mask[..., None], x, jnp.zeros((), dt))
-    for block in self.layers[:layer]:
-      x = block(x, mask)
-    return x
+    return layer_scan.run_blocks(list(self.layers[:layer]), x, mask,
+                                 scan=self.config.scan_layers, remat=self.config.remat)
 
   def lm_logits(self, hidden: jax.Array) -> jax.Array:
     """Next-token logits of hidden states: hidden @ W, float32.

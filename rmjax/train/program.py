@@ -19,6 +19,7 @@ import optax
 
 from rmjax import models
 from rmjax import parallel
+from rmjax.models import layer_scan
 from rmjax.train import optim
 from rmjax.train.state import TrainState
 from rmjax.train.task import Task
@@ -76,7 +77,8 @@ def check_batch_sizes(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
       raise ValueError(f"train.{name}: expected a positive integer, got {config.train[name]}")
 
 
-def sharded_compute(fn, param_shardings, example_sharding: NamedSharding):
+def sharded_compute(fn, param_shardings, example_sharding: NamedSharding,
+                    layer_rules: Sequence[tuple[str, Any]] | None = None):
   """`fn(params, *inputs)` laid out as FSDP + tensor parallelism wants it.
 
   Weights are gathered over ('data', 'fsdp') where they are used (`param_shardings`: the
@@ -87,14 +89,52 @@ def sharded_compute(fn, param_shardings, example_sharding: NamedSharding):
   measured on the smoke model); with them, an FSDP step moves weights (all-gather in the
   forward pass, reduce of the gradients in the backward pass) and every device works on its
   own sequences. The gradient of the gather is the reduction back to the sharded layout.
+
+  With `layer_rules` (the logical-axis rules of a model whose blocks run as a layer scan,
+  `TransformerConfig.scan_layers`), fn is traced inside
+  `rmjax.models.layer_scan.per_layer_gathers`: the scan gathers each block's weights inside
+  its body, one layer at a time; `param_shardings` then leaves the block weights in their
+  rest layout (`compute_shardings`).
   """
 
   def sharded(params, *inputs):
     params = jax.lax.with_sharding_constraint(params, param_shardings)
     inputs = jax.lax.with_sharding_constraint(inputs, example_sharding)
-    return jax.lax.with_sharding_constraint(fn(params, *inputs), example_sharding)
+    if layer_rules is None:
+      outputs = fn(params, *inputs)
+    else:
+      with layer_scan.per_layer_gathers(example_sharding.mesh, layer_rules):
+        outputs = fn(params, *inputs)
+    return jax.lax.with_sharding_constraint(outputs, example_sharding)
 
   return sharded
+
+
+def compute_shardings(param_specs: Any, mesh: jax.sharding.Mesh, *,
+                      per_layer: bool = False) -> Any:
+  """Where `sharded_compute` holds each parameter while computing with it.
+
+  The rest-state spec without the batch axes ('data', 'fsdp'): gathered over them, split
+  over 'tensor' as at rest. With per_layer (a layer scan gathers the block weights itself,
+  `rmjax.models.layer_scan`), the weights under a transformer's `layers` keep their rest
+  spec.
+
+  Args:
+    param_specs: `PartitionSpec` pytree of the parameters at rest.
+    mesh: the run's mesh.
+    per_layer: leave the block weights (`layer_scan.is_layer_path`) at rest (default False).
+
+  Returns:
+    A `NamedSharding` pytree with the structure of param_specs.
+  """
+
+  def sharding(path, spec):
+    if per_layer and layer_scan.is_layer_path(path):
+      return NamedSharding(mesh, spec)
+    return NamedSharding(mesh, parallel.without_axes(spec))
+
+  return jax.tree_util.tree_map_with_path(sharding, param_specs,
+                                          is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
 def make_train_step(loss_fn, optimizer: optax.GradientTransformation):
@@ -187,11 +227,13 @@ def build_program(config: ml_collections.ConfigDict, task: Task, *,
       params = task.load_params(init_rng, state_shardings.params)
       return create(params, state_rng)
 
-  compute_shardings = jax.tree.map(
-      lambda spec: NamedSharding(mesh, parallel.without_axes(spec)), param_specs,
-      is_leaf=is_spec)
-  shard = functools.partial(sharded_compute, param_shardings=compute_shardings,
-                            example_sharding=example_sharding)
+  # A layer scan (config.model.scan_layers) gathers each block's weights inside the scan;
+  # everything else is gathered for the whole step.
+  per_layer = bool(config.get("model") and config.model.get("scan_layers", False))
+  shard = functools.partial(
+      sharded_compute, param_shardings=compute_shardings(param_specs, mesh, per_layer=per_layer),
+      example_sharding=example_sharding,
+      layer_rules=tuple(map(tuple, config.mesh.logical_axis_rules)) if per_layer else None)
   # Every batch field is split along its leading (example) axis: one sharding, a pytree
   # prefix. Metrics and eval outputs come back replicated, so every process can read them.
   if task.make_train_step is not None:

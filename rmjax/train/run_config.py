@@ -1,8 +1,22 @@
 """Config sections every training config has, with their defaults (one home for them)."""
 
+from typing import Any
+
 import ml_collections
 
 from rmjax.models import DEFAULT_LOGICAL_AXIS_RULES
+
+
+def model_execution(model: ml_collections.ConfigDict) -> dict[str, Any]:
+  """How a decoder's layers run, not what they are: config.model's `attention`,
+  `scan_layers` and `remat` (`rmjax.models.TransformerConfig`), defaults where the section
+  leaves them out; keyword arguments of `hf_decoder.decoder_config_from_hf`.
+
+  >>> model_execution(ml_collections.ConfigDict(dict(d_model=8, remat="full")))
+  {'attention': 'reference', 'scan_layers': False, 'remat': 'full'}
+  """
+  return dict(attention=model.get("attention", "reference"),
+              scan_layers=model.get("scan_layers", False), remat=model.get("remat", "none"))
 
 
 def mesh_config() -> ml_collections.ConfigDict:

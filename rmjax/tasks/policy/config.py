@@ -117,7 +117,11 @@ def get_config(task: str, arg: str | None = None) -> ml_collections.ConfigDict:
       dtype="float32", param_dtype="float32",
       # Full-sequence attention: "reference" (einsum, the tests' reference) or "dot_product"
       # (jax.nn.dot_product_attention; see rmjax.models.TransformerConfig.attention).
-      attention="reference"))
+      attention="reference",
+      # The blocks as one scan with each layer's weights gathered inside it under FSDP
+      # (scan_layers), and what the backward pass recomputes (remat: "none", "full",
+      # "save_dots", "offload_dots"); rmjax.models.layer_scan. Same values either way.
+      scan_layers=False, remat="none"))
   # Token log-probs over vocabulary chunks of this size (0 = whole vocabulary at once).
   config.logprob_chunk_size = 0
   config.pretrained = ml_collections.ConfigDict(default_pretrained_config())

@@ -26,6 +26,7 @@ import ml_collections
 from rmjax import losses
 from rmjax import models
 from rmjax.models.transformer import TransformerConfig
+from rmjax.train import run_config
 
 
 class PolicyModel(NamedTuple):
@@ -81,8 +82,7 @@ def build_policy_model(config: ml_collections.ConfigDict) -> PolicyModel:
                        "needs a decoder with an LM head")
     model_config = hf_decoder.decoder_config_from_hf(
         ckpt.hf_config, max_len=config.data.max_len, dtype=config.model.dtype,
-        param_dtype=config.model.param_dtype,
-        attention=config.model.get("attention", "reference"))
+        param_dtype=config.model.param_dtype, **run_config.model_execution(config.model))
 
     def load_params(rng, shardings):
       del rng  # Nothing is new: the LM head is the checkpoint's.

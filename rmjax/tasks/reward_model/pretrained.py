@@ -51,6 +51,7 @@ from rmjax.models import pretrained_reward
 from rmjax.models.encoder import EncoderConfig
 from rmjax.models.transformer import TransformerConfig
 from rmjax.tasks.reward_model.family import Family
+from rmjax.train import run_config
 from rmjax.tasks.reward_model.family import Model
 from rmjax.tasks.reward_model.family import single_model
 
@@ -189,9 +190,13 @@ def backbone_config(ckpt: Checkpoint, config: ml_collections.ConfigDict
 
   dtypes = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype)
   if ckpt.kind == "encoder":
-    if config.model.get("attention", "reference") != "reference":
-      raise ValueError(f"model.attention={config.model.attention!r} applies to decoders; the "
-                       f"encoder {ckpt.source} has only the reference attention")
+    execution = run_config.model_execution(config.model)
+    defaults = run_config.model_execution(ml_collections.ConfigDict())
+    changed = {k: v for k, v in execution.items() if v != defaults[k]}
+    if changed:
+      raise ValueError(f"model.{', model.'.join(changed)}={list(changed.values())} apply to "
+                       f"decoders; the encoder {ckpt.source} runs unrolled with the reference "
+                       f"attention ({defaults})")
     encoder = hf_bert.encoder_config_from_hf(ckpt.hf_config, **dtypes)
     if encoder.max_len < config.data.max_len:
       raise ValueError(f"data.max_len={config.data.max_len} exceeds the encoder's "
@@ -199,7 +204,7 @@ def backbone_config(ckpt: Checkpoint, config: ml_collections.ConfigDict
     return encoder
   return hf_decoder.decoder_config_from_hf(
       ckpt.hf_config, lm_head="none", max_len=config.data.max_len,
-      attention=config.model.get("attention", "reference"), **dtypes)
+      **run_config.model_execution(config.model), **dtypes)
 
 
 def _first_layer(backbone: TransformerConfig | EncoderConfig,
