@@ -21,6 +21,14 @@ also compiles one block instead of num_layers. It needs identical blocks (no per
 sliding windows). The stacked copy costs one more sharded copy of the block weights (1 / fsdp
 of them per device) in the step.
 
+What the backward pass reads is the remat policy's choice, and a gathered weight is an
+operand of the block's matmuls: with remat "none", autodiff keeps every layer's gathered
+weights from the forward pass for the backward pass (the memory of gathering them all, plus
+the scan's stacking), so a layer scan under FSDP wants a policy: "full" and "save_dots" keep
+no gathered weight and gather each layer again in the backward pass (checked in the compiled
+HLO: all-gathers in the forward and the backward loop bodies; tests/test_train_sharded.py).
+Measured on the reward-model pod preset: README "Running at scale".
+
 Rematerialisation (`TransformerConfig.remat`, Chen et al. 2016, "Training deep nets with
 sublinear memory cost"): each block's forward is wrapped in `jax.checkpoint` with a policy
 that says which intermediates the backward pass may keep:

@@ -224,8 +224,9 @@ class TransformerConfig:
       unrolled, the whole model gathered for the step); see `rmjax.models.layer_scan`.
       Needs identical blocks: not with `sliding_window_layers` on some layers only.
       The parameter tree is the same either way; values and gradients equal to float32
-      rounding. Applies to full-sequence calls (training, scoring, prefill's blocks are
-      unrolled).
+      rounding. Applies to full-sequence calls (training, scoring); decoding with a KV
+      cache runs the blocks unrolled. Under FSDP use it with a remat policy other than
+      "none" (which keeps every layer's gathered weights for the backward pass).
     remat: rematerialisation of each block in the backward pass, one of
       `layer_scan.REMAT_POLICIES`: "none" (default), "full" (keep only the block input),
       "save_dots" (keep the weight matmuls' outputs), "offload_dots" (keep them in host

@@ -270,17 +270,33 @@ def _out_of_memory(message: str, args: tuple, chip: TpuChip, lower_s: float,
   """The report of a step the TPU compiler refused for want of HBM.
 
   XLA stops at "the total memory required for HLO temporaries (121.27G) exceeds available
-  HBM (15.75G)" (GiB); the temporaries are that figure, the arguments their shards' bytes;
-  there are no FLOPs or collectives to report.
+  HBM (15.75G)" (GiB; the temporaries are that figure) or, after its own rematerialisation
+  fell short, at "Used 15.79G of 15.75G hbm" (the temporaries are that less the
+  arguments); the arguments are their shards' bytes. A message in neither form leaves the
+  temporaries at just over what the HBM has room for. Never "fits"; there are no FLOPs or
+  collectives to report.
   """
-  match = re.search(r"temporaries \(([\d.]+)G\)", message)
-  argument = sum(math.prod(a.sharding.shard_shape(a.shape)) * a.dtype.itemsize
-                 for a in jax.tree.leaves(args))
-  temp = int(float(match.group(1)) * GIB) if match else 0
+  argument = int(sum(math.prod(a.sharding.shard_shape(a.shape)) * a.dtype.itemsize
+                     for a in jax.tree.leaves(args)))
+  temporaries = re.search(r"temporaries \(([\d.]+)G\)", message)
+  used = re.search(r"Used ([\d.]+)G of ([\d.]+)G hbm", message)
+  available = re.search(r"available HBM \(([\d.]+)G\)", message)
+  if temporaries:
+    temp = int(float(temporaries.group(1)) * GIB)
+  elif used:
+    temp = int(float(used.group(1)) * GIB) - argument
+    available = used
+  else:
+    temp = chip.hbm_bytes - argument + 1
+  memory = _memory(dict(argument=argument, output=0, alias=0, temp=temp, generated_code=0),
+                   chip)
+  # Measured against what XLA could use (15.75 of v5e's 16 GiB), when the message says.
+  usable = int(float(available.group(available.lastindex)) * GIB) if available else chip.hbm_bytes
+  memory["headroom_bytes"] = min(memory["headroom_bytes"], usable - memory["total_bytes"], -1)
+  memory["fits"] = False
   return {
       "lower_s": lower_s, "compile_s": compile_s,
-      "memory": _memory(dict(argument=int(argument), output=0, alias=0, temp=temp,
-                             generated_code=0), chip),
+      "memory": memory,
       "flops": None, "bytes_accessed": None, "model_flops": None, "roofline_s": None,
       "mfu_bound": None, "collectives": {}, "rematerialised": None, "loops": None,
       "compile_error": message.splitlines()[0],
