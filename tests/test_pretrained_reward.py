@@ -448,3 +448,25 @@ def test_encoder_job_starts_from_the_checkpoint(tmp_path, bert_bytes, trainable,
     return (pooled @ kernel)[:, 0]
 
   np.testing.assert_allclose(logits, reward("chosen") - reward("rejected"), atol=2e-5)
+
+
+def test_backbone_config_takes_the_layer_execution_of_config_model():
+  """config.model's scan_layers / remat / attention reach a pretrained decoder's config (the
+  pod runs a checkpoint with them); an encoder, which runs unrolled with the reference
+  attention only, refuses them by name."""
+  from configs import reward_model  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks.reward_model import pretrained  # pylint: disable=g-import-not-at-top
+  config = reward_model.get_config("hh_rlhf")
+  config.model.update(scan_layers=True, remat="save_dots")
+  llama = dict(model_type="llama", vocab_size=300, hidden_size=64, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+               max_position_embeddings=512, rms_norm_eps=1e-5, rope_theta=10000.0)
+  decoder = pretrained.backbone_config(pretrained.Checkpoint("decoder", llama, {}, "x", ()),
+                                       config)
+  assert (decoder.scan_layers, decoder.remat, decoder.attention) == (True, "save_dots",
+                                                                     "reference")
+  bert = dict(model_type="bert", vocab_size=300, hidden_size=64, num_hidden_layers=2,
+              num_attention_heads=4, intermediate_size=128, max_position_embeddings=512)
+  with pytest.raises(ValueError, match=r"model\.scan_layers, model\.remat=\[True, 'save_dots'\] "
+                                       r"apply to decoders"):
+    pretrained.backbone_config(pretrained.Checkpoint("encoder", bert, {}, "x", ()), config)
