@@ -275,3 +275,101 @@ def test_mesh_that_does_not_map_onto_the_torus_is_a_clear_error():
     parallel.make_mesh({"data": 2, "fsdp": 16, "tensor": 2}, devices)
   assert dict(parallel.make_mesh({"data": 4, "fsdp": 4, "tensor": 4}, devices).shape) == {
       "data": 4, "fsdp": 4, "tensor": 4}
+
+
+# --- The RL step's pieces and the evaluation's scoring (compiled by libtpu). ---
+#
+# Both at d_model 128 with one 128-wide head and d_ff 256 (every weight dim a multiple of
+# the TPU tile), 1 layer, the byte tokenizer's 259 ids: the policy has 259 * 128 (tied
+# embedding) + 4 * 128^2 + 3 * 128 * 256 + 2 * 128 (layer) + 128 (final norm) = 197,376
+# parameters, the reward model that plus its scalar head (128 + 1): 197,505.
+POLICY_PARAMS, REWARD_MODEL_PARAMS = 197_376, 197_505
+
+
+def _tile_sized(config):
+  config.model.update(d_model=128, num_heads=1, d_ff=256, num_layers=1)
+  return config
+
+
+def _reward_model_run(tmp_path) -> pathlib.Path:
+  """A reward-model run that is only its config.json (configs/reward_model.py:smoke, tile
+  sized, sequences of 128 tokens): all a dry run of its scoring reads. Its scorer's int32
+  [8 k, 128] batches fill whole (8, 128) TPU tiles."""
+  sys.path.insert(0, str(REPO_ROOT))
+  from configs import reward_model  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "rm"
+  workdir.mkdir()
+  config = _tile_sized(reward_model.get_config("smoke"))
+  config.data.max_len = 128
+  (workdir / "config.json").write_text(config.to_json_best_effort())
+  return workdir
+
+
+def _evaluate_config(rm_dir, target="v5e:2x2"):
+  sys.path.insert(0, str(REPO_ROOT))
+  from configs import evaluate  # pylint: disable=g-import-not-at-top
+  config = evaluate.get_config("smoke")
+  config.model.workdir = str(rm_dir)
+  config.batch_size = 32  # 8 sequences per device
+  config.dry_run.target = target
+  return config
+
+
+def test_evaluate_dry_run_scoring_bytes_are_the_params_and_the_batch(tmp_path):
+  """The scoring function of a run, from its config.json alone, on v5e:2x2 (4 chips on
+  'data'): each device holds the float32 params and its quarter of the batch."""
+  _devices("v5e:2x2")
+  from rmjax.tasks.reward_model import benchmark_eval  # pylint: disable=g-import-not-at-top
+  config = _evaluate_config(_reward_model_run(tmp_path))
+  report = benchmark_eval.dry_run(config, str(tmp_path / "eval"))
+  assert report["steps"] == ["score"] and report["num_params"] == REWARD_MODEL_PARAMS
+  assert report["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1}
+  # int32 tokens and mask, config.batch_size / 4 = 8 rows of max_len 128 each.
+  batch = 2 * 8 * 128 * 4
+  memory = report["score"]["memory"]
+  # Measured 0.4 % over: tile padding of the [128] norm scales and the head's bias.
+  assert memory["argument"] == pytest.approx(4 * REWARD_MODEL_PARAMS + batch, rel=0.01)
+  assert memory["argument"] >= 4 * REWARD_MODEL_PARAMS + batch
+  assert memory["fits"] and report["fit_advice"] == []
+  # Forward FLOPs of the batch's tokens on each device, within 10 % of the compiled ones.
+  assert report["score"]["flops"] == pytest.approx(report["score"]["model_flops"], rel=0.1)
+  text = (tmp_path / "eval" / "dry_run.md").read_text()
+  assert "score step" in text and "fits" in text
+  assert json.loads((tmp_path / "eval" / "dry_run.json").read_text())["steps"] == ["score"]
+
+
+def test_evaluate_dry_run_that_does_not_fit_names_the_excess(tmp_path):
+  """A 2-layer, 2048-token run scored 8192 sequences at a time: the first layer's attention
+  probabilities alone, 2048 rows per device x 2048^2 float32, are 32 GiB (XLA: 36.05 GiB of
+  temporaries); the compiler refuses it and the advice names the excess, config.batch_size
+  and the mesh of configs/evaluate.py. (One layer would fit: with last-token pooling XLA
+  keeps only the last query row of the last layer.)"""
+  _devices("v5e:2x2")
+  from rmjax.tasks.reward_model import benchmark_eval  # pylint: disable=g-import-not-at-top
+  rm_dir = _reward_model_run(tmp_path)
+  run = json.loads((rm_dir / "config.json").read_text())
+  run["data"].update(max_len=2048, max_prompt_len=1024)
+  run["model"]["num_layers"] = 2
+  (rm_dir / "config.json").write_text(json.dumps(run))
+  config = _evaluate_config(rm_dir)
+  config.batch_size = 8192  # 2048 sequences per device
+  report = benchmark_eval.dry_run(config, str(tmp_path / "eval"))
+  memory = report["score"]["memory"]
+  assert not memory["fits"] and memory["temp"] > dry_run.TPU_CHIPS["v5e"].hbm_bytes
+  excess = memory["total_bytes"] - dry_run.TPU_CHIPS["v5e"].hbm_bytes
+  advice = report["fit_advice"]
+  assert advice[0].startswith("score step does not fit: ") and (
+      f"{dry_run._size(excess)} over the 16.000 GiB" in advice[0])  # pylint: disable=protected-access
+  assert any("--config.batch_size=" in line for line in advice)
+  assert any("--config.mesh.data=1 --config.mesh.fsdp=4" in line for line in advice)
+  assert not any("rematerialised" in line for line in advice)  # Nothing to recompute.
+  assert "DOES NOT FIT" in (tmp_path / "eval" / "dry_run.md").read_text()
+
+
+def test_evaluate_dry_run_of_a_checkpoint_is_refused(tmp_path):
+  from rmjax.tasks.reward_model import benchmark_eval  # pylint: disable=g-import-not-at-top
+  config = _evaluate_config(tmp_path)
+  config.model.update(workdir="", checkpoint=str(tmp_path))
+  with pytest.raises(ValueError, match="model.checkpoint"):
+    benchmark_eval.dry_run(config, str(tmp_path / "eval"))
+
