@@ -49,6 +49,11 @@ The docs give some capacities in GB and some in GiB; GiB is used for all. A chip
 HBM is a little less (XLA's limit on v5e: 15.75 GiB), so a total within a few hundred MiB
 of the HBM is a close call.
 
+A job made of several jitted functions reports each as its own step (`DryRunStep`): online
+RL's generation, log-probs, update and reward scoring (`Task.dry_run_steps`,
+`rmjax.tasks.policy.rl.dry_run_steps`), the evaluation's scoring function
+(`rmjax.tasks.reward_model.benchmark_eval.dry_run`).
+
   report = dry_run(config, task, "v5e-256")      # a JSON-able dict
   print(format_report(report))
 """
@@ -408,10 +413,6 @@ def default_steps(config: ml_collections.ConfigDict, task: Task, program, num_ch
   train.batch_size examples (`Task.batch_layout`) and the eval (scoring) step on one of
   eval.batch_size; model FLOPs from `Task.flops_per_token` (the eval step's forward pass:
   a third of a training step's)."""
-  if task.make_train_step is not None:
-    raise ValueError(f"task {task.name!r} supplies its own step (Task.make_train_step: "
-                     "host work between jitted pieces), which cannot be compiled as one "
-                     "program; give the task Task.dry_run_steps (its jitted pieces)")
   per_device = lambda layout, share: (
       task.flops_per_token * _tokens(layout, task.token_mask_fields) / num_chips * share
       if task.flops_per_token else None)
@@ -481,7 +482,9 @@ def dry_run(config: ml_collections.ConfigDict, task: Task, target: str, *,
   start = time.perf_counter()
   tpu = parse_target(target)
   if task.dry_run_steps is None and task.make_train_step is not None:
-    default_steps(config, task, None, tpu.num_chips)  # Raises: the reason, before libtpu.
+    raise ValueError(f"task {task.name!r} supplies its own step (Task.make_train_step: "
+                     "host work between jitted pieces), which cannot be compiled as one "
+                     "program, and no Task.dry_run_steps (its jitted pieces)")
   devices = topology_devices(tpu)
   program = build_program(config, task, devices=devices)
   if task.dry_run_steps is not None:
