@@ -423,6 +423,10 @@ def test_rl_dry_run_compiles_generation_log_probs_update_and_scoring(tmp_path):
   # head's logits over 259 ids, so XLA counts a little more (measured 7 % and 9 %).
   for name in ("generation", "log_probs"):
     assert 1.0 <= report[name]["flops"] / report[name]["model_flops"] <= 1.25
+  # The update (one minibatch of all 32 rows, 8 per device) is a forward and a backward
+  # pass over the rows log_probs runs forward: about 3x its FLOPs, not 12x (each device
+  # computing the whole minibatch, before its rows were constrained to the batch layout).
+  assert report["update"]["flops"] / report["log_probs"]["flops"] == pytest.approx(3, rel=0.2)
   assert all(report[name]["memory"]["fits"] for name in report["steps"])
   assert report["fit_advice"] == []
   text = (workdir / "dry_run.md").read_text()
