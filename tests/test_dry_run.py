@@ -362,7 +362,7 @@ def test_evaluate_dry_run_that_does_not_fit_names_the_excess(tmp_path):
       f"{dry_run._size(excess)} over the 16.000 GiB" in advice[0])  # pylint: disable=protected-access
   assert any("--config.batch_size=" in line for line in advice)
   assert any("--config.mesh.data=1 --config.mesh.fsdp=4" in line for line in advice)
-  assert not any("rematerialised" in line for line in advice)  # Nothing to recompute.
+  assert not any("remat" in line for line in advice)  # A forward pass: nothing to recompute.
   assert "DOES NOT FIT" in (tmp_path / "eval" / "dry_run.md").read_text()
 
 
