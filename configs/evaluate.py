@@ -5,6 +5,14 @@ r"""Evaluate a reward model on the field's benchmarks: config and presets.
   python -m experiments.evaluate_reward_model --config configs/evaluate.py:rewardbench \
       --config.model.checkpoint=exported/smollm2_rm \
       --config.paths.rewardbench=/data/reward-bench/filtered.jsonl --workdir runs/eval_rb
+  python -m experiments.evaluate_reward_model --config configs/evaluate.py:fsdp \
+      --config.model.workdir=runs/rm_pod --config.dry_run.target=v5e-256 \
+      --config.batch_size=256 --workdir /tmp/eval_pod_dry_run      # compile only, report
+
+A dry run (`--config.dry_run.target`, a TPU slice such as v5e-256 or v5e:4x4) reads the
+run's config.json only, compiles the scoring function for that slice (config.mesh over its
+chips, batches of config.batch_size sequences of the run's max_len) and writes
+dry_run.json / dry_run.md instead of scoring (`benchmark_eval.dry_run`).
 
 The model (exactly one of):
   model.workdir      a trained rmjax run (its latest checkpoint, or model.step); its tokenizer,
@@ -37,6 +45,8 @@ out over the devices as in training.
 import os
 
 import ml_collections
+
+from rmjax.train import run_config
 
 _SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             os.pardir, "shared", "data")
@@ -76,6 +86,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Length-difference buckets (chosen minus rejected characters) of the length diagnostic.
   config.length_bucket_edges = (-500, -100, 0, 100, 500)
   config.progress = True
+  # Compile for a TPU slice instead of scoring (rmjax.train.dry_run), e.g. v5e-256.
+  config.dry_run = run_config.dry_run_config()
   for preset in filter(None, (arg or "").split(",")):
     _apply_preset(config, preset)
   config.name = arg or "default"

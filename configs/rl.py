@@ -6,6 +6,8 @@ r"""Online RL of a policy against rewards: config and presets (rmjax.tasks.polic
   python -m experiments.train_policy_rl --config configs/rl.py:hh_rlhf \
       --config.rewards.sources.helpful.workdir=runs/rm_helpful_smollm2 \
       --config.rewards.sources.harmless.workdir=runs/rm_hh_smollm2 --workdir /tmp/rl_hh
+  python -m experiments.train_policy_rl --config configs/rl.py:pod \
+      --config.dry_run.target=v5e-256 --workdir /tmp/rl_pod_dry_run    # compile only, report
 
 Presets:
   default  the synthetic policy world. pi_0 (reference and starting policy) is an SFT run,
@@ -26,7 +28,10 @@ Presets:
            tokenizer). 4 steps of B 4 x G 4 samples of <= 32 tokens: feasible on a CPU.
   pod      documented, not runnable here: the ~1.3B policy of configs/sft.py:pod on a
            4 x 16 x 4 mesh, B 256 x G 16 samples of <= 256 tokens, 2 epochs of minibatches of
-           512, the helpful and harmless reward models colocated on the same mesh.
+           512, the helpful and harmless reward models colocated on the same mesh. Its dry
+           run (--config.dry_run.target=v5e-256) compiles the generation, log-probs and
+           update for the slice (and each reward model whose workdir is given); the rl
+           task runs on one process, so a real run needs a single-host slice.
 
 rl.algorithm: reinforce, grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline, remax,
 opo, bnpo, gspo, cispo, ppo (a value head + GAE) (rmjax.tasks.policy.rl_algorithms); config.rl's other fields:

@@ -321,3 +321,201 @@ def test_mesh_that_does_not_map_onto_the_torus_is_a_clear_error():
     parallel.make_mesh({"data": 2, "fsdp": 16, "tensor": 2}, devices)
   assert dict(parallel.make_mesh({"data": 4, "fsdp": 4, "tensor": 4}, devices).shape) == {
       "data": 4, "fsdp": 4, "tensor": 4}
+
+
+# --- The RL step's pieces and the evaluation's scoring (compiled by libtpu). ---
+#
+# Both at d_model 128 with one 128-wide head and d_ff 256 (every weight dim a multiple of
+# the TPU tile), 1 layer, the byte tokenizer's 259 ids: the policy has 259 * 128 (tied
+# embedding) + 4 * 128^2 + 3 * 128 * 256 + 2 * 128 (layer) + 128 (final norm) = 197,376
+# parameters, the reward model that plus its scalar head (128 + 1): 197,505.
+POLICY_PARAMS, REWARD_MODEL_PARAMS = 197_376, 197_505
+
+
+def _tile_sized(config):
+  config.model.update(d_model=128, num_heads=1, d_ff=256, num_layers=1)
+  return config
+
+
+def _reward_model_run(tmp_path) -> pathlib.Path:
+  """A reward-model run that is only its config.json (configs/reward_model.py:smoke, tile
+  sized, sequences of 128 tokens): all a dry run of its scoring reads. Its scorer's int32
+  [8 k, 128] batches fill whole (8, 128) TPU tiles."""
+  sys.path.insert(0, str(REPO_ROOT))
+  from configs import reward_model  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "rm"
+  workdir.mkdir()
+  config = _tile_sized(reward_model.get_config("smoke"))
+  config.data.max_len = 128
+  (workdir / "config.json").write_text(config.to_json_best_effort())
+  return workdir
+
+
+def _evaluate_config(rm_dir, target="v5e:2x2"):
+  sys.path.insert(0, str(REPO_ROOT))
+  from configs import evaluate  # pylint: disable=g-import-not-at-top
+  config = evaluate.get_config("smoke")
+  config.model.workdir = str(rm_dir)
+  config.batch_size = 32  # 8 sequences per device
+  config.dry_run.target = target
+  return config
+
+
+def test_evaluate_dry_run_scoring_bytes_are_the_params_and_the_batch(tmp_path):
+  """The scoring function of a run, from its config.json alone, on v5e:2x2 (4 chips on
+  'data'): each device holds the float32 params and its quarter of the batch."""
+  _devices("v5e:2x2")
+  from rmjax.tasks.reward_model import benchmark_eval  # pylint: disable=g-import-not-at-top
+  config = _evaluate_config(_reward_model_run(tmp_path))
+  report = benchmark_eval.dry_run(config, str(tmp_path / "eval"))
+  assert report["steps"] == ["score"] and report["num_params"] == REWARD_MODEL_PARAMS
+  assert report["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1}
+  # int32 tokens and mask, config.batch_size / 4 = 8 rows of max_len 128 each.
+  batch = 2 * 8 * 128 * 4
+  memory = report["score"]["memory"]
+  # Measured 0.4 % over: tile padding of the [128] norm scales and the head's bias.
+  assert memory["argument"] == pytest.approx(4 * REWARD_MODEL_PARAMS + batch, rel=0.01)
+  assert memory["argument"] >= 4 * REWARD_MODEL_PARAMS + batch
+  assert memory["fits"] and report["fit_advice"] == []
+  # Forward FLOPs of the batch's tokens on each device, within 10 % of the compiled ones.
+  assert report["score"]["flops"] == pytest.approx(report["score"]["model_flops"], rel=0.1)
+  text = (tmp_path / "eval" / "dry_run.md").read_text()
+  assert "score step" in text and "fits" in text
+  assert json.loads((tmp_path / "eval" / "dry_run.json").read_text())["steps"] == ["score"]
+
+
+def test_evaluate_dry_run_that_does_not_fit_names_the_excess(tmp_path):
+  """A 2-layer, 2048-token run scored 8192 sequences at a time: the first layer's attention
+  probabilities alone, 2048 rows per device x 2048^2 float32, are 32 GiB (XLA: 36.05 GiB of
+  temporaries); the compiler refuses it and the advice names the excess, config.batch_size
+  and the mesh of configs/evaluate.py. (One layer would fit: with last-token pooling XLA
+  keeps only the last query row of the last layer.)"""
+  _devices("v5e:2x2")
+  from rmjax.tasks.reward_model import benchmark_eval  # pylint: disable=g-import-not-at-top
+  rm_dir = _reward_model_run(tmp_path)
+  run = json.loads((rm_dir / "config.json").read_text())
+  run["data"].update(max_len=2048, max_prompt_len=1024)
+  run["model"]["num_layers"] = 2
+  (rm_dir / "config.json").write_text(json.dumps(run))
+  config = _evaluate_config(rm_dir)
+  config.batch_size = 8192  # 2048 sequences per device
+  report = benchmark_eval.dry_run(config, str(tmp_path / "eval"))
+  memory = report["score"]["memory"]
+  assert not memory["fits"] and memory["temp"] > dry_run.TPU_CHIPS["v5e"].hbm_bytes
+  excess = memory["total_bytes"] - dry_run.TPU_CHIPS["v5e"].hbm_bytes
+  advice = report["fit_advice"]
+  assert advice[0].startswith("score step does not fit: ") and (
+      f"{dry_run._size(excess)} over the 16.000 GiB" in advice[0])  # pylint: disable=protected-access
+  assert any("--config.batch_size=" in line for line in advice)
+  assert any("--config.mesh.data=1 --config.mesh.fsdp=4" in line for line in advice)
+  assert not any("remat" in line for line in advice)  # A forward pass: nothing to recompute.
+  assert "DOES NOT FIT" in (tmp_path / "eval" / "dry_run.md").read_text()
+
+
+def test_evaluate_dry_run_of_a_checkpoint_is_refused(tmp_path):
+  from rmjax.tasks.reward_model import benchmark_eval  # pylint: disable=g-import-not-at-top
+  config = _evaluate_config(tmp_path)
+  config.model.update(workdir="", checkpoint=str(tmp_path))
+  with pytest.raises(ValueError, match="model.checkpoint"):
+    benchmark_eval.dry_run(config, str(tmp_path / "eval"))
+
+
+def _rl_config(rm_dir, algorithm="grpo", target="v5e:2x2"):
+  """configs/rl.py:smoke, tile sized, rewarded by the reward model of `rm_dir` (a run
+  that is only its config.json), with a dry-run target."""
+  sys.path.insert(0, str(REPO_ROOT))
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from configs import rl  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks.policy import rewards  # pylint: disable=g-import-not-at-top
+  config = _tile_sized(rl.get_config("smoke"))
+  config.rl.algorithm = algorithm
+  config.dry_run.target = target
+  config.rewards.sources = ml_collections.ConfigDict(
+      {"rm": rewards.source_config("reward_model", workdir=str(rm_dir))})
+  config.rewards.source_order = "rm"
+  return config
+
+
+def test_rl_dry_run_compiles_generation_log_probs_update_and_scoring(tmp_path):
+  """One RL step's jitted pieces on v5e:2x2 (4 chips on 'data'), through the trainer:
+  B 8 prompts of P 8 tokens x G 4 samples of T 6 tokens = N 32 rows, 8 per device."""
+  _devices("v5e:2x2")
+  from rmjax.tasks import policy  # pylint: disable=g-import-not-at-top
+  rm_dir = _reward_model_run(tmp_path)
+  workdir = tmp_path / "rl"
+  report = policy.train_and_evaluate(_rl_config(rm_dir), str(workdir))
+  assert report["steps"] == ["generation", "log_probs", "update", "score/rm"]
+  assert report["num_params"] == POLICY_PARAMS and report["notes"] == []
+  assert (report["rows"], report["prompt_width"], report["response_tokens"]) == (32, 8, 6)
+  params = 4 * POLICY_PARAMS  # float32, whole on every device of the data-parallel mesh
+  # Generation: the params, 2 prompts' int32 tokens and mask, the key. Measured 0.6 % over
+  # (TPU tile padding of the [128] norm scales and of the short [rows, 8 or 14] arrays), as
+  # for the update below.
+  generation = report["generation"]["memory"]
+  assert generation["argument"] == pytest.approx(params + 2 * (2 * 8 * 4) + 8, rel=0.01)
+  # Update: params and Adam's two moments, 8 rows of int32 tokens and bool mask [8, 14],
+  # int32 response tokens and bool response mask [8, 6], float32 old and reference
+  # log-probs and advantages [8, 6]; beta and the key.
+  rows = 8 * 14 * (4 + 1) + 8 * 6 * (4 + 1) + 3 * 8 * 6 * 4 + 4 + 8
+  update = report["update"]["memory"]
+  assert update["argument"] == pytest.approx(3 * params + rows, rel=0.015)
+  assert update["alias"] >= 3 * params  # the state is donated and updated in place
+  # Scoring: the reward model's float32 params and its scorer's batch (32 sequences of the
+  # run's max_len 128, int32 tokens and mask), 8 per device; as the evaluation's (0.4 %).
+  score = report["score/rm"]["memory"]
+  assert score["argument"] == pytest.approx(4 * REWARD_MODEL_PARAMS + 2 * 8 * 128 * 4,
+                                            rel=0.01)
+  # Forward passes: the model count (6 N + attention, a third) leaves out the tied LM
+  # head's logits over 259 ids, so XLA counts a little more (measured 7 % and 9 %).
+  for name in ("generation", "log_probs"):
+    assert 1.0 <= report[name]["flops"] / report[name]["model_flops"] <= 1.25
+  # The update (one minibatch of all 32 rows, 8 per device) is a forward and a backward
+  # pass over the rows log_probs runs forward: about 3x its FLOPs, not 12x (each device
+  # computing the whole minibatch, before its rows were constrained to the batch layout).
+  assert report["update"]["flops"] / report["log_probs"]["flops"] == pytest.approx(3, rel=0.2)
+  assert all(report[name]["memory"]["fits"] for name in report["steps"])
+  assert report["fit_advice"] == []
+  text = (workdir / "dry_run.md").read_text()
+  assert "optimiser update (1 of 1)" in text and "score/rm step" in text
+  assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists()
+
+
+def test_rl_dry_run_of_ppo_adds_the_values_and_notes_unscored_sources(tmp_path):
+  """PPO's critic adds the values step (the value head is in the update's state); a
+  reward-model source without a workdir is not compiled, and the report says so."""
+  _devices("v5e:2x2")
+  from rmjax.tasks import policy  # pylint: disable=g-import-not-at-top
+  config = _rl_config("", algorithm="ppo")
+  config.rl.minibatch_size = 16  # 2 optimiser updates of 16 rows, 4 per device.
+  report = policy.train_and_evaluate(config, str(tmp_path / "rl"))
+  assert report["steps"] == ["generation", "log_probs", "values", "update"]
+  assert report["num_params"] == POLICY_PARAMS + 128 + 1  # the value head
+  assert report["update"]["cost_per"] == "optimiser update (1 of 2)"
+  assert len(report["notes"]) == 1 and "rewards.sources.rm: no workdir" in report["notes"][0]
+  assert report["values"]["memory"]["fits"] and report["update"]["memory"]["fits"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, flags, steps", [
+    ("train_policy_rl", ["--config", "configs/rl.py:smoke"],
+     ["generation", "log_probs", "update"]),
+    ("evaluate_reward_model", ["--config", "configs/evaluate.py:smoke",
+                               "--config.batch_size=32"], ["score"])])
+def test_rl_and_evaluate_experiments_dry_run(tmp_path, script, flags, steps):
+  """`--config.dry_run.target` through the RL and the evaluation scripts: nothing trained
+  first (no reference SFT run, no reward model), nothing scored, dry_run.json written."""
+  _devices("v5e-4")
+  if script == "evaluate_reward_model":
+    flags = [*flags, f"--config.model.workdir={_reward_model_run(tmp_path)}"]
+  workdir = tmp_path / "out"
+  result = subprocess.run(
+      [sys.executable, "-m", f"experiments.{script}", *flags,
+       "--config.dry_run.target=v5e-4", "--workdir", str(workdir)],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+      env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "dry run of" in result.stdout
+  report = json.loads((workdir / "dry_run.json").read_text())
+  assert report["steps"] == steps and report["fit_advice"] == []
+  assert sorted(p.name for p in workdir.iterdir() if p.name != "config.json") == [
+      "dry_run.json", "dry_run.md"]

@@ -281,7 +281,8 @@ def make_sharded_generate(graphdef: nnx.GraphDef, param_specs: Any, mesh: jax.sh
   Returns:
     run(params, prompt_tokens, prompt_mask, key) -> Generation: params a pure dict (an
     `nnx.State` is converted); B must be a multiple of data x fsdp. Inputs are checked
-    as in `generate`, then the jitted program runs.
+    as in `generate`, then the jitted program runs (`run.jitted`: that program, which a
+    dry run lowers from abstract arguments).
   """
   is_spec = lambda x: isinstance(x, PartitionSpec)
   to_shardings = lambda fn: jax.tree.map(lambda s: NamedSharding(mesh, fn(s)), param_specs,
@@ -312,4 +313,5 @@ def make_sharded_generate(graphdef: nnx.GraphDef, param_specs: Any, mesh: jax.sh
           f"{mesh.shape['fsdp']}).")
     return jitted(params, prompt_tokens, prompt_mask, key)
 
+  run.jitted = jitted  # The program itself, for dry runs (`rmjax.train.dry_run`).
   return run

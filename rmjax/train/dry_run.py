@@ -49,6 +49,11 @@ The docs give some capacities in GB and some in GiB; GiB is used for all. A chip
 HBM is a little less (XLA's limit on v5e: 15.75 GiB), so a total within a few hundred MiB
 of the HBM is a close call.
 
+A job made of several jitted functions reports each as its own step (`DryRunStep`): online
+RL's generation, log-probs, update and reward scoring (`Task.dry_run_steps`,
+`rmjax.tasks.policy.rl.dry_run_steps`), the evaluation's scoring function
+(`rmjax.tasks.reward_model.benchmark_eval.dry_run`).
+
   report = dry_run(config, task, "v5e-256")      # a JSON-able dict
   print(format_report(report))
 """
@@ -122,6 +127,34 @@ class TpuTarget(NamedTuple):
 
 class TpuCompilerUnavailable(RuntimeError):
   """libtpu cannot be loaded here, so nothing can be compiled for a TPU."""
+
+
+class DryRunStep(NamedTuple):
+  """One jitted function of a job to compile for the target, from abstract arguments.
+
+  Attributes:
+    name: its name in the report ("train", "eval", "generation", "update", "score", ...).
+    fn: the `jax.jit` function, its shardings on the target's mesh.
+    args: its arguments as `jax.ShapeDtypeStruct`s with shardings (nothing materialised).
+    model_flops: the model FLOPs of one call per device (the MFU bound's numerator), or None.
+    batch_flag: the config field whose size the step's temporaries scale with (the
+      `fit_advice` for this step names it), e.g. "train.batch_size".
+    batch_size: that field's value.
+    cost_per: what its FLOPs and bytes accessed are per, for the report ("step"). XLA's
+      cost analysis counts the body of a loop (`lax.scan`, `lax.while_loop`) once, not
+      times its trip count: a step that loops says so here, e.g. "optimiser update (1 of
+      16)", and its model FLOPs are of one iteration.
+    backward: whether it differentiates (a train or update step): its `fit_advice` then
+      offers rematerialisation; a forward-only step (eval, scoring, generation) not.
+  """
+  name: str
+  fn: Any
+  args: tuple
+  model_flops: float | None
+  batch_flag: str
+  batch_size: int
+  cost_per: str = "step"
+  backward: bool = True
 
 
 def parse_target(name: str) -> TpuTarget:
@@ -312,20 +345,35 @@ def abstract_batch(task: Task, batch_size: int, sharding: NamedSharding) -> dict
           for field, (shape, dtype) in task.batch_layout(batch_size).items()}
 
 
-def fit_advice(config: ml_collections.ConfigDict, memory: dict[str, int],
-               mesh_shape: dict[str, int], num_chips: int) -> list[str]:
-  """What would bring a train step's per-device bytes under the chip's HBM ([] if they are).
+def fit_advice(config: ml_collections.ConfigDict | None, memory: dict[str, int],
+               mesh_shape: dict[str, int], num_chips: int, *, step: str = "",
+               batch_flag: str = "train.batch_size", batch_size: int | None = None,
+               mesh_flag: str = "mesh.shape", backward: bool = True) -> list[str]:
+  """What would bring a step's per-device bytes under the chip's HBM ([] if they are).
 
   Estimates from the breakdown, not recompiled (dry-run the change to check it):
     * the state (the arguments: parameters and optimiser moments) is split over
       fsdp x tensor and replicated over data, so moving the data axis into fsdp divides it
       by `data`;
-    * temporaries (activations) scale with the examples per device: a smaller
-      train.batch_size, or the same batch on a slice twice as large (the new chips in
-      fsdp, which also halves the state);
+    * temporaries (activations, a KV cache) scale with the examples per device: a smaller
+      `batch_flag` (train.batch_size; an RL update's rl.minibatch_size, a scorer's
+      batch_size), or the same batch on a slice twice as large (the new chips in fsdp,
+      which also halves the state);
     * rematerialising the layers (`model.remat`, with `model.scan_layers` so that the
       weights are gathered per layer too; `rmjax.models.layer_scan`) keeps about one
-      [tokens, d_model] input per layer instead of every intermediate.
+      [tokens, d_model] input per layer instead of every intermediate (a step with a
+      backward pass, whose config's model has the fields and no remat yet).
+
+  Args:
+    config: the run's config (its `batch_flag` value is read when `batch_size` is None).
+    memory: the step's `compile_step` memory.
+    mesh_shape: {'data', 'fsdp', 'tensor'} sizes.
+    num_chips: chips of the target.
+    step: the step's name for the verdict ("" = the train step: "does not fit: ...").
+    batch_flag, batch_size: the config field the temporaries scale with and its value.
+    mesh_flag: the config section of the mesh sizes ("mesh.shape"; configs/evaluate.py:
+      "mesh").
+    backward: the step differentiates (offer rematerialised layers).
 
   Returns:
     Lines: the verdict (total, excess, HBM), then one line per change.
@@ -336,28 +384,34 @@ def fit_advice(config: ml_collections.ConfigDict, memory: dict[str, int],
   data, fsdp, _ = (mesh_shape[a] for a in parallel.MESH_AXES)
   state, temp = memory["argument"], memory["temp"]
   enough = lambda saved: "" if saved >= deficit else " (not enough alone)"
-  advice = [f"does not fit: {_size(memory['total_bytes'])} per device is "
+  advice = [f"{step + ' step ' if step else ''}does not fit: "
+            f"{_size(memory['total_bytes'])} per device is "
             f"{_size(deficit)} over the {_size(memory['hbm_bytes'])} of HBM; changes that "
             "would make it fit (estimates):"]
   if data > 1:
     saved = state * (1 - 1 / data)
-    advice.append(f"  --config.mesh.shape.data=1 --config.mesh.shape.fsdp={fsdp * data}: the "
+    advice.append(f"  --config.{mesh_flag}.data=1 --config.{mesh_flag}.fsdp={fsdp * data}: the "
                   f"state ({_size(state)} per device) split {data}x more, saves "
                   f"~{_size(saved)}{enough(saved)}")
-  batch, shards = config.train.batch_size, data * fsdp
+  if batch_size is None:
+    batch_size = config
+    for field in batch_flag.split("."):
+      batch_size = batch_size[field]
+  batch, shards = batch_size, data * fsdp
   for factor in (2, 4, 8, 16):
     saved = temp * (1 - 1 / factor)
     if batch % (factor * shards) == 0 and (saved >= deficit or factor == 16):
-      advice.append(f"  --config.train.batch_size={batch // factor} "
+      advice.append(f"  --config.{batch_flag}={batch // factor} "
                     f"({batch // factor // shards} examples per batch shard): temporaries "
                     f"({_size(temp)}) ~{factor}x smaller, saves ~{_size(saved)}"
                     f"{enough(saved)}")
       break
   saved = temp / 2 + state / 2
-  advice.append(f"  a slice of {2 * num_chips} chips with --config.mesh.shape.fsdp={2 * fsdp}: "
+  advice.append(f"  a slice of {2 * num_chips} chips with --config.{mesh_flag}.fsdp={2 * fsdp}: "
                 f"half the examples and half the state per device, saves ~{_size(saved)}"
                 f"{enough(saved)}")
-  if config.get("model") and config.model.get("remat", "none") == "none":
+  model = config.get("model") if config is not None else None
+  if backward and model and model.get("remat", "none") == "none":
     advice.append(f"  --config.model.scan_layers=True --config.model.remat=full (or save_dots): "
                   f"the backward pass recomputes each layer, weights gathered per layer: "
                   f"most of the {_size(temp)} of temporaries")
@@ -369,57 +423,96 @@ def _tokens(layout: dict[str, Any], mask_fields) -> int:
   return sum(math.prod(a.shape) for f, a in layout.items() if f in mask_fields)
 
 
+def default_steps(config: ml_collections.ConfigDict, task: Task, program, num_chips: int, *,
+                  eval_step: bool = True) -> list[DryRunStep]:
+  """The steps of a task on the program's default step: the train step on a batch of
+  train.batch_size examples (`Task.batch_layout`) and the eval (scoring) step on one of
+  eval.batch_size; model FLOPs from `Task.flops_per_token` (the eval step's forward pass:
+  a third of a training step's)."""
+  per_device = lambda layout, share: (
+      task.flops_per_token * _tokens(layout, task.token_mask_fields) / num_chips * share
+      if task.flops_per_token else None)
+  train_batch = abstract_batch(task, config.train.batch_size, program.batch_sharding)
+  steps = [DryRunStep("train", program.train_step, (program.abstract_state, train_batch),
+                      per_device(train_batch, 1.0), "train.batch_size",
+                      config.train.batch_size)]
+  if eval_step:
+    eval_batch = abstract_batch(task, config.eval.batch_size, program.batch_sharding)
+    steps.append(DryRunStep("eval", program.eval_step,
+                            (program.abstract_state.params, eval_batch),
+                            per_device(eval_batch, 1 / 3), "eval.batch_size",
+                            config.eval.batch_size, backward=False))
+  return steps
+
+
+def new_report(target: TpuTarget, mesh_shape: dict[str, int], *, task: str, config_name: str,
+               num_params: int, **facts) -> dict[str, Any]:
+  """The head of a dry-run report (`compile_steps` adds the steps): target, chip, mesh,
+  the job's task name, config name and parameter count, and any further JSON-able facts."""
+  return {"kind": "dry_run", "target": target.name, "topology": target.topology,
+          "num_chips": target.num_chips, "chip": target.chip._asdict(),
+          "mesh": dict(mesh_shape), "task": task, "config_name": config_name,
+          "num_params": num_params, **facts}
+
+
+def compile_steps(report: dict[str, Any], steps, config: ml_collections.ConfigDict | None,
+                  *, mesh_flag: str = "mesh.shape") -> dict[str, Any]:
+  """Compiles each `DryRunStep` for the report's chip (`compile_step`) into report[name],
+  their order in report["steps"], and the `fit_advice` of every step that does not fit
+  into report["fit_advice"] (the train step's verdict unnamed, the others' named)."""
+  chip = TpuChip(**report["chip"])
+  report["steps"] = [step.name for step in steps]
+  report["fit_advice"] = []
+  for step in steps:
+    report[step.name] = compile_step(step.fn, step.args, chip, step.model_flops)
+    report[step.name]["cost_per"] = step.cost_per
+    report["fit_advice"] += fit_advice(
+        config, report[step.name]["memory"], report["mesh"], report["num_chips"],
+        step="" if step.name == "train" else step.name, batch_flag=step.batch_flag,
+        batch_size=step.batch_size, mesh_flag=mesh_flag, backward=step.backward)
+  return report
+
+
 def dry_run(config: ml_collections.ConfigDict, task: Task, target: str, *,
             eval_step: bool = True) -> dict[str, Any]:
-  """Compiles `task`'s train step (and eval step) for `target` from shapes alone.
+  """Compiles `task`'s steps for `target` from shapes alone.
 
   The mesh is `config.mesh.shape` over the target's chips (`rmjax.parallel.make_mesh`); the
   program is the run's own (`build_program`), so every mesh and batch check of a real run
   applies. Nothing is materialised: the state is `Program.abstract_state`, the batches
-  `Task.batch_layout` (train.batch_size and eval.batch_size examples).
+  `Task.batch_layout` (train.batch_size and eval.batch_size examples). A task with its own
+  step (online RL) names its jitted pieces in `Task.dry_run_steps`; the others get
+  `default_steps` (the train step and the eval step).
 
   Args:
     config: the run's config (e.g. configs/reward_model.py:pod).
-    task: its task; it must have `batch_layout` and the program's default train step.
+    task: its task: `dry_run_steps`, or `batch_layout` and the program's default step.
     target: a slice name or topology (`parse_target`).
-    eval_step: also compile the eval (scoring) step (default True).
+    eval_step: also compile the eval (scoring) step of a default-step task (default True).
 
   Returns:
-    A JSON-able dict: target, chip, mesh, num_params, the train step's `compile_step`
-    report ("train") and the eval step's ("eval"), "fit_advice" (empty when the train
-    step fits) and "total_s".
+    A JSON-able dict: target, chip, mesh, num_params, "steps" (their names, in order) and
+    each step's `compile_step` report under its name ("train", "eval"; RL: "generation",
+    "log_probs", "update", ...), "fit_advice" (empty when every step fits) and "total_s".
   """
   start = time.perf_counter()
   tpu = parse_target(target)
-  if task.make_train_step is not None:
+  if task.dry_run_steps is None and task.make_train_step is not None:
     raise ValueError(f"task {task.name!r} supplies its own step (Task.make_train_step: "
                      "host work between jitted pieces), which cannot be compiled as one "
-                     "program; dry runs cover the tasks with the default step")
+                     "program, and no Task.dry_run_steps (its jitted pieces)")
   devices = topology_devices(tpu)
   program = build_program(config, task, devices=devices)
-  mesh_shape = dict(program.mesh.shape)
-  train_batch = abstract_batch(task, config.train.batch_size, program.batch_sharding)
-  per_device = lambda tokens: (task.flops_per_token * tokens / tpu.num_chips
-                               if task.flops_per_token else None)
-  report: dict[str, Any] = {
-      "kind": "dry_run", "target": tpu.name, "topology": tpu.topology, "num_chips": tpu.num_chips,
-      "chip": tpu.chip._asdict(), "mesh": mesh_shape, "task": task.name,
-      "config_name": config.get("name", ""), "num_params": program.num_params,
-      "train_batch_size": config.train.batch_size,
-      "train_tokens_per_step": _tokens(train_batch, task.token_mask_fields),
-  }
-  report["train"] = compile_step(
-      program.train_step, (program.abstract_state, train_batch), tpu.chip,
-      per_device(report["train_tokens_per_step"]))
-  if eval_step:
-    eval_batch = abstract_batch(task, config.eval.batch_size, program.batch_sharding)
-    # The eval step's model FLOPs: the forward pass, a third of a training step's.
-    report["eval"] = compile_step(
-        program.eval_step, (program.abstract_state.params, eval_batch), tpu.chip,
-        None if task.flops_per_token is None else
-        per_device(_tokens(eval_batch, task.token_mask_fields)) / 3)
-  report["fit_advice"] = fit_advice(config, report["train"]["memory"], mesh_shape,
-                                    tpu.num_chips)
+  if task.dry_run_steps is not None:
+    steps, facts = task.dry_run_steps(program, tpu.num_chips)
+  else:
+    steps = default_steps(config, task, program, tpu.num_chips, eval_step=eval_step)
+    facts = {"train_batch_size": config.train.batch_size,
+             "train_tokens_per_step": _tokens(steps[0].args[1], task.token_mask_fields)}
+  report = new_report(tpu, program.mesh.shape, task=task.name,
+                      config_name=config.get("name", ""), num_params=program.num_params,
+                      **facts)
+  compile_steps(report, steps, config)
   report["total_s"] = time.perf_counter() - start
   return report
 
@@ -439,7 +532,7 @@ def format_report(report: dict[str, Any]) -> str:
            f"({report['topology']}, {report['num_chips']} chips, "
            f"{chip['hbm_bytes'] / GIB:.0f} GiB HBM and {chip['peak_bf16_flops'] / 1e12:.0f} "
            f"TFLOP/s bf16 each), mesh {report['mesh']}"]
-  for name in ("train", "eval"):
+  for name in report.get("steps", ("train", "eval")):
     step = report.get(name)
     if step is None:
       continue
@@ -459,7 +552,8 @@ def format_report(report: dict[str, Any]) -> str:
       lines.append(f"  the TPU compiler refused it: {step['compile_error']}")
       continue
     bound = step["mfu_bound"]
-    lines.append(f"  per device and step: {step['flops'] / 1e9:.4g} GFLOP, "
+    lines.append(f"  per device and {step.get('cost_per', 'step')}: "
+                 f"{step['flops'] / 1e9:.4g} GFLOP, "
                  f"{step['bytes_accessed'] / 1e9:.4g} GB accessed; roofline "
                  f"{step['roofline_s'] * 1e3:.3g} ms"
                  + (f"; model {step['model_flops'] / 1e9:.4g} GFLOP, MFU bound {bound:.1%}"
@@ -471,19 +565,25 @@ def format_report(report: dict[str, Any]) -> str:
       lines.append(f"  {kind:18s} x{c['count']:<5d} {_size(c['bytes']):>12s} in all, "
                    f"largest {_size(c['max_bytes'])}")
   lines.extend(report["fit_advice"])
+  lines.extend(f"note: {note}" for note in report.get("notes", ()))
   lines.append(f"total {report['total_s']:.1f} s")
   return "\n".join(lines)
 
 
-def dry_run_to_workdir(config: ml_collections.ConfigDict, task: Task, workdir: str
-                       ) -> dict[str, Any]:
-  """`dry_run` of `config.dry_run.target`, written to workdir/dry_run.json and dry_run.md
-  (process 0) and logged; returns the report (the trainer's entry with a dry-run target)."""
-  report = dry_run(config, task, config.dry_run.target)
+def write_report(report: dict[str, Any], workdir: str) -> None:
+  """workdir/dry_run.json and dry_run.md (`format_report`), written by process 0."""
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "dry_run.json"), "w") as f:
       json.dump(report, f, indent=2, sort_keys=True)
     with open(os.path.join(workdir, "dry_run.md"), "w") as f:
       f.write(format_report(report) + "\n")
+
+
+def dry_run_to_workdir(config: ml_collections.ConfigDict, task: Task, workdir: str
+                       ) -> dict[str, Any]:
+  """`dry_run` of `config.dry_run.target`, written to workdir/dry_run.json and dry_run.md
+  (`write_report`); returns the report (the trainer's entry with a dry-run target)."""
+  report = dry_run(config, task, config.dry_run.target)
+  write_report(report, workdir)
   return report

@@ -18,6 +18,7 @@ DPO, RL, ...; see `rmjax.tasks`) owns the rest, given to the trainer as a `Task`
   make_train_step(graphdef, shard, optimizer, shardings) -> step   optional: its own step
   init_task_state() -> pytree                    optional: state beside the params
   batch_layout(batch_size) -> {field: (shape, dtype)}   optional: a batch without data
+  dry_run_steps(program, num_chips) -> (steps, facts)   optional: own step's jitted pieces
 
 `shard(fn)` wraps a function `fn(params, *inputs)` with the layout the mesh wants (weights
 gathered where they are used, examples split along the batch axes); `place(indices, valid)`
@@ -114,6 +115,12 @@ class Task:
       `batch_size` examples (`batch_fields` and 'valid') as shapes alone, e.g. from
       `rmjax.data.batch_layout`. Dry runs (`rmjax.train.dry_run`) compile the steps from
       it without loading data; None: the task cannot be dry-run.
+    dry_run_steps: optional `(program, num_chips) -> (steps, facts)`: the jitted pieces
+      of a task with its own step (`make_train_step`: online RL's generation, log-probs,
+      update, reward scoring) as `rmjax.train.dry_run.DryRunStep`s with abstract
+      arguments, for a dry run to compile, and JSON-able facts for its report (shapes,
+      "notes"); `program` is the run's `rmjax.train.program.Program` on the target's
+      devices. None: the default step's train and eval steps.
   """
   name: str
   init_params: Callable[[jax.Array], tuple[Any, Any]]
@@ -134,3 +141,4 @@ class Task:
   init_task_state: Callable[[], Any] | None = None
   updates_per_step: int = 1
   batch_layout: Callable[[int], Mapping[str, tuple[tuple[int, ...], Any]]] | None = None
+  dry_run_steps: Callable[[Any, int], Sequence[Any]] | None = None

@@ -42,6 +42,11 @@ kl_k1 and kl_k3 (sequence KL(pi_old || pi_ref) estimated on the samples), kl_coe
 response_length, valid_fraction (finite combined reward), kept_fraction (rows in the loss),
 param_norm; the trainer adds the learning rate.
 
+Dry run (config.dry_run.target, a TPU slice): nothing is read or trained; the step's jitted
+pieces (generation, log-probs, PPO's values, the update, and each reward model whose
+workdir is given, from its config.json) are compiled for the slice from shapes and
+reported one by one (`dry_run_steps`, `rmjax.train.dry_run`).
+
 Eval (held-out prompts, one sample each at config.generation's settings): response_length,
 ended_with_eos, kl_to_reference (k1), and in the synthetic world the samples' true reward,
 the reference's, and the win rate over pi_0 (the reference's samples drawn once).
@@ -53,7 +58,7 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -75,10 +80,13 @@ from rmjax.losses import policy_gradient as pg
 from rmjax.tasks.policy import data as data_lib
 from rmjax.tasks.policy import dpo
 from rmjax.tasks.policy import model as model_lib
+from rmjax.tasks.policy import reward_sources
 from rmjax.tasks.policy import rl_algorithms as algos
 from rmjax.tasks.policy import sampling_eval
 from rmjax.tasks.policy import sft
+from rmjax.train import dry_run as dry_run_lib
 from rmjax.train import report as report_lib
+from rmjax.train import restore as restore_lib
 from rmjax.train.state import TrainState
 from rmjax.train.task import Task
 from rmjax.train.task import TaskData
@@ -302,9 +310,28 @@ def _shared(key: tuple, build):
   return _SHARED[key]
 
 
+class StepPrograms(NamedTuple):
+  """The jitted pieces of an RL step on the pod (a dry run compiles them: `dry_run_steps`).
+
+  Attributes:
+    generate: the rollout, `rmjax.generation.make_sharded_generate`'s run of G samples per
+      prompt (its `jitted` program: (params, prompt_tokens, prompt_mask, key)).
+    log_probs: (params, tokens, mask, response_tokens, response_mask) -> [N, T], the old
+      and the reference log-probs.
+    values: PPO's (state params, tokens, mask, response_mask) -> [N, T] old values.
+    update: (params, opt_state, batch, beta, key) -> (params, opt_state, metrics), the
+      rl.epochs x N / rl.minibatch_size optimiser updates.
+  """
+  generate: Any
+  log_probs: Any
+  values: Any
+  update: Any
+
+
 def make_step(config: ml_collections.ConfigDict, ctx: dict, graphdef: Any, shard,
               optimizer: optax.GradientTransformation, shardings: TrainState):
-  """The RL train step `step(state, batch) -> (state, metrics)` (see the module docstring)."""
+  """The RL train step `step(state, batch) -> (state, metrics)` (see the module docstring);
+  `step.programs` holds its jitted pieces (`StepPrograms`)."""
   rl = config.rl
   algorithm = algos.get_algorithm(rl.algorithm)
   policy, tokenizer, eos = ctx["policy"], ctx["tokenizer"], ctx["eos"]
@@ -376,7 +403,10 @@ def make_step(config: ml_collections.ConfigDict, ctx: dict, graphdef: Any, shard
 
     def body(carry, idx):
       params, opt_state = carry
-      minibatch = jax.tree.map(lambda x: x[idx], batch)
+      # Gathered rows lose the batch's layout: without this constraint every device computes
+      # the whole minibatch (measured by the dry run: 4x the FLOPs on 4 devices, 870 GiB of
+      # temporaries per device for configs/rl.py:pod on v5e-256).
+      minibatch = jax.lax.with_sharding_constraint(jax.tree.map(lambda x: x[idx], batch), rows)
       (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, minibatch, beta)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       params = optax.apply_updates(params, updates)
@@ -491,7 +521,113 @@ def make_step(config: ml_collections.ConfigDict, ctx: dict, graphdef: Any, shard
                    kept_fraction=float(np.asarray(jax.device_get(kept)).mean()))
     return new_state, metrics
 
+  step.programs = StepPrograms(rollout, logps_fn, values_fn, update_fn)
   return step
+
+
+def prompt_width(config: ml_collections.ConfigDict) -> int:
+  """The widest left-padded prompt batch a run can place: data.max_prompt_len tokens, at
+  most data.max_len - generation.max_new_tokens (`data.prompt_set`'s limit)."""
+  return min(int(config.data.max_prompt_len),
+             int(config.data.max_len) - int(config.generation.max_new_tokens))
+
+
+def dry_run_steps(config: ml_collections.ConfigDict, ctx: dict, program: Any, num_chips: int
+                  ) -> tuple[list[dry_run_lib.DryRunStep], dict[str, Any]]:
+  """The pieces of one RL step on the pod, with abstract arguments, for a dry run
+  (`Task.dry_run_steps`): (steps, facts for the report).
+
+  Shapes: B = train.batch_size prompts of P = `prompt_width` tokens, N = B x G rows of
+  P + T tokens (T = generation.max_new_tokens), the state's params and optimiser state as
+  `Program.abstract_state` (nothing materialised). Steps, in the order a step runs them:
+
+    generation  the rollout of G samples per prompt (KV cache of N rows)
+    log_probs   one forward pass over the N rows (run twice: pi_old and pi_ref)
+    values      PPO only: the value head over the N rows
+    update      rl.epochs x N / rl.minibatch_size optimiser updates (one `lax.scan`)
+    score/<s>   each "reward_model" source with a workdir: its scorer's function at
+                [batch_size, its run's data.max_len] on the scorer's mesh (all chips on
+                'data', as `reward_sources.reward_model_scorer` lays it out), its params
+                from the run's config.json alone (`scoring.abstract_token_model`)
+
+  XLA's cost analysis counts a loop's body once, so the FLOPs and bytes of generation are
+  those of the prefill and one decode step (the while loop runs up to T), and the update's
+  those of one optimiser update (the scan runs U = `updates_per_step`); their model FLOPs
+  match: per device, `rmjax.models.flops_per_token` x tokens / chips for one update's
+  minibatch of rows, a third of it (a forward pass) for the N x (P + 1) tokens of the
+  prefill and a decode step, and for the N x (P + T) tokens of log_probs and values.
+  Sources not compiled (no workdir, "pretrained") are listed in the facts' notes.
+  """
+  from rmjax.tasks.reward_model import scoring  # noqa: PLC0415  (the reward-model task)
+  programs = program.train_step.programs
+  rl, gen = config.rl, config.generation
+  mesh, rows = program.mesh, program.batch_sharding
+  replicated = NamedSharding(mesh, PartitionSpec())
+  b, n, mb = int(config.train.batch_size), num_rows(config), minibatch_size(config)
+  t, p = int(gen.max_new_tokens), prompt_width(config)
+  length = p + t
+  shaped = lambda shape, dtype, sharding=rows: jax.ShapeDtypeStruct(shape, dtype,
+                                                                   sharding=sharding)
+  state = program.abstract_state
+  params = algos.policy_params(state.params)
+  key = shaped(state.rng.shape, state.rng.dtype, replicated)
+  sequences = (shaped((n, length), jnp.int32), shaped((n, length), jnp.bool_),
+               shaped((n, t), jnp.int32), shaped((n, t), jnp.bool_))
+  per_token = models.flops_per_token(ctx["policy"].model_config, config.data.max_len)
+  forward = lambda tokens: per_token / 3 * tokens / num_chips
+  updates = updates_per_step(config)
+  steps = [
+      dry_run_lib.DryRunStep("generation", programs.generate.jitted,
+                             (params, shaped((b, p), jnp.int32), shaped((b, p), jnp.int32),
+                              key), forward(n * (p + 1)), "train.batch_size", b,
+                             f"prefill and 1 decode step (of {t})", backward=False),
+      dry_run_lib.DryRunStep("log_probs", programs.log_probs, (params, *sequences),
+                             forward(n * length), "train.batch_size", b,
+                             "call (2 a step: pi_old, pi_ref)", backward=False)]
+  critic = algos.get_algorithm(rl.algorithm).critic
+  if critic:
+    steps.append(dry_run_lib.DryRunStep(
+        "values", programs.values, (state.params, sequences[0], sequences[1], sequences[3]),
+        forward(n * length), "train.batch_size", b, backward=False))
+  per_row = {name: shaped((n, t), jnp.float32) for name in (
+      "old_logp", "ref_logp", "advantages", *(("old_values", "returns") if critic else ()))}
+  batch = dict(zip(("tokens", "mask", "response_tokens", "response_mask"), sequences),
+               **per_row)
+  steps.append(dry_run_lib.DryRunStep(
+      "update", programs.update,
+      (state.params, state.opt_state, batch, shaped((), jnp.float32, replicated), key),
+      per_token * mb * length / num_chips, "rl.minibatch_size", mb,
+      f"optimiser update (1 of {updates})"))
+
+  notes = []
+  devices = list(mesh.devices.flat)
+  processes = len({d.process_index for d in devices})
+  if processes > 1:
+    notes.append(f"the rl task runs on one process (its rewards are decoded and scored on "
+                 f"the host) and this slice has {processes} hosts: a real run needs a "
+                 "single-host mesh")
+  for name in config.rewards.source_order.split(","):
+    spec = config.rewards.sources[name]
+    field = f"rewards.sources.{name}"
+    if spec.kind == "reward_model" and spec.workdir:
+      run_config = restore_lib.read_run_config(spec.workdir)
+      token_model = reward_sources.aggregated_token_model(
+          scoring.abstract_token_model(run_config), aggregation=spec.aggregation,
+          uncertainty_penalty=spec.uncertainty_penalty)
+      score_mesh = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices)
+      steps.append(scoring.scoring_dry_run_step(
+          token_model, score_mesh, batch_size=spec.batch_size,
+          max_len=run_config.data.max_len, name=f"score/{name}",
+          batch_flag=f"{field}.batch_size"))
+    elif spec.kind == "reward_model":
+      notes.append(f"{field}: no workdir, its scoring is not compiled (give "
+                   f"--config.{field}.workdir=<a reward-model run with config.json>)")
+    elif spec.kind == "pretrained":
+      notes.append(f"{field}: a pretrained checkpoint's scoring is not compiled")
+  facts = dict(rl_algorithm=rl.algorithm, prompts_per_step=b, group_size=int(rl.group_size),
+               rows=n, prompt_width=p, response_tokens=t, minibatch_size=mb,
+               updates_per_step=updates, notes=notes)
+  return steps, facts
 
 
 def evaluate(config: ml_collections.ConfigDict, ctx: dict, eval_fn, params, eval_data,
@@ -541,15 +677,23 @@ def make_task(config: ml_collections.ConfigDict, *, reward_pipeline: Any = None,
     timings: optional dict: each step appends its phase times (generation, log_probs,
       scoring, update; waiting for each phase) under those names (benchmarks/rl_step.py).
   """
-  check_config(config, check_rewards=reward_pipeline is None)
+  # A dry run (config.dry_run) compiles the step's pieces from shapes: no prompts are read,
+  # no reward model or reference is loaded (a reward model's workdir needs only its
+  # config.json), so the reward sources' checkpoints are not checked.
+  dry_run = bool(config.get("dry_run") and config.dry_run.target)
+  check_config(config, check_rewards=reward_pipeline is None and not dry_run)
   policy = model_lib.build_policy_model(config)
   if config.rl.reference_workdir:
     dpo.check_reference_run(config, policy, config.rl.reference_workdir)
   reference = Reference(config, policy)
   tokenizer = rm_data.make_tokenizer(config.data.tokenizer)
-  train_prompts, eval_prompts, world, info = load_prompts(config)
-  pipeline = reward_pipeline or rewards_lib.make_reward_pipeline(
-      config, world=world, policy_tokenizer=tokenizer)
+  if dry_run:
+    train_prompts = eval_prompts = world = pipeline = None
+    info = {}
+  else:
+    train_prompts, eval_prompts, world, info = load_prompts(config)
+    pipeline = reward_pipeline or rewards_lib.make_reward_pipeline(
+        config, world=world, policy_tokenizer=tokenizer)
   rl = config.rl
   controller = (losses.adaptive_kl_controller(rl.kl_coef, rl.kl_target, rl.kl_horizon)
                 if rl.adaptive_kl else losses.fixed_kl_controller(rl.kl_coef))
@@ -561,8 +705,8 @@ def make_task(config: ml_collections.ConfigDict, *, reward_pipeline: Any = None,
 
   # Made on the host once (the pipeline's init uses numpy); `init_task_state` is traced
   # inside the program's jitted init, where these are constants.
-  initial_task_state = jax.device_get({"kl": controller.init(),
-                                       "rewards": pipeline.init_state(len(train_prompts.texts))})
+  initial_task_state = jax.device_get({"kl": controller.init(), "rewards": (
+      {} if dry_run else pipeline.init_state(len(train_prompts.texts)))})
 
   def init_task_state():
     return jax.tree.map(jnp.asarray, initial_task_state)
@@ -604,7 +748,8 @@ def make_task(config: ml_collections.ConfigDict, *, reward_pipeline: Any = None,
     return jax.device_put(params, shardings)
 
   def check_mesh(mesh):
-    if len({d.process_index for d in mesh.devices.flat}) > 1:
+    # A dry run compiles for a pod slice of several hosts; its report notes this limit.
+    if len({d.process_index for d in mesh.devices.flat}) > 1 and not dry_run:
       raise ValueError(
           f"the rl task runs on one process: its reward step decodes and scores every sample "
           f"on the host, and this mesh spans {len({d.process_index for d in mesh.devices.flat})} "
@@ -639,4 +784,5 @@ def make_task(config: ml_collections.ConfigDict, *, reward_pipeline: Any = None,
       load_params=load_params,
       make_train_step=functools.partial(make_step, config, ctx),
       init_task_state=init_task_state,
-      updates_per_step=updates_per_step(config))
+      updates_per_step=updates_per_step(config),
+      dry_run_steps=functools.partial(dry_run_steps, config, ctx))

@@ -43,13 +43,25 @@ SET_KINDS = dict(hhh="hhh", pandalm="pandalm", hh_harmless="hh_rlhf", hh_helpful
 PAIR_KINDS = ("hhh", "hh_rlhf", "rewardbench")
 
 
-def make_scorer(config: ml_collections.ConfigDict) -> Any:
-  """The scorer of `config.model`: a run, several runs (an ensemble) or a HF checkpoint."""
-  m = config.model
-  given = [name for name in ("workdir", "workdirs", "checkpoint") if m[name]]
+def _model_source(config: ml_collections.ConfigDict) -> str:
+  """Which of config.model's workdir, workdirs, checkpoint is set (exactly one must be)."""
+  given = [name for name in ("workdir", "workdirs", "checkpoint") if config.model[name]]
   if len(given) != 1:
     raise ValueError(f"config.model: set exactly one of workdir, workdirs, checkpoint; got "
                      f"{given or 'none'}")
+  return given[0]
+
+
+def _workdirs(config: ml_collections.ConfigDict) -> list[str]:
+  """config.model.workdir, or the comma-separated config.model.workdirs."""
+  m = config.model
+  return [m.workdir] if m.workdir else [w.strip() for w in m.workdirs.split(",") if w.strip()]
+
+
+def make_scorer(config: ml_collections.ConfigDict) -> Any:
+  """The scorer of `config.model`: a run, several runs (an ensemble) or a HF checkpoint."""
+  m = config.model
+  _model_source(config)
   kwargs = dict(batch_size=config.batch_size, mesh_shape=config.mesh.to_dict(),
                 length_bucket=config.length_bucket,
                 ensemble_aggregation=m.ensemble_aggregation)
@@ -60,10 +72,54 @@ def make_scorer(config: ml_collections.ConfigDict) -> Any:
         max_len=m.max_len, max_prompt_len=m.max_prompt_len, **kwargs)
   if m.workdir:
     return scoring.scorer_from_workdir(m.workdir, step=step, **kwargs)
-  workdirs = [w.strip() for w in m.workdirs.split(",") if w.strip()]
   return scoring.EnsembleScorer(
-      [scoring.scorer_from_workdir(w, step=step, **kwargs) for w in workdirs],
+      [scoring.scorer_from_workdir(w, step=step, **kwargs) for w in _workdirs(config)],
       aggregation=m.ensemble_aggregation)
+
+
+def dry_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Compiles the scoring of `config.model` for the TPU slice `config.dry_run.target`.
+
+  What `make_scorer`'s jitted function runs on one batch at its widest: rewards of
+  [config.batch_size, max_len] tokens (max_len: the run's data.max_len, the scorer's last
+  length bucket) on config.mesh over the target's chips, the params as shapes from the
+  run's config.json alone (`scoring.abstract_token_model`; no checkpoint is read). An
+  ensemble of runs (model.workdirs) is one step per member, "score/<i>". The report
+  (`rmjax.train.dry_run`: bytes per device against the HBM, FLOPs, MFU bound, collectives,
+  compile time, and what would make a step fit) goes to workdir/dry_run.json and
+  dry_run.md; no benchmark file is read.
+
+  Raises:
+    ValueError: model.checkpoint (a HF directory: its weights are the model; dry runs take
+      a run's config.json), or config.batch_size not split by the mesh's batch shards.
+    rmjax.train.dry_run.TpuCompilerUnavailable: libtpu cannot load.
+  """
+  from rmjax import parallel  # noqa: PLC0415
+  from rmjax.train import dry_run as dry_run_lib  # noqa: PLC0415  (only for dry runs)
+  start = time.perf_counter()
+  if _model_source(config) == "checkpoint":
+    raise ValueError("dry_run.target: a dry run compiles a trained run's model from its "
+                     "config.json (model.workdir or model.workdirs); model.checkpoint (a "
+                     f"Hugging Face directory, {config.model.checkpoint!r}) is not supported")
+  target = dry_run_lib.parse_target(config.dry_run.target)
+  mesh = parallel.make_mesh(config.mesh.to_dict(), dry_run_lib.topology_devices(target))
+  workdirs = _workdirs(config)
+  steps, num_params = [], 0
+  for i, member in enumerate(workdirs):
+    run_config = scoring.read_run_config(member)
+    model = scoring.abstract_token_model(run_config)
+    num_params += sum(x.size for x in jax.tree.leaves(model.params))
+    steps.append(scoring.scoring_dry_run_step(
+        model, mesh, batch_size=config.batch_size, max_len=run_config.data.max_len,
+        name="score" if len(workdirs) == 1 else f"score/{i}",
+        ensemble_aggregation=config.model.ensemble_aggregation))
+  report = dry_run_lib.new_report(target, mesh.shape, task="evaluate",
+                                  config_name=config.name, num_params=num_params,
+                                  workdirs=workdirs, batch_size=config.batch_size)
+  dry_run_lib.compile_steps(report, steps, config, mesh_flag="mesh")
+  report["total_s"] = time.perf_counter() - start
+  dry_run_lib.write_report(report, workdir)
+  return report
 
 
 def take_items(bench: rm_data.BenchmarkSet, count: int) -> rm_data.BenchmarkSet:

@@ -38,6 +38,7 @@ from rmjax import parallel
 from rmjax import transforms
 from rmjax.tasks.reward_model import pretrained
 from rmjax.tasks.reward_model.family import get_family
+from rmjax.train import dry_run as dry_run_lib
 from rmjax.train import program as program_lib
 from rmjax.train.restore import read_run_config  # noqa: F401  (re-exported)
 from rmjax.train.restore import restore_run
@@ -70,25 +71,57 @@ def token_model_from_run(run: TrainedRun) -> TokenModel:
       vpl, pal give pair preferences or per-user rewards, not one reward per response).
   """
   config = run.config
-  family = get_family(config.family)
-  head = family.head_name(config)
-  if head != "scalar":
-    raise ValueError(
-        f"workdir={run.workdir!r}: family {family.name!r} has head {head!r}; scoring needs "
-        "one reward per response (a 'scalar' head: bt, scaled_bt, listwise, ensemble)")
+  _check_scalar_head(get_family(config.family), config, f"workdir={run.workdir!r}: ")
+  family, model, _ = _whole_model(config)
   description = dict(source=run.workdir, step=run.step, family=family.name)
   if pretrained.enabled(config):
     _, _, params = pretrained.whole_reward_model(config, run.params)
-    whole = ml_collections.ConfigDict(config.to_dict())
-    whole.pretrained.trainable = "all"
-    model = pretrained.build_model(family, whole)
     description["pretrained"] = config.pretrained.to_dict()
   else:
-    model = family.build_model(family, config)
     params = run.params
   graphdef, _ = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
   return TokenModel(model.make_apply(graphdef), params, model.param_specs,
                     model.num_members, description)
+
+
+def _whole_model(config: ml_collections.ConfigDict):
+  """(family, model over tokens, config) of a reward-model run config: a frozen pretrained
+  backbone's run as the whole model (backbone trainable), else the family's model."""
+  family = get_family(config.family)
+  if pretrained.enabled(config):
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.pretrained.trainable = "all"
+    return family, pretrained.build_model(family, config), config
+  return family, family.build_model(family, config), config
+
+
+def _check_scalar_head(family, config: ml_collections.ConfigDict, where: str = "") -> None:
+  head = family.head_name(config)
+  if head != "scalar":
+    raise ValueError(
+        f"{where}family {family.name!r} has head {head!r}; scoring needs one reward per "
+        "response (a 'scalar' head: bt, scaled_bt, listwise, ensemble)")
+
+
+def abstract_token_model(config: ml_collections.ConfigDict) -> TokenModel:
+  """The reward model of a run config over tokens with its params as shapes alone
+  (`jax.ShapeDtypeStruct`s, nothing materialised): what a dry run of its scoring compiles
+  (`scoring_dry_run_step`). Its description has `forward_flops_per_token`: a third of
+  `rmjax.models.flops_per_token` at data.max_len (times the members of an ensemble), or
+  None for a model that is not a decoder.
+
+  Raises:
+    ValueError: a family whose head is not a scalar reward (as `token_model_from_run`).
+  """
+  _check_scalar_head(get_family(config.family), config)
+  family, model, config = _whole_model(config)
+  graphdef, params = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
+  flops = (models.flops_per_token(model.model_config, config.data.max_len) / 3
+           * max(1, model.num_members)
+           if isinstance(model.model_config, models.TransformerConfig) else None)
+  return TokenModel(model.make_apply(graphdef), params, model.param_specs, model.num_members,
+                    dict(source="abstract", family=family.name,
+                         forward_flops_per_token=flops))
 
 
 def token_model_from_config(config: ml_collections.ConfigDict,
@@ -97,18 +130,14 @@ def token_model_from_config(config: ml_collections.ConfigDict,
   pretrained backbone (`config.pretrained`) with a fresh head. For speed measurements and
   tests (scores of an untrained head mean nothing).
   """
-  family = get_family(config.family)
   rng = jax.random.PRNGKey(config.seed) if rng is None else rng
+  family, model, config = _whole_model(config)
   if pretrained.enabled(config):
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.pretrained.trainable = "all"
-    model = pretrained.build_model(family, config)
     _, abstract = jax.eval_shape(model.init_params, rng)
     one = NamedSharding(parallel.make_mesh({"data": 1, "fsdp": 1, "tensor": 1},
                                            jax.devices()[:1]), PartitionSpec())
     params = model.load_params(rng, jax.tree.map(lambda _: one, abstract))
   else:
-    model = family.build_model(family, config)
     _, params = model.init_params(rng)
   graphdef, _ = jax.eval_shape(model.init_params, rng)
   return TokenModel(model.make_apply(graphdef), jax.device_get(params), model.param_specs,
@@ -131,6 +160,75 @@ def token_model_from_checkpoint(path: str, *, dtype: str = "float32") -> TokenMo
       lambda mesh: models.logical_partition_specs(
           abstract, models.DEFAULT_LOGICAL_AXIS_RULES, mesh=mesh),
       0, dict(source=os.fspath(path), kind="hf_sequence_classification"))
+
+
+def scoring_function(model: TokenModel, mesh: jax.sharding.Mesh, *,
+                     ensemble_aggregation: str = "mean"):
+  """The jitted scoring function of `model` on `mesh`, and the shardings of its params.
+
+    rewards(params, tokens, mask) -> float32 [N]  (replicated)
+
+  tokens, mask: int [N, L], split over the mesh's ('data', 'fsdp') axes; the params in
+  the model's partition specs at rest, gathered over the batch axes where they are used
+  (`rmjax.train.program.sharded_compute`), as in training. An ensemble's [N, M] outputs
+  are aggregated over members (`rmjax.transforms.aggregate_ensemble_rewards`).
+
+  Returns:
+    (rewards, param_shardings): the `jax.jit` function and a pytree of `NamedSharding`s
+    matching `model.params`.
+  """
+  is_spec = lambda x: isinstance(x, PartitionSpec)
+  specs = model.param_specs(mesh)
+  param_shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=is_spec)
+  compute_shardings = jax.tree.map(
+      lambda s: NamedSharding(mesh, parallel.without_axes(s)), specs, is_leaf=is_spec)
+  example_sharding = parallel.activation_sharding(mesh, ("batch",))
+  num_members = model.num_members
+
+  def rewards(params, tokens, mask):
+    out = model.apply(params, {"tokens": tokens, "mask": mask})
+    if num_members:
+      out = transforms.aggregate_ensemble_rewards(jnp.moveaxis(out, -1, 0),
+                                                  method=ensemble_aggregation)
+    return out.astype(jnp.float32)
+
+  batch_sharding = parallel.batch_sharding(mesh)
+  jitted = jax.jit(program_lib.sharded_compute(rewards, compute_shardings, example_sharding),
+                   in_shardings=(param_shardings, batch_sharding, batch_sharding),
+                   out_shardings=NamedSharding(mesh, PartitionSpec()))
+  return jitted, param_shardings
+
+
+def scoring_dry_run_step(model: TokenModel, mesh: jax.sharding.Mesh, *, batch_size: int,
+                         max_len: int, name: str = "score", batch_flag: str = "batch_size",
+                         ensemble_aggregation: str = "mean"):
+  """A dry run's step (`rmjax.train.dry_run.DryRunStep`) of scoring one batch.
+
+  The scoring function of `scoring_function` at its largest shape, [batch_size, max_len]
+  int32 tokens and mask (a `RewardScorer`'s widest length bucket), with `model`'s params
+  as shapes (`abstract_token_model`) in their shardings on `mesh`. Model FLOPs per device:
+  the description's forward_flops_per_token x batch_size x max_len / devices (None
+  without it).
+
+  Raises:
+    ValueError: `batch_size` does not split over the mesh's batch shards (naming
+      `batch_flag`).
+  """
+  shards = parallel.num_batch_shards(mesh)
+  if batch_size <= 0 or batch_size % shards:
+    raise ValueError(f"{batch_flag}={batch_size} does not split over the {shards} batch "
+                     f"shards of the mesh {dict(mesh.shape)}; use a positive multiple of "
+                     f"{shards}")
+  fn, param_shardings = scoring_function(model, mesh,
+                                         ensemble_aggregation=ensemble_aggregation)
+  params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        model.params, param_shardings)
+  batch = jax.ShapeDtypeStruct((batch_size, max_len), jnp.int32,
+                               sharding=parallel.batch_sharding(mesh))
+  flops = model.description.get("forward_flops_per_token")
+  return dry_run_lib.DryRunStep(name, fn, (params, batch, batch),
+                            flops * batch_size * max_len / mesh.size if flops else None,
+                            batch_flag, batch_size, backward=False)
 
 
 class RewardScorer:
@@ -175,29 +273,9 @@ class RewardScorer:
       raise ValueError(f"ensemble_aggregation: expected one of "
                        f"{transforms.ENSEMBLE_AGGREGATIONS}, got {ensemble_aggregation!r}")
     self.ensemble_aggregation = ensemble_aggregation
-    is_spec = lambda x: isinstance(x, PartitionSpec)
-    specs = model.param_specs(self.mesh)
-    param_shardings = jax.tree.map(lambda s: NamedSharding(self.mesh, s), specs,
-                                   is_leaf=is_spec)
-    compute_shardings = jax.tree.map(
-        lambda s: NamedSharding(self.mesh, parallel.without_axes(s)), specs, is_leaf=is_spec)
+    self._rewards, param_shardings = scoring_function(model, self.mesh,
+                                                      ensemble_aggregation=ensemble_aggregation)
     self.params = jax.device_put(model.params, param_shardings)
-    example_sharding = parallel.activation_sharding(self.mesh, ("batch",))
-    num_members = model.num_members
-    aggregation = ensemble_aggregation
-
-    def rewards(params, tokens, mask):
-      out = model.apply(params, {"tokens": tokens, "mask": mask})
-      if num_members:
-        out = transforms.aggregate_ensemble_rewards(jnp.moveaxis(out, -1, 0),
-                                                    method=aggregation)
-      return out.astype(jnp.float32)
-
-    batch_sharding = parallel.batch_sharding(self.mesh)
-    self._rewards = jax.jit(
-        program_lib.sharded_compute(rewards, compute_shardings, example_sharding),
-        in_shardings=(param_shardings, batch_sharding, batch_sharding),
-        out_shardings=NamedSharding(self.mesh, PartitionSpec()))
     self.compiled_shapes: set[tuple[int, int]] = set()
 
   def describe(self) -> dict[str, Any]:
