@@ -81,7 +81,7 @@ def main(argv):
         "fits": memory["fits"],
         "XLA remat": step["rematerialised"] if step["flops"] is not None else "refused",
         "compiled / model FLOPs": (round(step["flops"] / step["model_flops"], 2)
-                                   if step["flops"] is not None and not step["loops"]
+                                   if step["flops"] is not None and not step["loop_undercounted"]
                                    else ""),
         "all-gathers": step["collectives"].get("all-gather", {}).get("count", ""),
         "compile s": round(step["compile_s"], 1)})

@@ -266,11 +266,11 @@ def compile_step(step, args: tuple, chip: TpuChip, model_flops: float | None = N
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops, accessed = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
   hlo = compiled.as_text()
-  # XLA's cost analysis counts a loop body once, whatever its trip count: a layer scan's
-  # FLOPs and bytes are then under-counted, so the roofline uses at least the model FLOPs.
-  loops = bool(re.search(r"\swhile\(", hlo))
-  counted = max(flops, model_flops or 0.0) if loops else flops
-  roofline = max(counted / chip.peak_bf16_flops, accessed / chip.hbm_bytes_per_s)
+  # XLA's cost analysis counts a loop body once, whatever its trip count. A step whose
+  # model FLOPs are of one iteration (`DryRunStep.cost_per`) is comparable; one whose
+  # compiled FLOPs fall short of its model FLOPs (a layer scan) is not: no MFU bound.
+  undercounted = bool(re.search(r"\swhile\(", hlo)) and bool(model_flops) and flops < model_flops
+  roofline = max(flops / chip.peak_bf16_flops, accessed / chip.hbm_bytes_per_s)
   return {
       "lower_s": lowered_at - start,
       "compile_s": compiled_at - lowered_at,
@@ -280,10 +280,10 @@ def compile_step(step, args: tuple, chip: TpuChip, model_flops: float | None = N
       "model_flops": model_flops,
       "roofline_s": roofline,
       "mfu_bound": (model_flops / (chip.peak_bf16_flops * roofline)
-                    if model_flops and roofline > 0 else None),
+                    if model_flops and roofline > 0 and not undercounted else None),
       "collectives": step_collectives(hlo, jax.tree.leaves(args)[0].sharding.num_devices),
       "rematerialised": ".remat" in hlo,
-      "loops": loops,
+      "loop_undercounted": undercounted,
   }
 
 
@@ -323,15 +323,17 @@ def _out_of_memory(message: str, args: tuple, chip: TpuChip, lower_s: float,
     temp = chip.hbm_bytes - argument + 1
   memory = _memory(dict(argument=argument, output=0, alias=0, temp=temp, generated_code=0),
                    chip)
-  # Measured against what XLA could use (15.75 of v5e's 16 GiB), when the message says.
-  usable = int(float(available.group(available.lastindex)) * GIB) if available else chip.hbm_bytes
-  memory["headroom_bytes"] = min(memory["headroom_bytes"], usable - memory["total_bytes"], -1)
+  # Over the chip's HBM, or else over what XLA could use of it (15.75 of v5e's 16 GiB).
+  if memory["headroom_bytes"] >= 0:
+    usable = (int(float(available.group(available.lastindex)) * GIB) if available
+              else chip.hbm_bytes)
+    memory["headroom_bytes"] = min(usable - memory["total_bytes"], -1)
   memory["fits"] = False
   return {
       "lower_s": lower_s, "compile_s": compile_s,
       "memory": memory,
       "flops": None, "bytes_accessed": None, "model_flops": None, "roofline_s": None,
-      "mfu_bound": None, "collectives": {}, "rematerialised": None, "loops": None,
+      "mfu_bound": None, "collectives": {}, "rematerialised": None, "loop_undercounted": None,
       "compile_error": message.splitlines()[0],
   }
 
@@ -558,9 +560,9 @@ def format_report(report: dict[str, Any]) -> str:
                  f"{step['roofline_s'] * 1e3:.3g} ms"
                  + (f"; model {step['model_flops'] / 1e9:.4g} GFLOP, MFU bound {bound:.1%}"
                     if bound is not None else "")
-                 + ("; a loop (layer scan) is counted once by XLA's cost analysis: FLOPs "
-                    "and bytes under-counted, the roofline uses the model FLOPs"
-                    if step.get("loops") else ""))
+                 + (f"; model {step['model_flops'] / 1e9:.4g} GFLOP; a loop (layer scan) "
+                    "is counted once by XLA's cost analysis: FLOPs, bytes and roofline "
+                    "under-counted, no MFU bound" if step.get("loop_undercounted") else ""))
     for kind, c in step["collectives"].items():
       lines.append(f"  {kind:18s} x{c['count']:<5d} {_size(c['bytes']):>12s} in all, "
                    f"largest {_size(c['max_bytes'])}")
