@@ -19,7 +19,9 @@ above the diagonal or outside the window). How the model's conventions map onto 
   causal / W    the kernel's static `CausalMask`, or `LocalMask` with window (W - 1, 0).
   GQA           the kernel's multi-query form, vmapped over the key/value heads: query heads
                 g * G .. g * G + G - 1 read key/value head g (G = H / KV), no repeated keys.
-  scale         the kernel takes none: q is multiplied by `scale` first.
+  scale         the kernel takes none: q is multiplied by `scale` first (in float32, then
+                rounded to q's dtype: in bfloat16 a relative change of up to 2^-9 in q,
+                none when the scale is a power of 2, e.g. head dim 64 or 256).
   soft-cap      the kernel's `attn_logits_soft_cap` (applied after the scale, before masking).
   length        L is padded to a multiple of 128 (the kernel's tile) with padding tokens and
                 the output sliced back; blocks of 512, 256 or 128 (the largest dividing it).
