@@ -34,7 +34,9 @@ conventions. The mesh is the `mesh` argument, else the context's
 (`jax.sharding.get_abstract_mesh()`: `jax.set_mesh` outside jit; rmjax's train and eval steps
 enter their mesh with `jax.sharding.use_abstract_mesh` in
 `rmjax.train.program.sharded_compute`); with no mesh (or a one-device one) the kernel is
-called directly.
+called directly, which is right on one device only: XLA cannot split a Mosaic call over the
+devices that hold sharded inputs, so code that jits the model over several devices itself
+must set the mesh (`with jax.set_mesh(mesh):` around the call).
 
 Interpret mode. The kernel compiles (Mosaic) when the target is a TPU: the mesh's platform,
 else `jax.default_backend()`, so a dry run on a CPU host compiling for a TPU topology gets the
