@@ -102,7 +102,7 @@ def _kernel(length: int, num_heads: int, multi_query: bool, sliding_window: int 
   make = splash.make_splash_mqa_single_device if multi_query else (
       splash.make_splash_mha_single_device)
   with jax.ensure_compile_time_eval():  # concrete mask tables even when first built in a trace
-      return make(splash.MultiHeadMask([head_mask] * num_heads), block_sizes=blocks,
+    return make(splash.MultiHeadMask([head_mask] * num_heads), block_sizes=blocks,
                 attn_logits_soft_cap=logit_softcap, interpret=interpret)
 
 
