@@ -8,17 +8,22 @@ running the layers, from TPU dry runs.
       --meshes 2x16x2,1x32x2
   python -m benchmarks.dry_run_long_context --lengths 8192 --meshes 4x16x4 \
       --tokens_per_step 524288                                   # 64 pairs of 8k
+  python -m benchmarks.dry_run_long_context --meshes 4x16x4 \
+      --attentions reference,tpu_splash                          # the attention kernels
 
-For each sequence length, mesh and execution (model.scan_layers: "unrolled" or "scan", the
+For each sequence length, mesh, execution (model.scan_layers: "unrolled" or "scan", the
 latter with each layer's weights gathered inside the scan; and model.remat, the policy of
-what the backward pass recomputes; `rmjax.models.layer_scan`):
-configs/reward_model.py:pod with data.max_len = L and the
-same tokens per step as the preset (train.batch_size = 512 x 2048 / L pairs; or
---tokens_per_step / L), dry-run
-(`rmjax.train.dry_run`: compiled by libtpu for the target from shapes alone, nothing runs)
-and tabulated: per-device arguments (parameters + AdamW moments + the batch shard),
-temporaries (activations), total against the HBM, whether XLA rematerialised on its own to
-fit (then its FLOPs include the recomputation: compiled / model FLOPs > 1), and compile time.
+what the backward pass recomputes; `rmjax.models.layer_scan`) and attention implementation
+(`TransformerConfig.attention`, default "reference"; "tpu_splash" is the Pallas TPU splash
+kernel, compiled by Mosaic inside shard_map): configs/reward_model.py:pod with data.max_len
+= L and the same tokens per step as the preset (train.batch_size = 512 x 2048 / L pairs; or
+--tokens_per_step / L), dry-run (`rmjax.train.dry_run`: compiled by libtpu for the target
+from shapes alone, nothing runs) and tabulated: per-device arguments (parameters + AdamW
+moments + the batch shard), temporaries (activations), total against the HBM, XLA's FLOPs
+per device and step (XLA counts none inside a Mosaic kernel, and the splash kernel declares
+no cost estimate: the "tpu_splash" rows leave out the attention's own logits and context
+matmuls), whether XLA rematerialised on its own to fit (then its FLOPs include the
+recomputation: compiled / model FLOPs > 1), and compile time.
 The knobs: the mesh (moving data-parallel chips into fsdp shards the state further), the
 batch, the layer scan and the remat policy; without a policy XLA rematerialises on its own
 when the step would not fit. Compiled FLOPs of a scanned step count the loop body once (XLA's
@@ -42,6 +47,8 @@ _EXECUTIONS = flags.DEFINE_string(
 _TOKENS = flags.DEFINE_integer("tokens_per_step", 0,
                                "Tokens per side of the pairs per step (default: the preset's, "
                                "512 pairs x 2048).")
+_ATTENTIONS = flags.DEFINE_string("attentions", "reference",
+                                  "TransformerConfig.attention values, comma-separated.")
 _JSON_OUT = flags.DEFINE_string("json_out", "", "Write the table as JSON here.")
 
 
@@ -56,16 +63,17 @@ def main(argv):
 
   gib = lambda b: round(b / dry_run.GIB, 2)
   rows = []
-  runs = [(int(length), mesh, execution) for length in _LENGTHS.value.split(",")
-          for mesh in _MESHES.value.split(",") for execution in _EXECUTIONS.value.split(",")]
-  for length, mesh, execution in runs:
+  runs = [(int(length), mesh, execution, attention) for length in _LENGTHS.value.split(",")
+          for mesh in _MESHES.value.split(",") for execution in _EXECUTIONS.value.split(",")
+          for attention in _ATTENTIONS.value.split(",")]
+  for length, mesh, execution, attention in runs:
     data, fsdp, tensor = (int(x) for x in mesh.split("x"))
     layers, remat = execution.split(":")
     if layers not in ("unrolled", "scan"):
       raise ValueError(f"--executions: expected unrolled:<remat> or scan:<remat>, got "
                        f"{execution!r}")
     config = reward_model.get_config("pod")
-    config.model.update(scan_layers=layers == "scan", remat=remat)
+    config.model.update(scan_layers=layers == "scan", remat=remat, attention=attention)
     tokens = _TOKENS.value or config.train.batch_size * config.data.max_len
     config.data.update(max_len=length, max_prompt_len=length * 3 // 4)
     config.train.batch_size = config.eval.batch_size = tokens // length
@@ -75,10 +83,12 @@ def main(argv):
     step, memory = report["train"], report["train"]["memory"]
     rows.append({
         "max_len": length, "pairs": config.train.batch_size, "mesh d x f x t": mesh,
-        "layers": layers, "remat": remat,
+        "layers": layers, "remat": remat, "attention": attention,
         "argument GiB": gib(memory["argument"]), "temp GiB": gib(memory["temp"]),
         "total GiB": gib(memory["total_bytes"]), "HBM GiB": gib(memory["hbm_bytes"]),
         "fits": memory["fits"],
+        "TFLOP / device": (round(step["flops"] / 1e12, 1)
+                           if step["flops"] is not None and not step["loops"] else ""),
         "XLA remat": step["rematerialised"] if step["flops"] is not None else "refused",
         "compiled / model FLOPs": (round(step["flops"] / step["model_flops"], 2)
                                    if step["flops"] is not None and not step["loop_undercounted"]

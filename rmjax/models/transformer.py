@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rmjax.models import layer_scan
+from rmjax.models import tpu_attention
 
 # Logical names of parameter axes. `None` (an axis that is never sharded) is also used.
 LOGICAL_AXES = ("vocab", "embed", "heads", "kv", "mlp")
@@ -68,7 +69,7 @@ LM_HEAD_KINDS = ("tied", "untied", "none")
 MLP_ACTIVATIONS = ("silu", "gelu_tanh")
 
 # Implementations of full-sequence attention (`TransformerConfig.attention`).
-ATTENTION_IMPLEMENTATIONS = ("reference", "dot_product")
+ATTENTION_IMPLEMENTATIONS = ("reference", "dot_product", "tpu_splash")
 
 
 def _normalise_rope_scaling(value: Any) -> tuple[tuple[str, Any], ...] | None:
@@ -217,8 +218,18 @@ class TransformerConfig:
       Same values and gradients at real tokens to float tolerance. Measured (value and
       grad of a 4-layer d=1024 model): on an H200 in bfloat16 the same speed at 128 and
       1024 tokens and 11% faster at 4096 (34 vs 38 ms); on the 2-core CPU 10% slower.
-      "dot_product" has no logit soft-capping (`attn_logit_softcap` must be None). Token-
-      by-token decoding with a KV cache always uses the reference path.
+      "dot_product" has no logit soft-capping (`attn_logit_softcap` must be None).
+      "tpu_splash": jax's Pallas TPU splash-attention kernel (`rmjax.models.tpu_attention`:
+      blocked online softmax, no [L, L] logits in HBM; padding as segment ids, GQA, sliding
+      window and soft-cap supported; L padded to a multiple of 128 inside), compiled on TPU
+      (inside `jax.shard_map` under a mesh) and run in Pallas interpret mode elsewhere (slow,
+      with a warning; for tests). Same values and gradients at real tokens. Measured by dry
+      runs of configs/reward_model.py:pod on v5e-256 (benchmarks/dry_run_long_context.py):
+      at 128 pairs of 8192 tokens the reference needs 19.4 GiB per chip (no fit) and
+      tpu_splash 14.8 GiB; at 64 pairs of 8192, 8.5 instead of 13.8 GiB of temporaries,
+      without XLA's rematerialisation; with scan_layers and remat="full" at 128 pairs of
+      8192, 4.9 instead of 14.8 GiB. Token-by-token decoding with a KV cache always uses
+      the reference path.
     scan_layers: run the blocks as one `jax.lax.scan` over their weights stacked in the
       step, each layer's weights gathered inside the scan under FSDP (default False:
       unrolled, the whole model gathered for the step); see `rmjax.models.layer_scan`.
@@ -743,7 +754,6 @@ class CausalSelfAttention(nnx.Module):
     """
     cfg = self.config
     dt = cfg.compute_dtype
-    seq_len = x.shape[1]
     q, k, v = self._project(x, positions_from_mask(mask))
     scalar = cfg.head_dim if cfg.query_pre_attn_scalar is None else cfg.query_pre_attn_scalar
     if cfg.attention == "dot_product":
@@ -751,7 +761,21 @@ class CausalSelfAttention(nnx.Module):
       context = jax.nn.dot_product_attention(
           q, k, v, mask=mask[:, None, None, :], scale=1.0 / math.sqrt(scalar),
           is_causal=True, local_window_size=window)
-      return jnp.einsum("blhk,hkd->bld", context.astype(dt), self.out[...].astype(dt))
+    elif cfg.attention == "tpu_splash":
+      context = tpu_attention.splash_attention(
+          q, k, v, mask, scale=1.0 / math.sqrt(scalar), sliding_window=self.sliding_window,
+          logit_softcap=cfg.attn_logit_softcap)
+    else:
+      context = self._reference_context(q, k, v, mask, scalar)
+    return jnp.einsum("blhk,hkd->bld", context.astype(dt), self.out[...].astype(dt))
+
+  def _reference_context(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+                         scalar: float) -> jax.Array:
+    """The reference attention: einsum logits, float32 softmax, einsum; q [B, L, H, K],
+    k, v [B, L, KV, K], mask [B, L] -> context [B, L, H, K] in the compute dtype."""
+    cfg = self.config
+    dt = cfg.compute_dtype
+    seq_len = q.shape[1]
     groups = cfg.num_heads // cfg.kv_heads
     if groups > 1:  # grouped-query attention: query head h reads kv head h // groups
       k = jnp.repeat(k, groups, axis=2)
@@ -767,8 +791,7 @@ class CausalSelfAttention(nnx.Module):
     allowed = causal[None, None, :, :] & mask[:, None, None, :]  # [B, 1, L, L]
     logits = jnp.where(allowed, logits, _MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-    context = jnp.einsum("bhqs,bshk->bqhk", probs, v)
-    return jnp.einsum("blhk,hkd->bld", context, self.out[...].astype(dt))
+    return jnp.einsum("bhqs,bshk->bqhk", probs, v)
 
   def cached(self, x: jax.Array, positions: jax.Array, key_mask: jax.Array,
              cache_k: jax.Array, cache_v: jax.Array, index: jax.Array

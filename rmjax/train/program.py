@@ -95,16 +95,21 @@ def sharded_compute(fn, param_shardings, example_sharding: NamedSharding,
   `rmjax.models.layer_scan.per_layer_gathers`: the scan gathers each block's weights inside
   its body, one layer at a time; `param_shardings` then leaves the block weights in their
   rest layout (`compute_shardings`).
+
+  `fn` runs with the mesh as the context's abstract mesh (`jax.sharding.get_abstract_mesh()`),
+  so that model code which must place itself, a Pallas kernel inside `jax.shard_map`
+  (`attention="tpu_splash"`), finds it.
   """
 
   def sharded(params, *inputs):
     params = jax.lax.with_sharding_constraint(params, param_shardings)
     inputs = jax.lax.with_sharding_constraint(inputs, example_sharding)
-    if layer_rules is None:
-      outputs = fn(params, *inputs)
-    else:
-      with layer_scan.per_layer_gathers(example_sharding.mesh, layer_rules):
+    with jax.sharding.use_abstract_mesh(example_sharding.mesh.abstract_mesh):
+      if layer_rules is None:
         outputs = fn(params, *inputs)
+      else:
+        with layer_scan.per_layer_gathers(example_sharding.mesh, layer_rules):
+          outputs = fn(params, *inputs)
     return jax.lax.with_sharding_constraint(outputs, example_sharding)
 
   return sharded
