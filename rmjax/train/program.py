@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import functools
 from typing import Any, NamedTuple
 
+from absl import logging
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
@@ -95,6 +96,37 @@ def sharded_compute(fn, param_shardings, example_sharding: NamedSharding):
     return jax.lax.with_sharding_constraint(fn(params, *inputs), example_sharding)
 
   return sharded
+
+
+# XLA options of the jitted steps on CPU. YNNPACK's fusions (XLA's default on x86 CPUs in
+# jax 0.10) made the reward model's steps slower than XLA's own dot and loop emitters:
+# value and grad of the default model -41% CPU time at 32 pairs x 384 tokens, the forward
+# -37% at 128 tokens, no change at 24 (benchmarks/cpu_step_side_by_side).
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.cache
+def _cpu_options_supported() -> bool:
+  """Whether this jaxlib's XLA accepts `CPU_COMPILER_OPTIONS` on CPU (an experimental flag
+  that a later XLA may rename or drop; then the steps compile with XLA's defaults)."""
+  try:
+    cpu = jax.local_devices(backend="cpu")[0]
+    jax.jit(lambda x: x + 1).lower(jax.device_put(1.0, cpu)).compile(
+        compiler_options=CPU_COMPILER_OPTIONS)
+  except Exception as error:  # pylint: disable=broad-exception-caught
+    logging.warning("XLA does not accept %s (%s); compiling with its defaults",
+                    CPU_COMPILER_OPTIONS, error)
+    return False
+  return True
+
+
+def compiler_options(device: jax.Device) -> dict[str, Any] | None:
+  """XLA compiler options for the jitted steps on `device`'s platform (a device of the
+  mesh): `CPU_COMPILER_OPTIONS` on CPU (when this XLA knows them), None (XLA's defaults) on
+  GPU and TPU."""
+  if device.platform == "cpu" and _cpu_options_supported():
+    return dict(CPU_COMPILER_OPTIONS)
+  return None
 
 
 def make_train_step(loss_fn, optimizer: optax.GradientTransformation):
@@ -194,15 +226,17 @@ def build_program(config: ml_collections.ConfigDict, task: Task, *,
                             example_sharding=example_sharding)
   # Every batch field is split along its leading (example) axis: one sharding, a pytree
   # prefix. Metrics and eval outputs come back replicated, so every process can read them.
+  options = compiler_options(mesh.devices.flat[0])
   if task.make_train_step is not None:
     train_step = task.make_train_step(graphdef, shard, optimizer, state_shardings)
   else:
     train_step = jax.jit(make_train_step(task.make_loss(graphdef, shard), optimizer),
                          in_shardings=(state_shardings, batch_sharding),
-                         out_shardings=(state_shardings, replicated), donate_argnums=0)
+                         out_shardings=(state_shardings, replicated), donate_argnums=0,
+                         compiler_options=options)
   eval_step = jax.jit(task.make_eval(graphdef, shard),
                       in_shardings=(state_shardings.params, batch_sharding),
-                      out_shardings=replicated)
+                      out_shardings=replicated, compiler_options=options)
   return Program(mesh, batch_sharding, graphdef, models.count_params(abstract_params),
                  param_specs, state_shardings, abstract_state, init, train_step, eval_step,
                  schedule)
