@@ -71,16 +71,19 @@ def median_seconds(fn, repeats: int) -> float:
 
 class Step(NamedTuple):
   """A reward-model training step ready to run: the jitted step (state donated), its first
-  state, `num_batches` batches, and the model config."""
+  state, `num_batches` batches, the model config, and the task's loss
+  `loss_fn(params, batch, key) -> (loss, metrics)` that the step differentiates."""
   train_step: Any
   state: Any
   batches: list
   model_config: Any
+  loss_fn: Any
 
 
 def build_step(config, batch_size: int, num_batches: int) -> Step:
   """The training job's own step (`rmjax.train.program.make_train_step` over the task's
-  loss, the config's optimiser) on `num_batches` batches of the config's synthetic data."""
+  loss, the config's optimiser, the program's XLA options) on `num_batches` batches of the
+  config's synthetic data."""
   from rmjax import data as rm_data
   from rmjax import models
   from rmjax.tasks import reward_model as rm_task
@@ -99,8 +102,9 @@ def build_step(config, batch_size: int, num_batches: int) -> Step:
   optimizer, _ = optim.make_optimizer(config.optim, 1000)
   state = TrainState.create(params, optimizer, jax.random.PRNGKey(1))
   loss_fn = rm_task.make_task(config).make_loss(graphdef, lambda fn: fn)
-  train_step = jax.jit(program_lib.make_train_step(loss_fn, optimizer), donate_argnums=0)
+  train_step = jax.jit(program_lib.make_train_step(loss_fn, optimizer), donate_argnums=0,
+                       compiler_options=program_lib.compiler_options(jax.devices()[0]))
   keys = ("chosen_tokens", "chosen_mask", "rejected_tokens", "rejected_mask", "margin", "valid")
   batches = [jax.device_put({k: b[k] for k in keys})
              for b in (data.train.train_batch(i, batch_size, 0) for i in range(num_batches))]
-  return Step(train_step, state, batches, model_config)
+  return Step(train_step, state, batches, model_config, loss_fn)
