@@ -59,14 +59,22 @@ def print_table_and_save(header: dict, rows: list[dict], json_out: str = "") -> 
 def median_seconds(fn, repeats: int) -> float:
   """The median wall time of `repeats` calls of `fn()`, each waited for
   (`jax.block_until_ready` on its result)."""
+  return median_wall_and_cpu_seconds(fn, repeats)[0]
+
+
+def median_wall_and_cpu_seconds(fn, repeats: int) -> tuple[float, float]:
+  """(median wall time, median CPU time of this process over all its threads) of `repeats`
+  calls of `fn()`, each waited for. On a shared machine the CPU time moves less with the
+  other processes' load than the wall time (threads that spin while waiting still count)."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  times = []
+  wall, cpu = [], []
   for _ in range(repeats):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+    wall.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - start_cpu)
+  return statistics.median(wall), statistics.median(cpu)
 
 
 class Step(NamedTuple):

@@ -24,9 +24,10 @@ padded to L; pad id 0) goes to both.
   "PyTorch not installed: rmjax only".
 
 --shapes lists length:pairs (defaults: 64 pairs at 24 tokens, 32 at 128 and 384, 8 at
-1024). Times are medians of --repeats calls after two warm-up calls; the header gives the
-load average before and after (the machine may be shared: compare columns measured
-together, and repeat when the load moved).
+1024). Times are medians of --repeats calls after two warm-up calls: wall ms and the
+process's CPU ms (all its threads; on a shared machine it moves less with the others' load
+than wall time, though threads spinning while they wait still count). Each row gives the
+1-minute load average when it started, the header the load before and after.
 """
 
 import json
@@ -62,6 +63,17 @@ def _model_and_optim_config():
   return config.model, config.optim
 
 
+def _median_ms(calls: dict, repeats: int) -> dict:
+  """{name: median wall ms} and {name + ' cpu': median process CPU ms} of each call."""
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  times = {}
+  for name, fn in calls.items():
+    wall, cpu = common.median_wall_and_cpu_seconds(fn, repeats)
+    times[name] = round(1e3 * wall, 1)
+    times[name.replace("_ms", "_cpu_ms")] = round(1e3 * cpu, 1)
+  return times
+
+
 def rmjax_times(max_len: int, pairs: int, repeats: int) -> tuple[dict, dict]:
   """Median step, forward and value-and-grad ms of rmjax's jitted step; and the batch."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -88,16 +100,13 @@ def rmjax_times(max_len: int, pairs: int, repeats: int) -> tuple[dict, dict]:
   for fn in calls.values():
     jax.block_until_ready(fn())
     jax.block_until_ready(fn())
-  times = {name: round(1e3 * common.median_seconds(fn, repeats), 1)
-           for name, fn in calls.items()}
-  return times, {k: np.asarray(batch[k]) for k in _BATCH_KEYS}
+  return _median_ms(calls, repeats), {k: np.asarray(batch[k]) for k in _BATCH_KEYS}
 
 
 def torch_half(batch_path: str, repeats: int, threads: int) -> dict:
   """The PyTorch half (run in the subprocess): median step, forward, value-and-grad ms."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from benchmarks import common  # pylint: disable=g-import-not-at-top
 
   torch.set_num_threads(threads)
   torch.manual_seed(0)
@@ -149,9 +158,8 @@ def torch_half(batch_path: str, repeats: int, threads: int) -> dict:
   for fn in calls.values():
     fn()
     fn()
-  times = {name: round(1e3 * common.median_seconds(fn, repeats), 1)
-           for name, fn in calls.items()}
-  return {**times, "torch": torch.__version__, "transformers": transformers.__version__}
+  return {**_median_ms(calls, repeats), "torch": torch.__version__,
+          "transformers": transformers.__version__}
 
 
 def run_torch_half(batch: dict, repeats: int) -> dict | None:
@@ -197,7 +205,9 @@ def main(argv):
     else:
       versions = {k: torch_times.pop(k) for k in ("torch", "transformers")}
       row.update({f"torch {k}": v for k, v in torch_times.items()})
-      row["torch / rmjax step"] = round(row["torch step_ms"] / row["rmjax step_ms"], 2)
+      for unit in ("ms", "cpu_ms"):
+        row[f"torch / rmjax step_{unit}"] = round(
+            row[f"torch step_{unit}"] / row[f"rmjax step_{unit}"], 2)
     rows.append(row)
     print(json.dumps(row), flush=True)
   header = common.run_header(load, start, repeats=_REPEATS.value,
