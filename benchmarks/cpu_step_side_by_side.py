@@ -14,7 +14,7 @@ padded to L; pad id 0) goes to both.
 * rmjax: the training job's own jitted step (`benchmarks.common.build_step`: the task's
   loss, `rmjax.train.program.make_train_step`, the config's optimiser, state donated; its
   metrics included), the task's loss alone (forward) and its `jax.value_and_grad`, each
-  jitted.
+  jitted with the step's XLA options (`rmjax.train.program.compiler_options`).
 * PyTorch (optional, never a dependency of rmjax): `LlamaForSequenceClassification` with
   attn_implementation="sdpa", `torch.set_num_threads(2)`, eager; forward = the loss under
   `torch.no_grad()`, value and grad = forward + `backward()`, step = value and grad +
@@ -79,6 +79,7 @@ def rmjax_times(max_len: int, pairs: int, repeats: int) -> tuple[dict, dict]:
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import common  # pylint: disable=g-import-not-at-top
   from configs import reward_model  # pylint: disable=g-import-not-at-top
+  from rmjax.train import program as program_lib  # pylint: disable=g-import-not-at-top
 
   config = reward_model.get_config("default")
   config.data.max_len = max_len
@@ -86,8 +87,9 @@ def rmjax_times(max_len: int, pairs: int, repeats: int) -> tuple[dict, dict]:
   step = common.build_step(config, pairs, num_batches=1)
   batch = step.batches[0]
   loss = lambda params, b: step.loss_fn(params, b, None)[0]
-  forward = jax.jit(loss)
-  value_and_grad = jax.jit(jax.value_and_grad(loss))
+  options = program_lib.compiler_options(jax.devices()[0])  # those of the step
+  forward = jax.jit(loss, compiler_options=options)
+  value_and_grad = jax.jit(jax.value_and_grad(loss), compiler_options=options)
   params = jax.tree.map(lambda x: x.copy(), step.state.params)  # the step donates its state
   holder = {"state": step.state}
 
