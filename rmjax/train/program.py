@@ -102,7 +102,7 @@ def sharded_compute(fn, param_shardings, example_sharding: NamedSharding):
 # jax 0.10) made the default reward model's steps slower than XLA's own dot and loop
 # emitters on the 2-core CPU (benchmarks/cpu_step_side_by_side, interleaved A/B): value and
 # grad -11% at 32 pairs x 384 tokens (-20% on top of `models.gated_mlp`), no change at
-# 64 x 24; the forward -37% at 128 tokens but +40% at 1024 (its attention softmax).
+# 64 x 24; the forward -37% at 128 tokens but +40% at 1024 (not profiled yet).
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
