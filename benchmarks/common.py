@@ -59,28 +59,39 @@ def print_table_and_save(header: dict, rows: list[dict], json_out: str = "") -> 
 def median_seconds(fn, repeats: int) -> float:
   """The median wall time of `repeats` calls of `fn()`, each waited for
   (`jax.block_until_ready` on its result)."""
+  return median_wall_and_cpu_seconds(fn, repeats)[0]
+
+
+def median_wall_and_cpu_seconds(fn, repeats: int) -> tuple[float, float]:
+  """(median wall time, median CPU time of this process over all its threads) of `repeats`
+  calls of `fn()`, each waited for. On a shared machine the CPU time moves less with the
+  other processes' load than the wall time (threads that spin while waiting still count)."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  times = []
+  wall, cpu = [], []
   for _ in range(repeats):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+    wall.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - start_cpu)
+  return statistics.median(wall), statistics.median(cpu)
 
 
 class Step(NamedTuple):
   """A reward-model training step ready to run: the jitted step (state donated), its first
-  state, `num_batches` batches, and the model config."""
+  state, `num_batches` batches, the model config, and the task's loss
+  `loss_fn(params, batch, key) -> (loss, metrics)` that the step differentiates."""
   train_step: Any
   state: Any
   batches: list
   model_config: Any
+  loss_fn: Any
 
 
 def build_step(config, batch_size: int, num_batches: int) -> Step:
   """The training job's own step (`rmjax.train.program.make_train_step` over the task's
-  loss, the config's optimiser) on `num_batches` batches of the config's synthetic data."""
+  loss, the config's optimiser, the program's XLA options) on `num_batches` batches of the
+  config's synthetic data."""
   from rmjax import data as rm_data
   from rmjax import models
   from rmjax.tasks import reward_model as rm_task
@@ -99,8 +110,9 @@ def build_step(config, batch_size: int, num_batches: int) -> Step:
   optimizer, _ = optim.make_optimizer(config.optim, 1000)
   state = TrainState.create(params, optimizer, jax.random.PRNGKey(1))
   loss_fn = rm_task.make_task(config).make_loss(graphdef, lambda fn: fn)
-  train_step = jax.jit(program_lib.make_train_step(loss_fn, optimizer), donate_argnums=0)
+  train_step = jax.jit(program_lib.make_train_step(loss_fn, optimizer), donate_argnums=0,
+                       compiler_options=program_lib.compiler_options(jax.devices()[0]))
   keys = ("chosen_tokens", "chosen_mask", "rejected_tokens", "rejected_mask", "margin", "valid")
   batches = [jax.device_put({k: b[k] for k in keys})
              for b in (data.train.train_batch(i, batch_size, 0) for i in range(num_batches))]
-  return Step(train_step, state, batches, model_config)
+  return Step(train_step, state, batches, model_config, loss_fn)

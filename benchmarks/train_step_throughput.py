@@ -32,8 +32,8 @@ def _measure(config, batch_size):
 
   from benchmarks import common
 
-  train_step, state, batches, model_config = common.build_step(config, batch_size,
-                                                                _STEPS.value)
+  train_step, state, batches, model_config, _ = common.build_step(config, batch_size,
+                                                                   _STEPS.value)
   state, metrics = train_step(state, batches[0])  # Compile and warm up.
   jax.block_until_ready(metrics)
   times = []

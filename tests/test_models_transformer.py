@@ -5,6 +5,7 @@ import math
 from flax import nnx
 import jax
 import jax.numpy as jnp
+from jax import test_util as jtu
 from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 import pytest
@@ -311,6 +312,33 @@ def test_block_matches_a_numpy_reference():
 
 
 # --------------------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("activation, act", [
+    ("silu", jax.nn.silu), ("gelu_tanh", lambda a: jax.nn.gelu(a, approximate=True))])
+def test_gated_mlp_backward_equals_autodiff_of_the_plain_expression(activation, act):
+  rng = np.random.default_rng(5)
+  x, gate, up, down = (jnp.asarray(rng.normal(size=shape), jnp.float32)
+                       for shape in ((2, 5, 8), (8, 12), (8, 12), (12, 8)))
+  weights = jnp.asarray(rng.normal(size=(2, 5, 8)), jnp.float32)
+
+  def plain(x, gate, up, down):
+    return jnp.sum(weights * ((act(x @ gate) * (x @ up)) @ down))
+
+  def ours(x, gate, up, down):
+    return jnp.sum(weights * models.gated_mlp(x, gate, up, down, activation))
+
+  want_value, want_grads = jax.value_and_grad(plain, argnums=(0, 1, 2, 3))(x, gate, up, down)
+  got_value, got_grads = jax.jit(jax.value_and_grad(ours, argnums=(0, 1, 2, 3)))(
+      x, gate, up, down)
+  np.testing.assert_allclose(got_value, want_value, rtol=1e-6)
+  for got, want in zip(got_grads, want_grads):
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  jtu.check_grads(lambda *a: models.gated_mlp(*a, activation), (x, gate, up, down),
+                            order=1, modes=("rev",), atol=2e-2, rtol=2e-2)
+  with pytest.raises(ValueError, match="activation"):
+    models.gated_mlp(x, gate, up, down, "relu")
 
 
 def test_gradient_is_finite_and_nonzero_for_every_param(tiny, loss_and_grad):

@@ -22,6 +22,7 @@ from rmjax.parallel import communication  # noqa: E402
 from rmjax.tasks import reward_model as rm_task  # noqa: E402
 from rmjax.train import batching  # noqa: E402
 from rmjax.train import checkpoint as ckpt_lib  # noqa: E402
+from rmjax.train import optim  # noqa: E402
 from rmjax.train import program as program_lib  # noqa: E402
 from rmjax.train import trainer  # noqa: E402
 
@@ -68,6 +69,25 @@ def _place(data, indices, program, config):
 
 def _leaves_with_paths(tree):
   return jax.tree_util.tree_flatten_with_path(tree)[0]
+
+
+def test_cpu_steps_compile_with_the_cpu_options_and_equal_xla_defaults(single):
+  """The program's CPU step compiles without YNNPACK fusions (`CPU_COMPILER_OPTIONS`) and
+  steps to the state that the same step under XLA's defaults gives."""
+  program = single["program"]
+  assert program_lib.compiler_options(jax.devices()[0]) == program_lib.CPU_COMPILER_OPTIONS
+  config = _config(**_ONE_DEVICE)
+  state = program.init(jax.random.PRNGKey(config.seed))
+  batch = _place(single["data"].train, single["indices"], program, config)
+  assert "ynn_fusion" not in program.train_step.lower(state, batch).compile().as_text()
+  optimizer, _ = optim.make_optimizer(config.optim, config.train.num_steps)
+  loss_fn = rm_task.make_task(config).make_loss(program.graphdef, lambda fn: fn)
+  defaults = jax.jit(program_lib.make_train_step(loss_fn, optimizer))
+  new_state, metrics = defaults(state, batch)
+  np.testing.assert_allclose(metrics["loss"], single["metrics"]["loss"], **TOL)
+  for (path, a), (_, b) in zip(_leaves_with_paths(jax.device_get(new_state)),
+                               _leaves_with_paths(single["state"])):
+    np.testing.assert_allclose(a, b, **TOL, err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.mark.parametrize("preset", ["data_parallel", "fsdp", "fsdp_tensor"])

@@ -34,6 +34,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -850,11 +851,84 @@ class CausalSelfAttention(nnx.Module):
     return jnp.einsum("blhk,hkd->bld", context, self.out[...].astype(dt)), cache_k, cache_v
 
 
+# Gate activations of `gated_mlp` by `TransformerConfig.mlp_activation` name.
+_MLP_ACTIVATION_FNS = {
+    "silu": jax.nn.silu,
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),  # HF gelu_pytorch_tanh
+}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def gated_mlp(x: jax.Array, gate_kernel: jax.Array, up_kernel: jax.Array,
+              down_kernel: jax.Array, activation: str = "silu") -> jax.Array:
+  """Gated feed-forward layer (Shazeer 2020): (act(x @ W_gate) * (x @ W_up)) @ W_down.
+
+  With a = act(x W_gate), u = x W_up, h = a * u, y = h W_down and g = dL/dy, its
+  hand-written backward pass computes
+
+    dh = g W_down^T,  dW_down = h^T g,  dW_up = x^T (dh * a),
+    dW_gate = x^T (dh * u * act'(x W_gate)),
+    dx = (dh * u * act'(x W_gate)) W_gate^T + (dh * a) W_up^T,
+
+  the values `jax.grad` gives for the plain expression (to float rounding). The weight
+  gradients are contracted over the token axes as x^T [D, N] and g^T [D, N] times the
+  [N, F] factors: XLA's CPU layout pass lays the left operand of such a dot out
+  transposed, and these are the narrow [N, D] ones, so no [N, F] activation is written
+  out transposed (with autodiff those copies, and the elementwise products fused into
+  them, dominated the CPU backward pass; see benchmarks/cpu_step_side_by_side). A
+  `jax.custom_vjp`: reverse mode only (no `jax.jvp` through it).
+
+  Args:
+    x: [..., D] inputs, compute dtype.
+    gate_kernel: [D, F].
+    up_kernel: [D, F].
+    down_kernel: [F, D].
+    activation: "silu" (SwiGLU, default) or "gelu_tanh" (GeGLU with the tanh
+      approximation, Gemma); see `MLP_ACTIVATIONS`.
+
+  Returns:
+    [..., D] in the dtype of the products.
+
+  >>> x, w = jnp.ones((2, 3)), jnp.zeros((3, 4))
+  >>> gated_mlp(x, w, w, jnp.zeros((4, 3))).shape
+  (2, 3)
+  """
+  return _gated_mlp_forward(x, gate_kernel, up_kernel, down_kernel, activation)[0]
+
+
+def _gated_mlp_forward(x, gate_kernel, up_kernel, down_kernel, activation):
+  """`gated_mlp`'s output and the residuals its backward pass reads."""
+  if activation not in _MLP_ACTIVATION_FNS:
+    raise ValueError(f"activation must be one of {MLP_ACTIVATIONS}, got {activation!r}.")
+  pre_activation = x @ gate_kernel
+  up = x @ up_kernel
+  out = (_MLP_ACTIVATION_FNS[activation](pre_activation) * up) @ down_kernel
+  return out, (x, pre_activation, up, gate_kernel, up_kernel, down_kernel)
+
+
+def _gated_mlp_backward(activation, residuals, out_grad):
+  """`gated_mlp`'s gradients (see its docstring) from its residuals and dL/dy."""
+  x, pre_activation, up, gate_kernel, up_kernel, down_kernel = residuals
+  gate, activation_vjp = jax.vjp(_MLP_ACTIVATION_FNS[activation], pre_activation)
+  hidden_grad = out_grad @ down_kernel.T
+  # (g^T h)^T rather than h^T g: XLA's CPU dot wants its left operand transposed in
+  # memory, and g [N, D] is the narrower one.
+  down_grad = jnp.einsum("...d,...f->df", out_grad, gate * up).T
+  (pre_activation_grad,) = activation_vjp(hidden_grad * up)
+  up_grad = hidden_grad * gate
+  x_grad = pre_activation_grad @ gate_kernel.T + up_grad @ up_kernel.T
+  return (x_grad, jnp.einsum("...d,...f->df", x, pre_activation_grad),
+          jnp.einsum("...d,...f->df", x, up_grad), down_grad)
+
+
+gated_mlp.defvjp(_gated_mlp_forward, _gated_mlp_backward)
+
+
 class GatedMLP(nnx.Module):
   """SwiGLU feed-forward layer (Shazeer 2020): down(silu(gate(x)) * up(x)).
 
   With `config.mlp_activation == "gelu_tanh"`: GeGLU, gelu (tanh approximation) in place
-  of silu (Gemma).
+  of silu (Gemma). Computed by `gated_mlp` (its own backward pass).
 
   Kernels: gate and up [D, F] ('embed', 'mlp'); down [F, D] ('mlp', 'embed'), the
   latter scaled like the attention output (variance / (2 * num_layers)). No biases.
@@ -875,14 +949,10 @@ class GatedMLP(nnx.Module):
     self.down = _param(rngs, down_init, (f, d), ("mlp", "embed"), pdt)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    """x: [B, L, D] -> [B, L, D], in the compute dtype."""
+    """x: [B, L, D] -> [B, L, D], in the compute dtype (`gated_mlp`)."""
     dt = self.config.compute_dtype
-    pre = x @ self.gate[...].astype(dt)
-    if self.config.mlp_activation == "silu":
-      gate = jax.nn.silu(pre)
-    else:  # "gelu_tanh": HF's gelu_pytorch_tanh
-      gate = jax.nn.gelu(pre, approximate=True)
-    return (gate * (x @ self.up[...].astype(dt))) @ self.down[...].astype(dt)
+    return gated_mlp(x, self.gate[...].astype(dt), self.up[...].astype(dt),
+                     self.down[...].astype(dt), self.config.mlp_activation)
 
 
 class TransformerBlock(nnx.Module):

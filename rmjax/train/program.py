@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import functools
 from typing import Any, NamedTuple
 
+from absl import logging
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
@@ -142,6 +143,38 @@ def compute_shardings(param_specs: Any, mesh: jax.sharding.Mesh, *,
                                           is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
+# XLA options of the jitted steps on CPU. YNNPACK's fusions (XLA's default on x86 CPUs in
+# jax 0.10) made the default reward model's steps slower than XLA's own dot and loop
+# emitters on the 2-core CPU (benchmarks/cpu_step_side_by_side, interleaved A/B): value and
+# grad -11% at 32 pairs x 384 tokens (-20% on top of `models.gated_mlp`), no change at
+# 64 x 24; the forward -37% at 128 tokens but +40% at 1024 (not profiled yet).
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.cache
+def _cpu_options_supported() -> bool:
+  """Whether this jaxlib's XLA accepts `CPU_COMPILER_OPTIONS` on CPU (an experimental flag
+  that a later XLA may rename or drop; then the steps compile with XLA's defaults)."""
+  try:
+    cpu = jax.local_devices(backend="cpu")[0]
+    jax.jit(lambda x: x + 1).lower(jax.device_put(1.0, cpu)).compile(
+        compiler_options=CPU_COMPILER_OPTIONS)
+  except Exception as error:  # pylint: disable=broad-exception-caught
+    logging.warning("XLA does not accept %s (%s); compiling with its defaults",
+                    CPU_COMPILER_OPTIONS, error)
+    return False
+  return True
+
+
+def compiler_options(device: jax.Device) -> dict[str, Any] | None:
+  """XLA compiler options for the jitted steps on `device`'s platform (a device of the
+  mesh): `CPU_COMPILER_OPTIONS` on CPU (when this XLA knows them), None (XLA's defaults) on
+  GPU and TPU."""
+  if device.platform == "cpu" and _cpu_options_supported():
+    return dict(CPU_COMPILER_OPTIONS)
+  return None
+
+
 def make_train_step(loss_fn, optimizer: optax.GradientTransformation):
   """`train_step(state, batch) -> (new_state, metrics)` for a task's `loss_fn`.
 
@@ -241,15 +274,17 @@ def build_program(config: ml_collections.ConfigDict, task: Task, *,
       layer_rules=tuple(map(tuple, config.mesh.logical_axis_rules)) if per_layer else None)
   # Every batch field is split along its leading (example) axis: one sharding, a pytree
   # prefix. Metrics and eval outputs come back replicated, so every process can read them.
+  options = compiler_options(mesh.devices.flat[0])
   if task.make_train_step is not None:
     train_step = task.make_train_step(graphdef, shard, optimizer, state_shardings)
   else:
     train_step = jax.jit(make_train_step(task.make_loss(graphdef, shard), optimizer),
                          in_shardings=(state_shardings, batch_sharding),
-                         out_shardings=(state_shardings, replicated), donate_argnums=0)
+                         out_shardings=(state_shardings, replicated), donate_argnums=0,
+                         compiler_options=options)
   eval_step = jax.jit(task.make_eval(graphdef, shard),
                       in_shardings=(state_shardings.params, batch_sharding),
-                      out_shardings=replicated)
+                      out_shardings=replicated, compiler_options=options)
   return Program(mesh, batch_sharding, graphdef, models.count_params(abstract_params),
                  param_specs, state_shardings, abstract_state, init, train_step, eval_step,
                  schedule)
