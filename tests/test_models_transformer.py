@@ -580,3 +580,42 @@ def test_layer_scan_runs_the_first_blocks_of_hidden_before_layer():
     got = nnx.merge(scan_graphdef, params).backbone.hidden_before_layer(
         batch["tokens"], batch["mask"], layer)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"num_kv_heads": 1, "sliding_window": 5, "sliding_window_layers": (0,)},
+], ids=["mha", "gqa_window"])
+def test_reference_attention_in_query_blocks_equals_one_block(monkeypatch, kwargs):
+  """Sequences longer than CAUSAL_QUERY_BLOCK go in query blocks, each against the keys it
+  can see: rewards, gradients and the hidden states at real tokens equal the one-block
+  computation (right and left padding, a window shorter and longer than a block)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from rmjax.models import transformer  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(TINY, **kwargs)
+  graphdef, params = models.init_reward_model(config, jax.random.key(8))
+  seqs = _random_seqs(9, [13, 6, 1, 9])
+  right = _right_padded(seqs, 14)
+  left = {k: jnp.flip(v, axis=1) for k, v in _right_padded([s[::-1] for s in seqs], 14).items()}
+  apply = models.make_reward_apply(graphdef)
+  loss = lambda p, b: jnp.sum(jnp.sin(3.0 * apply(p, b)))
+  hidden = lambda p, b: nnx.merge(graphdef, p).backbone(b["tokens"], b["mask"])
+
+  def run(block, batch):
+    monkeypatch.setattr(transformer, "CAUSAL_QUERY_BLOCK", block)
+    # Fresh functions, traced anew under this block size (the blocks' einsums counted).
+    einsums = str(jax.make_jaxpr(lambda p, b: hidden(p, b))(params, batch)).count("dot_general")
+    value, grad = jax.jit(jax.value_and_grad(lambda p, b: loss(p, b)))(params, batch)
+    return value, grad, jax.jit(lambda p, b: hidden(p, b))(params, batch), einsums
+
+  for batch in (right, left):
+    want_value, want_grad, want_hidden, one_block = run(1000, batch)
+    got_value, got_grad, got_hidden, blocks = run(4, batch)  # [0, 4) [4, 8) [8, 12) [12, 14)
+    # Per layer: 4 projections + 2 attention einsums in one block, 4 + 2 x 4 in four.
+    assert (blocks - one_block) == 6 * config.num_layers
+    np.testing.assert_allclose(got_value, want_value, rtol=1e-6, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 got_grad, want_grad)
+    real = np.asarray(batch["mask"])
+    np.testing.assert_allclose(np.asarray(got_hidden)[real], np.asarray(want_hidden)[real],
+                               rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(got_hidden))

@@ -70,6 +70,10 @@ LM_HEAD_KINDS = ("tied", "untied", "none")
 MLP_ACTIVATIONS = ("silu", "gelu_tanh")
 
 # Implementations of full-sequence attention (`TransformerConfig.attention`).
+# The reference attention splits the queries of sequences longer than this into blocks of
+# this many, each against the keys it can see (`CausalSelfAttention._reference_context`).
+CAUSAL_QUERY_BLOCK = 128
+
 ATTENTION_IMPLEMENTATIONS = ("reference", "dot_product", "tpu_splash")
 
 
@@ -773,10 +777,31 @@ class CausalSelfAttention(nnx.Module):
   def _reference_context(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
                          scalar: float) -> jax.Array:
     """The reference attention: einsum logits, float32 softmax, einsum; q [B, L, H, K],
-    k, v [B, L, KV, K], mask [B, L] -> context [B, L, H, K] in the compute dtype."""
-    cfg = self.config
-    dt = cfg.compute_dtype
+    k, v [B, L, KV, K], mask [B, L] -> context [B, L, H, K] in the compute dtype.
+
+    Beyond `CAUSAL_QUERY_BLOCK` positions the queries go in blocks of that many, each
+    against the keys it can see (those up to its last query; with a window W, from its
+    first query's t - W + 1): causality skips the logits above the diagonal, about half
+    of them at long L. A real query's output is the same (its excluded keys had weight
+    exactly 0); a query with no key to see (padding) stays finite and meaningless.
+    """
     seq_len = q.shape[1]
+    block = CAUSAL_QUERY_BLOCK
+    if seq_len <= block:
+      return self._attend(q, k, v, mask, scalar, 0, 0)
+    contexts = []
+    for start in range(0, seq_len, block):
+      end = min(start + block, seq_len)
+      first = 0 if self.sliding_window is None else max(0, start - self.sliding_window + 1)
+      contexts.append(self._attend(q[:, start:end], k[:, first:end], v[:, first:end],
+                                   mask[:, first:end], scalar, start, first))
+    return jnp.concatenate(contexts, axis=1)
+
+  def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array,
+              scalar: float, query_offset: int, key_offset: int) -> jax.Array:
+    """Queries q [B, Q, H, K] at positions query_offset + [0, Q) over keys k, v
+    [B, S, KV, K] at key_offset + [0, S) with key_mask [B, S]: [B, Q, H, K]."""
+    cfg = self.config
     groups = cfg.num_heads // cfg.kv_heads
     if groups > 1:  # grouped-query attention: query head h reads kv head h // groups
       k = jnp.repeat(k, groups, axis=2)
@@ -785,13 +810,14 @@ class CausalSelfAttention(nnx.Module):
     logits = logits * (1.0 / math.sqrt(scalar))
     if cfg.attn_logit_softcap is not None:
       logits = cfg.attn_logit_softcap * jnp.tanh(logits / cfg.attn_logit_softcap)
-    index = jnp.arange(seq_len)
-    causal = index[:, None] >= index[None, :]  # [L(query), L(key)]
+    query_index = query_offset + jnp.arange(q.shape[1])
+    key_index = key_offset + jnp.arange(k.shape[1])
+    causal = query_index[:, None] >= key_index[None, :]  # [Q, S]
     if self.sliding_window is not None:
-      causal = causal & (index[None, :] > index[:, None] - self.sliding_window)
-    allowed = causal[None, None, :, :] & mask[:, None, None, :]  # [B, 1, L, L]
+      causal = causal & (key_index[None, :] > query_index[:, None] - self.sliding_window)
+    allowed = causal[None, None, :, :] & key_mask[:, None, None, :]  # [B, 1, Q, S]
     logits = jnp.where(allowed, logits, _MASK_VALUE)
-    probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+    probs = jax.nn.softmax(logits, axis=-1).astype(cfg.compute_dtype)
     return jnp.einsum("bhqs,bshk->bqhk", probs, v)
 
   def cached(self, x: jax.Array, positions: jax.Array, key_mask: jax.Array,
