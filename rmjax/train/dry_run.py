@@ -587,7 +587,9 @@ def write_report(report: dict[str, Any], workdir: str) -> None:
 def dry_run_to_workdir(config: ml_collections.ConfigDict, task: Task, workdir: str
                        ) -> dict[str, Any]:
   """`dry_run` of `config.dry_run.target`, written to workdir/dry_run.json and dry_run.md
-  (`write_report`); returns the report (the trainer's entry with a dry-run target)."""
-  report = dry_run(config, task, config.dry_run.target)
+  (`write_report`); returns the report (the trainer's entry with a dry-run target).
+  `config.dry_run.eval_step=False` leaves the eval step out."""
+  report = dry_run(config, task, config.dry_run.target,
+                   eval_step=config.dry_run.get("eval_step", True))
   write_report(report, workdir)
   return report

@@ -41,5 +41,6 @@ def dry_run_config() -> ml_collections.ConfigDict:
   """config.dry_run: target, a TPU slice or topology ("v5e-256", "v4-64", "v5e:4x4"; "" =
   train as usual). With a target the job compiles its steps for that TPU from shapes alone
   and writes the report to workdir/dry_run.json instead of training
-  (`rmjax.train.dry_run`); the mesh is config.mesh.shape over the slice's chips."""
-  return ml_collections.ConfigDict(dict(target=""))
+  (`rmjax.train.dry_run`); the mesh is config.mesh.shape over the slice's chips. eval_step
+  (default True): also compile the eval step of a job with the default step."""
+  return ml_collections.ConfigDict(dict(target="", eval_step=True))
