@@ -53,10 +53,13 @@ import contextlib
 import contextvars
 from typing import Any, NamedTuple
 
+import flax
 from flax import nnx
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
+
+from rmjax.parallel.mesh import without_axes
 
 REMAT_POLICIES = ("none", "full", "save_dots", "offload_dots")
 
@@ -136,12 +139,14 @@ def is_layer_path(path: Sequence[Any]) -> bool:
 
 def _block_layouts(state: nnx.State, layout: _LayerLayout
                    ) -> tuple[Any, Any]:
-  """(stacked rest shardings, per-layer gathered shardings) of one block's parameters."""
-  from rmjax.models.reward_model import logical_partition_specs  # noqa: PLC0415 (cycle)
-  from rmjax.parallel import without_axes  # noqa: PLC0415
-
-  specs = logical_partition_specs(state, layout.rules, mesh=layout.mesh)
+  """(stacked rest shardings, per-layer gathered shardings) of one block's parameters: the
+  logical axes of its `nnx.with_partitioning` annotations mapped by the rules (the run's
+  own parameter specs, already checked against the mesh by the program)."""
+  with nnx.logical_axis_rules(()):  # the raw logical names, as the program reads them
+    logical = nnx.to_pure_dict(nnx.get_partition_spec(state))
   is_spec = lambda x: isinstance(x, PartitionSpec)
+  specs = jax.tree.map(lambda s: flax.linen.logical_to_mesh_axes(tuple(s), layout.rules),
+                       logical, is_leaf=is_spec)
   stacked = jax.tree.map(lambda s: NamedSharding(layout.mesh, PartitionSpec(None, *s)),
                          specs, is_leaf=is_spec)
   gathered = jax.tree.map(
