@@ -121,6 +121,17 @@ def _platform(mesh: Any) -> str:
   return platform if platform else jax.default_backend()
 
 
+def target_platform(mesh: Any = None) -> str:
+  """The platform a program being traced is compiled for: `mesh`'s devices' (default: the
+  context's abstract mesh, `jax.sharding.get_abstract_mesh()`), else jax's default backend
+  ("cpu" for a dry run's abstract TPU devices only when no mesh is in context)."""
+  if mesh is None:
+    mesh = jax.sharding.get_abstract_mesh()
+  if mesh is not None and mesh.empty:
+    mesh = None
+  return _platform(mesh)
+
+
 def _local_attention(q, k, v, segment_ids, *, sliding_window, logit_softcap, interpret):
   """The kernel on one shard: q [b, h, Lp, K], k, v [b, kv, Lp, K], segment_ids [b, Lp]."""
   _, heads, length, _ = q.shape
