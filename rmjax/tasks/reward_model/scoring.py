@@ -180,8 +180,7 @@ def scoring_function(model: TokenModel, mesh: jax.sharding.Mesh, *,
   is_spec = lambda x: isinstance(x, PartitionSpec)
   specs = model.param_specs(mesh)
   param_shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=is_spec)
-  compute_shardings = jax.tree.map(
-      lambda s: NamedSharding(mesh, parallel.without_axes(s)), specs, is_leaf=is_spec)
+  compute_shardings = program_lib.compute_shardings(specs, mesh)
   example_sharding = parallel.activation_sharding(mesh, ("batch",))
   num_members = model.num_members
 
