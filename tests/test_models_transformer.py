@@ -619,3 +619,48 @@ def test_reference_attention_in_query_blocks_equals_one_block(monkeypatch, kwarg
     np.testing.assert_allclose(np.asarray(got_hidden)[real], np.asarray(want_hidden)[real],
                                rtol=1e-5, atol=1e-6)
     assert np.all(np.isfinite(got_hidden))
+
+
+@pytest.mark.parametrize("kwargs, block", [
+    ({}, 1000), ({}, 4), ({"num_kv_heads": 1, "sliding_window": 5,
+                          "sliding_window_layers": (0,)}, 4),
+], ids=["mha", "mha_query_blocks", "gqa_window_query_blocks"])
+def test_reference_attention_in_batch_chunks_equals_the_whole_batch(monkeypatch, kwargs, block):
+  """On CPU the reference attention goes over the batch in chunks of `cpu_attention_rows`
+  rows (a lax.map, each chunk rematerialised): rewards, gradients and hidden states at real
+  tokens equal the whole batch at once (right and left padding, with and without query
+  blocks, GQA and a window)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from rmjax.models import transformer  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(transformer, "CAUSAL_QUERY_BLOCK", block)
+  config = dataclasses.replace(TINY, **kwargs)
+  graphdef, params = models.init_reward_model(config, jax.random.key(9))
+  seqs = _random_seqs(10, [13, 6, 1, 9, 14, 2])
+  right = _right_padded(seqs, 14)
+  left = {k: jnp.flip(v, axis=1) for k, v in _right_padded([s[::-1] for s in seqs], 14).items()}
+  apply = models.make_reward_apply(graphdef)
+  loss = lambda p, b: jnp.sum(jnp.sin(3.0 * apply(p, b)))
+  hidden = lambda p, b: nnx.merge(graphdef, p).backbone(b["tokens"], b["mask"])
+  row_bytes = config.num_heads * min(14, block) * 14 * 4
+
+  def run(chunk_bytes, batch):
+    monkeypatch.setattr(transformer, "CPU_ATTENTION_CHUNK_BYTES", chunk_bytes)
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda p, b: loss(p, b)))(params, batch))
+    value, grad = jax.jit(jax.value_and_grad(lambda p, b: loss(p, b)))(params, batch)
+    return value, grad, jax.jit(lambda p, b: hidden(p, b))(params, batch), jaxpr
+
+  assert transformer.cpu_attention_rows(6, config.num_heads, 14) == 6
+  for batch in (right, left):
+    want_value, want_grad, want_hidden, whole = run(10**9, batch)
+    got_value, got_grad, got_hidden, chunked = run(3 * row_bytes, batch)  # 2 chunks of 3
+    assert transformer.cpu_attention_rows(6, config.num_heads, 14) == 3
+    # One lax.map per layer, forward and backward, each chunk rematerialised.
+    assert "scan" not in whole and "remat" not in whole and "checkpoint" not in whole
+    assert chunked.count("length=2") >= 2 * config.num_layers
+    assert "remat" in chunked or "checkpoint" in chunked
+    np.testing.assert_allclose(got_value, want_value, rtol=1e-6, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 got_grad, want_grad)
+    real = np.asarray(batch["mask"])
+    np.testing.assert_allclose(np.asarray(got_hidden)[real], np.asarray(want_hidden)[real],
+                               rtol=1e-5, atol=1e-6)
