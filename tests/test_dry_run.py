@@ -552,7 +552,7 @@ def test_policy_pod_presets_compile_and_fit_their_topology(tmp_path, job):
   """configs/{sft,dpo,rl}.py:pod on v5e-256 (4 x 16 x 4): every step of the job compiles
   for the slice and fits its 16 GiB: SFT's and DPO's train step, RL's generation, log-probs
   and update (the one that did not fit before the layer scan with full remat; its rewards
-  have no workdir here). On one quiet core: SFT 49 s, DPO 59 s, RL 111 s (busy)."""
+  have no workdir here). On a quiet 2-core CPU: SFT 49 s, DPO 59 s, RL 99 s."""
   _devices("v5e-256")
   sys.path.insert(0, str(REPO_ROOT))
   import importlib  # pylint: disable=g-import-not-at-top
