@@ -582,6 +582,16 @@ def test_layer_scan_runs_the_first_blocks_of_hidden_before_layer():
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+def _assert_same_at_real_tokens(got, want, mask):
+  """(reward sum, its gradients, hidden states) equal, the hidden states at real tokens."""
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               got[1], want[1])
+  real = np.asarray(mask)
+  np.testing.assert_allclose(np.asarray(got[2])[real], np.asarray(want[2])[real],
+                             rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("kwargs", [
     {}, {"num_kv_heads": 1, "sliding_window": 5, "sliding_window_layers": (0,)},
 ], ids=["mha", "gqa_window"])
@@ -612,12 +622,8 @@ def test_reference_attention_in_query_blocks_equals_one_block(monkeypatch, kwarg
     got_value, got_grad, got_hidden, blocks = run(4, batch)  # [0, 4) [4, 8) [8, 12) [12, 14)
     # Per layer: 4 projections + 2 attention einsums in one block, 4 + 2 x 4 in four.
     assert (blocks - one_block) == 6 * config.num_layers
-    np.testing.assert_allclose(got_value, want_value, rtol=1e-6, atol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 got_grad, want_grad)
-    real = np.asarray(batch["mask"])
-    np.testing.assert_allclose(np.asarray(got_hidden)[real], np.asarray(want_hidden)[real],
-                               rtol=1e-5, atol=1e-6)
+    _assert_same_at_real_tokens((got_value, got_grad, got_hidden),
+                                (want_value, want_grad, want_hidden), batch["mask"])
     assert np.all(np.isfinite(got_hidden))
 
 
@@ -658,9 +664,5 @@ def test_reference_attention_in_batch_chunks_equals_the_whole_batch(monkeypatch,
     assert "scan" not in whole and "remat" not in whole and "checkpoint" not in whole
     assert chunked.count("length=2") >= 2 * config.num_layers
     assert "remat" in chunked or "checkpoint" in chunked
-    np.testing.assert_allclose(got_value, want_value, rtol=1e-6, atol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 got_grad, want_grad)
-    real = np.asarray(batch["mask"])
-    np.testing.assert_allclose(np.asarray(got_hidden)[real], np.asarray(want_hidden)[real],
-                               rtol=1e-5, atol=1e-6)
+    _assert_same_at_real_tokens((got_value, got_grad, got_hidden),
+                                (want_value, want_grad, want_hidden), batch["mask"])
