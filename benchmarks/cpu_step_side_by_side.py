@@ -24,10 +24,11 @@ padded to L; pad id 0) goes to both.
   "PyTorch not installed: rmjax only".
 
 --shapes lists length:pairs (defaults: 64 pairs at 24 tokens, 32 at 128 and 384, 8 at
-1024). Times are medians of --repeats calls after two warm-up calls: wall ms and the
-process's CPU ms (all its threads; on a shared machine it moves less with the others' load
-than wall time, though threads spinning while they wait still count). Each row gives the
-1-minute load average when it started, the header the load before and after.
+1024); --rounds N measures the whole list N times, one round after the other. Times are
+medians of --repeats calls after two warm-up calls: wall ms and the process's CPU ms (all
+its threads; on a shared machine it moves less with the others' load than wall time,
+though threads spinning while they wait still count). Each row gives the 1-minute load
+average when it started, the header the load before and after.
 """
 
 import json
@@ -44,6 +45,9 @@ import numpy as np
 _SHAPES = flags.DEFINE_list("shapes", ["24:64", "128:32", "384:32", "1024:8"],
                             "length:pairs of each row.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed calls per measurement (median).")
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 1, "Times the whole list of shapes is measured, one round after the other "
+    "(a row per shape and round: the spread between rounds shows the machine's noise).")
 _THREADS = flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads.")
 _TORCH_PATH = flags.DEFINE_string(
     "torch_path", "", "Prepended to PYTHONPATH for the PyTorch half (a `pip install "
@@ -196,9 +200,11 @@ def main(argv):
 
   load, start = os.getloadavg(), time.perf_counter()
   rows, versions = [], None
-  for shape in _SHAPES.value:
+  for round_index, shape in ((r, shape) for r in range(_ROUNDS.value)
+                             for shape in _SHAPES.value):
     max_len, pairs = (int(x) for x in shape.split(":"))
-    row = {"max_len": max_len, "pairs": pairs, "load_1min": round(os.getloadavg()[0], 2)}
+    row = {"round": round_index, "max_len": max_len, "pairs": pairs,
+           "load_1min": round(os.getloadavg()[0], 2)}
     times, batch = rmjax_times(max_len, pairs, _REPEATS.value)
     row.update({f"rmjax {k}": v for k, v in times.items()})
     torch_times = run_torch_half(batch, _REPEATS.value)
