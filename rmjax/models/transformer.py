@@ -71,7 +71,7 @@ MLP_ACTIVATIONS = ("silu", "gelu_tanh")
 
 # Implementations of full-sequence attention (`TransformerConfig.attention`).
 # On CPU the reference attention splits the queries of sequences longer than this into blocks of
-# this many, each against the keys it can see (`CausalSelfAttention._reference_context`).
+# this many, each against the keys it can see (`CausalSelfAttention._causal_query_blocks`).
 CAUSAL_QUERY_BLOCK = 128
 # On CPU the reference attention also goes over the batch in chunks of rows (a `lax.map`,
 # each chunk rematerialised for the backward pass) whose float32 logits of one query block
@@ -919,8 +919,10 @@ def cpu_attention_rows(batch: int, heads: int, seq_len: int) -> int:
 
   >>> cpu_attention_rows(64, 4, 24), cpu_attention_rows(64, 4, 128)
   (64, 4)
-  >>> cpu_attention_rows(64, 4, 384), cpu_attention_rows(16, 4, 1024), cpu_attention_rows(7, 4, 1024)
-  (2, 2, 7)
+  >>> cpu_attention_rows(64, 4, 384), cpu_attention_rows(16, 4, 1024)
+  (2, 2)
+  >>> cpu_attention_rows(7, 4, 1024)  # no divisor from 2 up: the whole batch
+  7
   """
   row_bytes = heads * min(seq_len, CAUSAL_QUERY_BLOCK) * seq_len * 4
   if batch * row_bytes <= CPU_ATTENTION_CHUNK_BYTES:
