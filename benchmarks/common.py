@@ -26,6 +26,8 @@ def run_header(load_before: tuple[float, ...], start: float, **extra) -> dict:
       "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
       "load_avg_before": " ".join(f"{x:.2f}" for x in load_before),
       "load_avg_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+      # CPU steps depend on it (`rmjax.train.program.CPU_MALLOC_TUNABLE`).
+      "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
       **extra,
       "wall_s": round(time.perf_counter() - start, 1),
   }

@@ -90,6 +90,53 @@ def test_cpu_steps_compile_with_the_cpu_options_and_equal_xla_defaults(single):
     np.testing.assert_allclose(a, b, **TOL, err_msg=jax.tree_util.keystr(path))
 
 
+@pytest.mark.parametrize("environ,thp_mode,libc,advised", [
+    ({}, "madvise", ("glibc", "2.36"), "GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "madvise", ("glibc", "2.35"),
+     "GLIBC_TUNABLES=glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1 "),
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, "madvise", ("glibc", "2.36"), None),
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise", ("glibc", "2.36"), None),
+    ({}, "always", ("glibc", "2.36"), None),  # every large map gets huge pages already
+    ({}, "never", ("glibc", "2.36"), None),  # none can
+    ({}, "", ("glibc", "2.36"), None),  # no /sys to say
+    ({}, "madvise", ("glibc", "2.34"), None),  # before the tunable
+    ({}, "madvise", ("", ""), None),  # not glibc (musl, macOS)
+])
+def test_cpu_malloc_advice_names_the_tunable_only_where_it_helps(environ, thp_mode, libc,
+                                                                 advised):
+  advice = program_lib.cpu_malloc_advice(environ, thp_mode, libc)
+  if advised is None:
+    assert advice is None
+  else:
+    assert advised in advice and "page-fault" in advice
+
+
+def test_the_cpu_malloc_tunable_stops_the_page_faults_of_each_call():
+  """A jitted call whose 64 MiB output glibc maps afresh each time faults it in 4 KiB pages
+  (16,384 faults a call) without `CPU_MALLOC_TUNABLE` and in huge pages with it."""
+  if program_lib.cpu_malloc_advice({}) is None:
+    pytest.skip("the tunable does nothing here (needs Linux, glibc >= 2.35 and transparent "
+                "huge pages in 'madvise' mode)")
+  script = (
+      "import resource, jax, jax.numpy as jnp\n"
+      "f = jax.jit(lambda x: x * 2.0)\n"
+      "x = jnp.ones((16 * 2**20,), jnp.float32)\n"
+      "f(x).block_until_ready()\n"
+      "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+      "for _ in range(4):\n"
+      "  f(x).block_until_ready()\n"
+      "print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4)\n")
+  faults = {}
+  for tunables in ("", program_lib.CPU_MALLOC_TUNABLE):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "GLIBC_TUNABLES": tunables}
+    env.pop("JAX_NUM_CPU_DEVICES", None)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, check=True, timeout=120)
+    faults[tunables] = float(out.stdout.split()[-1])
+  assert faults[""] >= 16 * 2**20 * 4 / 4096  # every 4 KiB page of the output, each call
+  assert faults[program_lib.CPU_MALLOC_TUNABLE] < faults[""] / 10, faults
+
+
 @pytest.mark.parametrize("preset", ["data_parallel", "fsdp", "fsdp_tensor"])
 def test_one_step_under_each_mesh_preset_equals_one_device(single, preset):
   assert len(jax.devices()) == 8
