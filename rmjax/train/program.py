@@ -174,8 +174,8 @@ def _cpu_options_supported() -> bool:
 # again, 4 KiB at a time (default
 # reward model, 32 pairs x 128 tokens on the 2-core CPU: a 225 MB temporary, 57,000 faults
 # and ~90 ms of system time per 185 ms step). With this tunable malloc asks for transparent
-# huge pages on those maps (`madvise`; glibc >= 2.35): 2 MiB faults, the same step 130-157
-# ms. It takes effect only at process start, from the environment: the README's commands
+# huge pages on those maps (`madvise`; glibc >= 2.35): 2 MiB faults, the same step 133-170
+# ms (README, "The CPU step against PyTorch"). It takes effect only at process start, from the environment: the README's commands
 # and `.ci/run` set it; `cpu_malloc_advice` says when a CPU run goes without it.
 CPU_MALLOC_TUNABLE = "glibc.malloc.hugetlb=1"
 
@@ -223,7 +223,7 @@ def cpu_malloc_advice(environ: Mapping[str, str] | None = None,
           "allocation above its mmap threshold (at most 32 MiB) afresh in 4 KiB pages (transparent huge pages are in "
           f"'madvise' mode here). Start the process with GLIBC_TUNABLES={value} for huge "
           "pages on those maps (default reward model, 32 pairs x 128 tokens on 2 cores: "
-          "185 -> 130-157 ms a step). It is read only at process start.")
+          "185 -> 133-170 ms a step). It is read only at process start.")
 
 
 def _transparent_huge_page_mode() -> str:
