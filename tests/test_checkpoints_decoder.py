@@ -200,6 +200,39 @@ def test_causal_lm_checkpoint_as_a_reward_model_with_a_fresh_head():
     checkpoints.load_pretrained_reward_model(FIXTURES / "llama3")
 
 
+@pytest.mark.parametrize("name", ARCHS)
+def test_abstract_reward_model_has_the_loaded_shapes_from_config_json_alone(
+    reward_models, name, tmp_path):
+  """The params as shapes (`abstract_reward_model`) of a directory with only config.json
+  equal the loaded reward model's params in tree, shapes and dtypes, and its graphdef
+  applies to them; with safetensors the head's rows come from score.weight's header."""
+  hf_config, tensors = _classifier_tensors(name)
+  only_config = checkpoints.write_checkpoint(tmp_path / "config_only", hf_config, {})
+  (only_config / "model.safetensors").unlink()
+  config, graphdef, abstract = checkpoints.abstract_reward_model(only_config)
+  loaded_config, _, params, apply = reward_models[name]
+  assert config == loaded_config
+  shapes = lambda tree: jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), tree)
+  assert shapes(abstract) == shapes(params)
+  golden = _golden(name)
+  rewards = jax.eval_shape(models.make_reward_apply(graphdef), abstract,
+                           {"tokens": golden["tokens"], "mask": golden["mask_right"]})
+  assert rewards.shape == np.asarray(apply(params, {"tokens": golden["tokens"],
+                                                    "mask": golden["mask_right"]})).shape
+  with_weights = checkpoints.write_checkpoint(tmp_path / "with_weights", hf_config,
+                                              {**tensors, "score.weight": np.zeros(
+                                                  (2, config.d_model), np.float32)})
+  _, _, two_heads = checkpoints.abstract_reward_model(with_weights)
+  assert two_heads["head"]["kernel"].shape == (config.d_model, 2)
+
+
+def test_abstract_reward_model_of_a_causal_lm_or_no_config_is_a_clear_error(tmp_path):
+  with pytest.raises(CheckpointError, match="score.weight"):
+    checkpoints.abstract_reward_model(FIXTURES / "llama3")  # a CausalLM: no reward head
+  with pytest.raises(CheckpointError, match="config.json"):
+    checkpoints.abstract_reward_model(tmp_path)
+
+
 # --------------------------------------------------------------------------- sharding
 
 

@@ -437,12 +437,46 @@ def test_evaluate_dry_run_that_does_not_fit_names_the_excess(tmp_path):
   assert "DOES NOT FIT" in (tmp_path / "eval" / "dry_run.md").read_text()
 
 
-def test_evaluate_dry_run_of_a_checkpoint_is_refused(tmp_path):
+HF_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "hf_decoder"
+
+
+def _hf_config_only(tmp_path):
+  """A HF LlamaForSequenceClassification directory holding only config.json (the smollm2
+  fixture's, widened so that every weight dim is a multiple of the TPU's 128 lanes: vocab
+  2048, d 128, 2 layers, 2 heads of 128, 1 kv head, d_ff 256, tied embeddings), and its
+  parameter count by hand."""
+  hf_config = json.loads((HF_FIXTURES / "smollm2" / "config.json").read_text())
+  hf_config.update(architectures=["LlamaForSequenceClassification"], num_labels=1,
+                   vocab_size=2048, hidden_size=128, head_dim=128, num_attention_heads=2,
+                   num_key_value_heads=1, intermediate_size=256, num_hidden_layers=2)
+  directory = tmp_path / "llama_config_only"
+  directory.mkdir()
+  (directory / "config.json").write_text(json.dumps(hf_config))
+  v, d, h, kv, k, f = 2048, 128, 2, 1, 128, 256
+  layer = d * h * k + 2 * d * kv * k + h * k * d + 3 * d * f + 2 * d  # q, k, v, o, MLP, norms
+  return directory, v * d + 2 * layer + d + d  # + the final norm and the score head [1, d]
+
+
+def test_evaluate_dry_run_of_a_hf_checkpoint_from_its_config_json_alone(tmp_path):
+  """model.checkpoint, a directory with config.json and no weights: scoring compiles on
+  v5e:2x2 (4 chips on 'data'); each device holds the float32 params and its quarter of
+  the batch of model.max_len tokens."""
+  _devices("v5e:2x2")
   from rmjax.tasks.reward_model import benchmark_eval  # pylint: disable=g-import-not-at-top
+  directory, num_params = _hf_config_only(tmp_path)
   config = _evaluate_config(tmp_path)
-  config.model.update(workdir="", checkpoint=str(tmp_path))
-  with pytest.raises(ValueError, match="model.checkpoint"):
-    benchmark_eval.dry_run(config, str(tmp_path / "eval"))
+  config.model.update(workdir="", checkpoint=str(directory), max_len=64, max_prompt_len=32)
+  report = benchmark_eval.dry_run(config, str(tmp_path / "eval"))
+  assert report["steps"] == ["score"] and report["num_params"] == num_params
+  assert report["checkpoint"] == str(directory) and "workdirs" not in report
+  batch = 2 * 8 * 64 * 4  # int32 tokens and mask, 32 / 4 = 8 rows of 64
+  memory = report["score"]["memory"]
+  # Measured 0.16 % over (TPU tile padding of the small arrays).
+  assert memory["argument"] == pytest.approx(4 * num_params + batch, rel=0.01)
+  assert memory["argument"] >= 4 * num_params + batch
+  assert memory["fits"] and report["fit_advice"] == []
+  # Forward FLOPs of the batch's tokens on each device: XLA counts 1.7 % more.
+  assert report["score"]["flops"] == pytest.approx(report["score"]["model_flops"], rel=0.05)
 
 
 def _rl_config(rm_dir, algorithm="grpo", target="v5e:2x2"):
@@ -518,6 +552,30 @@ def test_rl_dry_run_of_ppo_adds_the_values_and_notes_unscored_sources(tmp_path):
   assert report["update"]["cost_per"] == "optimiser update (1 of 2)"
   assert len(report["notes"]) == 1 and "rewards.sources.rm: no workdir" in report["notes"][0]
   assert report["values"]["memory"]["fits"] and report["update"]["memory"]["fits"]
+
+
+def test_rl_dry_run_compiles_the_scoring_of_a_pretrained_source(tmp_path):
+  """A "pretrained" reward source (a HF directory, here config.json alone) adds its scoring
+  step: the float32 params and its batch (32 sequences of max_len 64, 8 per device)."""
+  _devices("v5e:2x2")
+  from rmjax.tasks import policy  # pylint: disable=g-import-not-at-top
+  from rmjax.tasks.policy import rewards  # pylint: disable=g-import-not-at-top
+  directory, num_params = _hf_config_only(tmp_path)
+  config = _rl_config("")
+  config.rewards.sources.rm = rewards.source_config(
+      "pretrained", checkpoint=str(directory), max_len=64, max_prompt_len=32)
+  report = policy.train_and_evaluate(config, str(tmp_path / "rl"))
+  assert report["steps"] == ["generation", "log_probs", "update", "score/rm"]
+  assert report["notes"] == []
+  score = report["score/rm"]["memory"]
+  assert score["argument"] == pytest.approx(4 * num_params + 2 * 8 * 64 * 4, rel=0.01)
+  assert score["fits"]
+  config.rewards.sources.rm.checkpoint = ""
+  report = policy.train_and_evaluate(config, str(tmp_path / "rl_no_checkpoint"))
+  assert "score/rm" not in report["steps"]
+  assert report["notes"] == ["rewards.sources.rm: no checkpoint, its scoring is not compiled "
+                             "(give --config.rewards.sources.rm.checkpoint=<a HF directory "
+                             "with config.json>)"]
 
 
 @pytest.mark.slow

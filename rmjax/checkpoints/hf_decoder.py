@@ -48,13 +48,15 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 import dataclasses
 import os
+import pathlib
 from typing import Any
 
 from flax import nnx
 import jax
 import numpy as np
 
-from rmjax.checkpoints.safetensors_io import CheckpointError, read_checkpoint
+from rmjax.checkpoints.safetensors_io import (CheckpointError, INDEX_FILE, SINGLE_FILE,
+                                             open_safetensors, read_checkpoint, read_config)
 from rmjax.models.reward_model import (
     DEFAULT_LOGICAL_AXIS_RULES,
     RewardModel,
@@ -543,6 +545,48 @@ def load_pretrained_decoder(
   config = decoder_config_from_hf(hf_config, dtype=dtype, param_dtype=param_dtype,
                                   max_len=max_len)
   return load_decoder_params(hf_config, tensors, config=config, mesh=mesh, rules=rules)
+
+
+def abstract_reward_model(
+    path: str | os.PathLike, *, dtype: str = "float32", param_dtype: str = "float32",
+    max_len: int | None = None,
+) -> tuple[TransformerConfig, nnx.GraphDef, dict[str, Any]]:
+  """`load_pretrained_reward_model` of a HF directory with its params as shapes alone.
+
+  What a dry run compiles (`abstract_token_model_from_checkpoint` in
+  `rmjax.tasks.reward_model.scoring`): the config comes from config.json; no tensor data is read, so a directory holding only
+  config.json (a model not downloaded yet) works. The head's output count is the rows of
+  `score.weight` when the directory has safetensors (their header only; a checkpoint without
+  `score.weight` has no reward head, as for `load_pretrained_reward_model`), else
+  config.json's `num_labels` (or the size of its `id2label`), else 1.
+
+  Returns:
+    (config, graphdef, params): params a nested dict of `jax.ShapeDtypeStruct` with the
+    structure `load_pretrained_reward_model` gives.
+
+  Raises:
+    CheckpointError: no or a malformed config.json, unsupported options, or safetensors
+      without `score.weight`.
+  """
+  hf_config = read_config(path)
+  config = decoder_config_from_hf(hf_config, lm_head="none", dtype=dtype,
+                                  param_dtype=param_dtype, max_len=max_len)
+  directory = pathlib.Path(path)
+  if (directory / SINGLE_FILE).is_file() or (directory / INDEX_FILE).is_file():
+    tensors = open_safetensors(directory)
+    if "score.weight" not in tensors:
+      raise CheckpointError(
+          f"checkpoint {os.fspath(path)!r} has no tensor 'score.weight' (the reward head of "
+          "*ForSequenceClassification): a causal LM gives no reward; train a head first.")
+    num_outputs = int(_shape_of(tensors, "score.weight")[0])
+  elif "num_labels" in hf_config:
+    num_outputs = int(hf_config["num_labels"])
+  elif isinstance(hf_config.get("id2label"), Mapping):
+    num_outputs = len(hf_config["id2label"])
+  else:
+    num_outputs = 1
+  graphdef, abstract_state = nnx.split(_abstract_model(config, num_outputs), nnx.Param)
+  return config, graphdef, nnx.to_pure_dict(abstract_state)
 
 
 def load_pretrained_reward_model(

@@ -556,7 +556,8 @@ def dry_run_steps(config: ml_collections.ConfigDict, ctx: dict, program: Any, nu
   match: per device, `rmjax.models.flops_per_token` x tokens / chips for one update's
   minibatch of rows, a third of it (a forward pass) for the N x (P + 1) tokens of the
   prefill and a decode step, and for the N x (P + T) tokens of log_probs and values.
-  Sources not compiled (no workdir, "pretrained") are listed in the facts' notes.
+  Sources not compiled (a reward model without a workdir, a "pretrained" one without a
+  checkpoint) are listed in the facts' notes.
   """
   from rmjax.tasks.reward_model import scoring  # noqa: PLC0415  (the reward-model task)
   programs = program.train_step.programs
@@ -622,8 +623,16 @@ def dry_run_steps(config: ml_collections.ConfigDict, ctx: dict, program: Any, nu
     elif spec.kind == "reward_model":
       notes.append(f"{field}: no workdir, its scoring is not compiled (give "
                    f"--config.{field}.workdir=<a reward-model run with config.json>)")
+    elif spec.kind == "pretrained" and spec.checkpoint:
+      token_model = scoring.abstract_token_model_from_checkpoint(spec.checkpoint,
+                                                                 max_len=spec.max_len)
+      score_mesh = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices)
+      steps.append(scoring.scoring_dry_run_step(
+          token_model, score_mesh, batch_size=spec.batch_size, max_len=spec.max_len,
+          name=f"score/{name}", batch_flag=f"{field}.batch_size"))
     elif spec.kind == "pretrained":
-      notes.append(f"{field}: a pretrained checkpoint's scoring is not compiled")
+      notes.append(f"{field}: no checkpoint, its scoring is not compiled (give "
+                   f"--config.{field}.checkpoint=<a HF directory with config.json>)")
   facts = dict(rl_algorithm=rl.algorithm, prompts_per_step=b, group_size=int(rl.group_size),
                rows=n, prompt_width=p, response_tokens=t, minibatch_size=mb,
                updates_per_step=updates, notes=notes)

@@ -81,41 +81,49 @@ def dry_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Compiles the scoring of `config.model` for the TPU slice `config.dry_run.target`.
 
   What `make_scorer`'s jitted function runs on one batch at its widest: rewards of
-  [config.batch_size, max_len] tokens (max_len: the run's data.max_len, the scorer's last
-  length bucket) on config.mesh over the target's chips, the params as shapes from the
-  run's config.json alone (`scoring.abstract_token_model`; no checkpoint is read). An
-  ensemble of runs (model.workdirs) is one step per member, "score/<i>". The report
+  [config.batch_size, max_len] tokens (max_len: the run's data.max_len, or model.max_len
+  for a HF checkpoint: the scorer's last length bucket) on config.mesh over the target's
+  chips, the params as shapes from config.json alone (a run's:
+  `scoring.abstract_token_model`; a HF directory's:
+  `scoring.abstract_token_model_from_checkpoint`, which needs no weight files; no
+  checkpoint data is read). An ensemble of runs (model.workdirs) is one step per member,
+  "score/<i>". The report
   (`rmjax.train.dry_run`: bytes per device against the HBM, FLOPs, MFU bound, collectives,
   compile time, and what would make a step fit) goes to workdir/dry_run.json and
   dry_run.md; no benchmark file is read.
 
   Raises:
-    ValueError: model.checkpoint (a HF directory: its weights are the model; dry runs take
-      a run's config.json), or config.batch_size not split by the mesh's batch shards.
+    ValueError: config.batch_size not split by the mesh's batch shards.
+    rmjax.checkpoints.CheckpointError: model.checkpoint without a good config.json, or with
+      safetensors but no reward head.
     rmjax.train.dry_run.TpuCompilerUnavailable: libtpu cannot load.
   """
   from rmjax import parallel  # noqa: PLC0415
   from rmjax.train import dry_run as dry_run_lib  # noqa: PLC0415  (only for dry runs)
   start = time.perf_counter()
-  if _model_source(config) == "checkpoint":
-    raise ValueError("dry_run.target: a dry run compiles a trained run's model from its "
-                     "config.json (model.workdir or model.workdirs); model.checkpoint (a "
-                     f"Hugging Face directory, {config.model.checkpoint!r}) is not supported")
+  source = _model_source(config)
   target = dry_run_lib.parse_target(config.dry_run.target)
   mesh = parallel.make_mesh(config.mesh.to_dict(), dry_run_lib.topology_devices(target))
-  workdirs = _workdirs(config)
+  if source == "checkpoint":
+    members = [(scoring.abstract_token_model_from_checkpoint(
+        config.model.checkpoint, max_len=config.model.max_len), config.model.max_len)]
+    facts = dict(checkpoint=config.model.checkpoint)
+  else:
+    members = []
+    for member in _workdirs(config):
+      run_config = scoring.read_run_config(member)
+      members.append((scoring.abstract_token_model(run_config), run_config.data.max_len))
+    facts = dict(workdirs=_workdirs(config))
   steps, num_params = [], 0
-  for i, member in enumerate(workdirs):
-    run_config = scoring.read_run_config(member)
-    model = scoring.abstract_token_model(run_config)
+  for i, (model, max_len) in enumerate(members):
     num_params += sum(x.size for x in jax.tree.leaves(model.params))
     steps.append(scoring.scoring_dry_run_step(
-        model, mesh, batch_size=config.batch_size, max_len=run_config.data.max_len,
-        name="score" if len(workdirs) == 1 else f"score/{i}",
+        model, mesh, batch_size=config.batch_size, max_len=max_len,
+        name="score" if len(members) == 1 else f"score/{i}",
         ensemble_aggregation=config.model.ensemble_aggregation))
   report = dry_run_lib.new_report(target, mesh.shape, task="evaluate",
                                   config_name=config.name, num_params=num_params,
-                                  workdirs=workdirs, batch_size=config.batch_size)
+                                  batch_size=config.batch_size, **facts)
   dry_run_lib.compile_steps(report, steps, config, mesh_flag="mesh")
   report["total_s"] = time.perf_counter() - start
   dry_run_lib.write_report(report, workdir)

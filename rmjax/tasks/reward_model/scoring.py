@@ -162,6 +162,29 @@ def token_model_from_checkpoint(path: str, *, dtype: str = "float32") -> TokenMo
       0, dict(source=os.fspath(path), kind="hf_sequence_classification"))
 
 
+def abstract_token_model_from_checkpoint(path: str, *, max_len: int,
+                                         dtype: str = "float32") -> TokenModel:
+  """`token_model_from_checkpoint` with its params as shapes alone, from the directory's
+  config.json (`rmjax.checkpoints.abstract_reward_model`; no tensor data is read, a
+  directory with only config.json works): what a dry run of its scoring compiles. Its
+  description has `forward_flops_per_token`, a third of `rmjax.models.flops_per_token` at
+  max_len (the scorer's widest length).
+
+  Raises:
+    rmjax.checkpoints.CheckpointError: no or a bad config.json, or safetensors without
+      `score.weight`.
+  """
+  config, graphdef, params = checkpoints.abstract_reward_model(path, dtype=dtype,
+                                                               param_dtype=dtype)
+  abstract = models.abstract_param_state(config, head_config={"use_bias": False})
+  return TokenModel(
+      models.make_reward_apply(graphdef), params,
+      lambda mesh: models.logical_partition_specs(
+          abstract, models.DEFAULT_LOGICAL_AXIS_RULES, mesh=mesh),
+      0, dict(source=os.fspath(path), kind="hf_sequence_classification",
+              forward_flops_per_token=models.flops_per_token(config, max_len) / 3))
+
+
 def scoring_function(model: TokenModel, mesh: jax.sharding.Mesh, *,
                      ensemble_aggregation: str = "mean"):
   """The jitted scoring function of `model` on `mesh`, and the shardings of its params.
