@@ -84,8 +84,6 @@ def test_config_defaults_and_round_trip():
     ({"attention": "flash"}, "attention"),
     ({"attention": "dot_product", "attn_logit_softcap": 50.0}, "attention"),
     ({"remat": "everything"}, "remat"),
-    ({"scan_layers": True, "sliding_window": 4, "sliding_window_layers": (0,)},
-     "scan_layers"),
 ])
 def test_config_validation_names_the_field(kwargs, field):
   with pytest.raises(ValueError, match=rf"TransformerConfig\.{field}\b"):
@@ -529,17 +527,26 @@ def test_fast_attention_matches_the_reference(implementation, case):
 # --------------------------------------------------------------------------- layers
 
 
-@pytest.mark.parametrize("scan, remat", [
-    (True, "none"), (True, "full"), (True, "save_dots"), (True, "offload_dots"),
-    (False, "full"), (False, "save_dots"),
-])
-def test_layer_scan_and_remat_give_the_unrolled_values_and_gradients(scan, remat):
+@pytest.mark.parametrize("scan, remat, window_layers, scan_length", [
+    (True, "none", (0, 1, 2, 3), 4), (True, "full", (0, 1, 2, 3), 4),
+    (True, "save_dots", (0, 1, 2, 3), 4), (True, "offload_dots", (0, 1, 2, 3), 4),
+    (False, "full", (0, 1, 2, 3), None), (False, "save_dots", (0, 1, 2, 3), None),
+    # Gemma-2's pattern, a window on every other layer: 2 steps of 2 blocks.
+    (True, "none", (0, 2), 2), (True, "full", (0, 2), 2),
+    # No shorter pattern repeats: 1 step of all 4 blocks.
+    (True, "full", (0,), 1),
+], ids=["scan", "scan_full", "scan_save_dots", "scan_offload", "full", "save_dots",
+        "alternating", "alternating_full", "one_window"])
+def test_layer_scan_and_remat_give_the_unrolled_values_and_gradients(scan, remat,
+                                                                     window_layers,
+                                                                     scan_length):
   """scan_layers / remat change how the blocks run, not what they compute: rewards and
   gradients of every parameter equal the unrolled blocks' (right and left padding, GQA,
-  q/k norms, a window on every layer), and the program really scans / rematerialises."""
+  q/k norms, a window on every layer, on alternate layers or on one), and the program
+  really scans (over as many steps as the window pattern allows) / rematerialises."""
   import dataclasses  # pylint: disable=g-import-not-at-top
-  config = dataclasses.replace(TINY, num_layers=3, num_kv_heads=1, qk_norm=True,
-                               sliding_window=6, sliding_window_layers=(0, 1, 2))
+  config = dataclasses.replace(TINY, num_layers=4, num_kv_heads=1, qk_norm=True,
+                               sliding_window=3, sliding_window_layers=window_layers)
   graphdef, params = models.init_reward_model(config, jax.random.key(4))
   other, _ = models.init_reward_model(
       dataclasses.replace(config, scan_layers=scan, remat=remat), jax.random.key(4))
@@ -562,6 +569,8 @@ def test_layer_scan_and_remat_give_the_unrolled_values_and_gradients(scan, remat
              for g in want_grad["backbone"]["layers"].values())
   jaxpr = str(jax.make_jaxpr(value_and_grad(other))(params, right))
   assert ("scan[" in jaxpr) == scan
+  if scan:
+    assert f"length={scan_length}" in jaxpr
   assert ("remat" in jaxpr or "checkpoint" in jaxpr) == (remat != "none")
 
 

@@ -451,6 +451,42 @@ def three_layers():
               metrics=jax.device_get(metrics))
 
 
+def test_layer_scan_of_alternating_windows_on_8_devices_equals_one_device_unrolled():
+  """Gemma-2's pattern (a sliding window on layers 0 and 2 of 4) under model.scan_layers on
+  the fsdp preset: the scan steps over pairs of blocks (2 steps) and the step's values and
+  gradients equal the unrolled blocks' on one device; each pair's weights are gathered in
+  the loop bodies."""
+  def config_of(preset, **model):
+    config = _config(preset)
+    config.model.update(num_layers=4, sliding_window=3, sliding_window_layers=[0, 2],
+                        **model)
+    return config
+
+  one = config_of("smoke")
+  one.mesh.shape.update(_ONE_DEVICE)
+  program = _build_program(one, devices=jax.devices()[:1])
+  data = rm_data.load_preference_data(one.data, workdir="/nonexistent")
+  indices = data.train.train_indices(0, one.train.batch_size, one.data_seed)
+  state = program.init(jax.random.PRNGKey(one.seed))
+  want_state, want = jax.device_get(program.train_step(state, _place(data.train, indices,
+                                                                     program, one)))
+  config = config_of("smoke,fsdp", scan_layers=True, remat="full")
+  program = _build_program(config)
+  state = program.init(jax.random.PRNGKey(config.seed))
+  compiled = program.train_step.lower(state, _place(data.train, indices, program,
+                                                    config)).compile()
+  new_state, metrics = compiled(state, _place(data.train, indices, program, config))
+  for name in ("loss", "accuracy", "grad_norm"):
+    np.testing.assert_allclose(metrics[name], want[name], **TOL, err_msg=name)
+  for (path, a), (_, b) in zip(_leaves_with_paths(jax.device_get(new_state)),
+                               _leaves_with_paths(want_state)):
+    np.testing.assert_allclose(a, b, **TOL, err_msg=jax.tree_util.keystr(path))
+  comps, bodies = _hlo_computations(compiled.as_text())
+  in_loops = sum(len(re.findall(r" all-gather(?:-start)?\(", text))
+                 for name, text in comps.items() if name in bodies)
+  assert in_loops >= 2 * 7  # two blocks' 7 fsdp-split weights per step
+
+
 @pytest.mark.parametrize("preset, remat", [("fsdp", "full"), ("fsdp_tensor", "save_dots")])
 def test_per_layer_gathers_in_a_layer_scan_equal_one_device(three_layers, preset, remat):
   """model.scan_layers on 8 devices: the step's values and gradients (SGD: the update is

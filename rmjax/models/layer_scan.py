@@ -17,9 +17,11 @@ import and export and the feature caches see the same tree) and the blocks run a
 
 so one layer's weights are gathered at a time (XLA may prefetch the next), instead of all
 of them (FSDP / ZeRO-3, Rajbhandari et al. 2020; Zhao et al. 2023, PyTorch FSDP). The scan
-also compiles one block instead of num_layers. It needs identical blocks (no per-layer
-sliding windows). The stacked copy costs one more sharded copy of the block weights (1 / fsdp
-of them per device) in the step.
+also compiles one block instead of num_layers. Blocks that differ in structure (Gemma-2's
+sliding window on every other layer) scan in groups: each step runs the P blocks of the
+shortest repeating pattern (`structure_period`; P = 2 for Gemma-2, each phase's weights
+stacked apart), gathering P layers at a time. The stacked copy costs one more sharded copy of
+the block weights (1 / fsdp of them per device) in the step.
 
 What the backward pass reads is the remat policy's choice, and a gathered weight is an
 operand of the block's matmuls: with remat "none", autodiff keeps every layer's gathered
@@ -160,7 +162,8 @@ def run_blocks(blocks: Sequence[nnx.Module], x: jax.Array, mask: jax.Array, *,
   """x after `blocks` in order: block(x, mask) for each, unrolled or as one layer scan.
 
   Args:
-    blocks: `TransformerBlock`s (identical structure when scan=True).
+    blocks: `TransformerBlock`s. With scan=True the scan steps over groups of
+      `structure_period` consecutive blocks (one block when all are alike).
     x: [B, L, D] residual stream, compute dtype.
     mask: [B, L] bool, True at real tokens.
     scan: one `jax.lax.scan` over the stacked block weights, gathered per layer inside a
@@ -171,8 +174,7 @@ def run_blocks(blocks: Sequence[nnx.Module], x: jax.Array, mask: jax.Array, *,
     [B, L, D], equal to the unrolled loop's (float32 rounding aside).
 
   Raises:
-    ValueError: scan=True over blocks of different structure (e.g. Gemma-2's alternating
-      sliding windows), or an unknown remat name.
+    ValueError: an unknown remat name.
   """
   policy = remat_policy(remat)
   if not blocks:
@@ -190,29 +192,47 @@ def run_blocks(blocks: Sequence[nnx.Module], x: jax.Array, mask: jax.Array, *,
         x = jax.checkpoint(lambda w, x, g=graphdef: apply(g, w, x), policy=policy)(weights, x)
     return x
 
-  graphdef, first = nnx.split(blocks[0])
-  weights = []
-  for index, block in enumerate(blocks):
-    block_graphdef, block_weights = nnx.split(block)
-    if block_graphdef != graphdef:
-      raise ValueError(
-          f"scan_layers: block {index} differs in structure from block 0 (e.g. a sliding "
-          "window on some layers only), so the blocks cannot run as one scan; set "
-          "scan_layers=False.")
-    weights.append(nnx.to_pure_dict(block_weights))
-  stacked = jax.tree.map(lambda *w: jnp.stack(w), *weights)
+  graphdefs, states = zip(*(nnx.split(block) for block in blocks))
+  period = structure_period(graphdefs)
+  # Phase j of the period: blocks j, j + period, j + 2 period, ... stacked along axis 0.
+  stacked = [jax.tree.map(lambda *w: jnp.stack(w),
+                          *(nnx.to_pure_dict(state) for state in states[j::period]))
+             for j in range(period)]
   layout = _LAYOUT.get()
   gathered = None
   if layout is not None:
-    stacked_sharding, gathered = _block_layouts(first, layout)
-    stacked = jax.lax.with_sharding_constraint(stacked, stacked_sharding)
+    stacked_shardings, gathered = zip(*(_block_layouts(states[j], layout)
+                                        for j in range(period)))
+    stacked = [jax.lax.with_sharding_constraint(w, sharding)
+               for w, sharding in zip(stacked, stacked_shardings)]
 
-  def body(x, layer_weights):
-    if gathered is not None:
-      layer_weights = jax.lax.with_sharding_constraint(layer_weights, gathered)
-    return apply(graphdef, layer_weights, x), None
+  def body(x, group_weights):
+    for j, layer_weights in enumerate(group_weights):
+      if gathered is not None:
+        layer_weights = jax.lax.with_sharding_constraint(layer_weights, gathered[j])
+      x = apply(graphdefs[j], layer_weights, x)
+    return x, None
 
   if policy is not None:
     body = jax.checkpoint(body, policy=policy, prevent_cse=False)
   x, _ = jax.lax.scan(body, x, stacked)
   return x
+
+
+def structure_period(graphdefs: Sequence[Any]) -> int:
+  """The smallest p dividing len(graphdefs) with graphdefs[i] == graphdefs[i % p] for all i:
+  the blocks a layer scan runs per step (1 for identical blocks; 2 for Gemma-2's
+  alternating sliding-window and global layers; len(graphdefs) when no shorter pattern
+  repeats, one step of every block).
+
+  >>> structure_period(["a", "a", "a", "a"]), structure_period(["w", "g", "w", "g"])
+  (1, 2)
+  >>> structure_period(["w", "g", "g"])
+  3
+  """
+  count = len(graphdefs)
+  for period in range(1, count + 1):
+    if count % period == 0 and all(graphdefs[i] == graphdefs[i % period]
+                                   for i in range(period, count)):
+      return period
+  return count

@@ -242,7 +242,8 @@ class TransformerConfig:
     scan_layers: run the blocks as one `jax.lax.scan` over their weights stacked in the
       step, each layer's weights gathered inside the scan under FSDP (default False:
       unrolled, the whole model gathered for the step); see `rmjax.models.layer_scan`.
-      Needs identical blocks: not with `sliding_window_layers` on some layers only.
+      With `sliding_window_layers` on some layers only the scan steps over the repeating
+      pattern's blocks (Gemma-2: 2 per step; `layer_scan.structure_period`).
       The parameter tree is the same either way; values and gradients equal to float32
       rounding. Applies to full-sequence calls (training, scoring); decoding with a KV
       cache runs the blocks unrolled. Under FSDP use it with a remat policy other than
@@ -336,11 +337,6 @@ class TransformerConfig:
           "TransformerConfig.sliding_window_layers must be a sequence of layer indices in "
           f"[0, {self.num_layers}), got {layers!r}.")
     object.__setattr__(self, "sliding_window_layers", tuple(sorted(set(layers))))
-    if self.scan_layers and 0 < len(self.sliding_window_layers) < self.num_layers:
-      raise ValueError(
-          "TransformerConfig.scan_layers needs identical blocks, got a sliding window on "
-          f"layers {self.sliding_window_layers} of {self.num_layers} only; set "
-          "scan_layers=False.")
     if self.sliding_window_layers and self.sliding_window is None:
       raise ValueError(
           "TransformerConfig.sliding_window_layers needs sliding_window, got "
