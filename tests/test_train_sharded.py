@@ -134,7 +134,8 @@ def test_the_cpu_malloc_tunable_stops_the_page_faults_of_each_call():
                          text=True, check=True, timeout=120)
     faults[tunables] = float(out.stdout.split()[-1])
   assert faults[""] >= 16 * 2**20 * 4 / 4096  # every 4 KiB page of the output, each call
-  assert faults[program_lib.CPU_MALLOC_TUNABLE] < faults[""] / 10, faults
+  # Measured 545 against 16,385 (30x fewer); a fragmented machine may miss a few huge pages.
+  assert faults[program_lib.CPU_MALLOC_TUNABLE] < faults[""] / 4, faults
 
 
 @pytest.mark.parametrize("preset", ["data_parallel", "fsdp", "fsdp_tensor"])
