@@ -554,11 +554,12 @@ def abstract_reward_model(
   """`load_pretrained_reward_model` of a HF directory with its params as shapes alone.
 
   What a dry run compiles (`abstract_token_model_from_checkpoint` in
-  `rmjax.tasks.reward_model.scoring`): the config comes from config.json; no tensor data is read, so a directory holding only
-  config.json (a model not downloaded yet) works. The head's output count is the rows of
-  `score.weight` when the directory has safetensors (their header only; a checkpoint without
-  `score.weight` has no reward head, as for `load_pretrained_reward_model`), else
-  config.json's `num_labels` (or the size of its `id2label`), else 1.
+  `rmjax.tasks.reward_model.scoring`): the config comes from config.json; no tensor data
+  is read, so a directory holding only config.json (a model not downloaded yet) works.
+  The head's output count is the rows of `score.weight` when the directory has
+  safetensors (their header only; a checkpoint without `score.weight` has no reward head,
+  as for `load_pretrained_reward_model`), else config.json's `num_labels` (or the size of
+  its `id2label`), else 1.
 
   Returns:
     (config, graphdef, params): params a nested dict of `jax.ShapeDtypeStruct` with the

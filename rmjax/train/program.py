@@ -171,12 +171,12 @@ def _cpu_options_supported() -> bool:
 
 # glibc's malloc serves each allocation above its mmap threshold (at most 32 MiB) with a fresh
 # mmap and unmaps it on free, so every CPU step page-faults XLA's whole temporary buffer
-# again, 4 KiB at a time (default
-# reward model, 32 pairs x 128 tokens on the 2-core CPU: a 225 MB temporary, 57,000 faults
-# and ~90 ms of system time per 185 ms step). With this tunable malloc asks for transparent
-# huge pages on those maps (`madvise`; glibc >= 2.35): 2 MiB faults, the same step 133-170
-# ms (README, "The CPU step against PyTorch"). It takes effect only at process start, from the environment: the README's commands
-# and `.ci/run` set it; `cpu_malloc_advice` says when a CPU run goes without it.
+# again, 4 KiB at a time (default reward model, 32 pairs x 128 tokens on the 2-core CPU: a
+# 225 MB temporary, 57,000 faults and ~90 ms of system time per 185 ms step). With this
+# tunable malloc asks for transparent huge pages on those maps (`madvise`; glibc >= 2.35):
+# 2 MiB faults, the same step 133-170 ms (README, "The CPU step against PyTorch"). It takes
+# effect only at process start, from the environment: the README's commands and `.ci/run`
+# set it; `cpu_malloc_advice` says when a CPU run goes without it.
 CPU_MALLOC_TUNABLE = "glibc.malloc.hugetlb=1"
 
 
@@ -220,10 +220,11 @@ def cpu_malloc_advice(environ: Mapping[str, str] | None = None,
     return None
   value = f"{tunables}:{CPU_MALLOC_TUNABLE}" if tunables else CPU_MALLOC_TUNABLE
   return ("CPU steps page-fault their temporary buffers every step: glibc maps each "
-          "allocation above its mmap threshold (at most 32 MiB) afresh in 4 KiB pages (transparent huge pages are in "
-          f"'madvise' mode here). Start the process with GLIBC_TUNABLES={value} for huge "
-          "pages on those maps (default reward model, 32 pairs x 128 tokens on 2 cores: "
-          "185 -> 133-170 ms a step). It is read only at process start.")
+          "allocation above its mmap threshold (at most 32 MiB) afresh in 4 KiB pages "
+          "(transparent huge pages are in 'madvise' mode here). Start the process with "
+          f"GLIBC_TUNABLES={value} for huge pages on those maps (default reward model, 32 "
+          "pairs x 128 tokens on 2 cores: 185 -> 133-170 ms a step). It is read only at "
+          "process start.")
 
 
 def _transparent_huge_page_mode() -> str:

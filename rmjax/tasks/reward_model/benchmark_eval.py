@@ -87,10 +87,9 @@ def dry_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   `scoring.abstract_token_model`; a HF directory's:
   `scoring.abstract_token_model_from_checkpoint`, which needs no weight files; no
   checkpoint data is read). An ensemble of runs (model.workdirs) is one step per member,
-  "score/<i>". The report
-  (`rmjax.train.dry_run`: bytes per device against the HBM, FLOPs, MFU bound, collectives,
-  compile time, and what would make a step fit) goes to workdir/dry_run.json and
-  dry_run.md; no benchmark file is read.
+  "score/<i>". The report (`rmjax.train.dry_run`: bytes per device against the HBM, FLOPs,
+  MFU bound, collectives, compile time, and what would make a step fit) goes to
+  workdir/dry_run.json and dry_run.md; no benchmark file is read.
 
   Raises:
     ValueError: config.batch_size not split by the mesh's batch shards.
@@ -109,11 +108,10 @@ def dry_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         config.model.checkpoint, max_len=config.model.max_len), config.model.max_len)]
     facts = dict(checkpoint=config.model.checkpoint)
   else:
-    members = []
-    for member in _workdirs(config):
-      run_config = scoring.read_run_config(member)
-      members.append((scoring.abstract_token_model(run_config), run_config.data.max_len))
-    facts = dict(workdirs=_workdirs(config))
+    workdirs = _workdirs(config)
+    run_configs = [scoring.read_run_config(member) for member in workdirs]
+    members = [(scoring.abstract_token_model(run), run.data.max_len) for run in run_configs]
+    facts = dict(workdirs=workdirs)
   steps, num_params = [], 0
   for i, (model, max_len) in enumerate(members):
     num_params += sum(x.size for x in jax.tree.leaves(model.params))
