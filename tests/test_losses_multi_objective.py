@@ -55,15 +55,18 @@ class MinNormWeightsTest(chex.TestCase):
   @hypothesis.settings(max_examples=40, deadline=None)
   @hypothesis.given(seed=st.integers(0, 2**31), scale=st.floats(1e-3, 1e3),
                     shift=st.floats(-3.0, 3.0))
+  # Nearly parallel gradients (a large shift): the later steps move the weights by
+  # float32 rounding, 1.04e-6 here after 20 steps.
+  @hypothesis.example(seed=398, scale=9.0, shift=2.0)
   def test_two_tasks_match_the_closed_form(self, seed, scale, shift):
     rng = np.random.default_rng(seed)
     g = (scale * (rng.normal(size=(2, 6)) + shift)).astype(np.float32)
     out = _jit_min_norm(g, num_iterations=20)
-    np.testing.assert_allclose(out, _closed_form_two_tasks(g[0], g[1]),
+    closed_form = _closed_form_two_tasks(g[0], g[1])
+    np.testing.assert_allclose(out, closed_form, atol=1e-5)
+    # Exact after a single step (to float32 rounding of the closed form).
+    np.testing.assert_allclose(_jit_min_norm(g, num_iterations=1), closed_form,
                                atol=1e-5)
-    # Exact after a single step.
-    np.testing.assert_allclose(_jit_min_norm(g, num_iterations=1), out,
-                               atol=1e-6)
 
   def test_two_tasks_clipped_cases(self):
     # g2 = 2 g1: all weight on the shorter g1; opposite gradients of equal
