@@ -253,8 +253,8 @@ def compiler_options(device: jax.Device) -> dict[str, Any] | None:
   GPU and TPU."""
   if device.platform == "cpu":
     _log_cpu_malloc_advice()
-  if device.platform == "cpu" and _cpu_options_supported():
-    return dict(CPU_COMPILER_OPTIONS)
+    if _cpu_options_supported():
+      return dict(CPU_COMPILER_OPTIONS)
   return None
 
 

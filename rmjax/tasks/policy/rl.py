@@ -610,29 +610,28 @@ def dry_run_steps(config: ml_collections.ConfigDict, ctx: dict, program: Any, nu
   for name in config.rewards.source_order.split(","):
     spec = config.rewards.sources[name]
     field = f"rewards.sources.{name}"
+    token_model = None
     if spec.kind == "reward_model" and spec.workdir:
       run_config = restore_lib.read_run_config(spec.workdir)
       token_model = reward_sources.aggregated_token_model(
           scoring.abstract_token_model(run_config), aggregation=spec.aggregation,
           uncertainty_penalty=spec.uncertainty_penalty)
-      score_mesh = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices)
-      steps.append(scoring.scoring_dry_run_step(
-          token_model, score_mesh, batch_size=spec.batch_size,
-          max_len=run_config.data.max_len, name=f"score/{name}",
-          batch_flag=f"{field}.batch_size"))
+      max_len = run_config.data.max_len
     elif spec.kind == "reward_model":
       notes.append(f"{field}: no workdir, its scoring is not compiled (give "
                    f"--config.{field}.workdir=<a reward-model run with config.json>)")
     elif spec.kind == "pretrained" and spec.checkpoint:
       token_model = scoring.abstract_token_model_from_checkpoint(spec.checkpoint,
                                                                  max_len=spec.max_len)
-      score_mesh = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices)
-      steps.append(scoring.scoring_dry_run_step(
-          token_model, score_mesh, batch_size=spec.batch_size, max_len=spec.max_len,
-          name=f"score/{name}", batch_flag=f"{field}.batch_size"))
+      max_len = spec.max_len
     elif spec.kind == "pretrained":
       notes.append(f"{field}: no checkpoint, its scoring is not compiled (give "
                    f"--config.{field}.checkpoint=<a HF directory with config.json>)")
+    if token_model is not None:
+      score_mesh = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices)
+      steps.append(scoring.scoring_dry_run_step(
+          token_model, score_mesh, batch_size=spec.batch_size, max_len=max_len,
+          name=f"score/{name}", batch_flag=f"{field}.batch_size"))
   facts = dict(rl_algorithm=rl.algorithm, prompts_per_step=b, group_size=int(rl.group_size),
                rows=n, prompt_width=p, response_tokens=t, minibatch_size=mb,
                updates_per_step=updates, notes=notes)

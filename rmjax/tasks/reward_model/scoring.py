@@ -154,12 +154,7 @@ def token_model_from_checkpoint(path: str, *, dtype: str = "float32") -> TokenMo
   """
   config, graphdef, params = checkpoints.load_pretrained_reward_model(
       path, dtype=dtype, param_dtype=dtype)
-  abstract = models.abstract_param_state(config, head_config={"use_bias": False})
-  return TokenModel(
-      models.make_reward_apply(graphdef), jax.device_get(params),
-      lambda mesh: models.logical_partition_specs(
-          abstract, models.DEFAULT_LOGICAL_AXIS_RULES, mesh=mesh),
-      0, dict(source=os.fspath(path), kind="hf_sequence_classification"))
+  return _hf_token_model(path, config, graphdef, jax.device_get(params))
 
 
 def abstract_token_model_from_checkpoint(path: str, *, max_len: int,
@@ -176,13 +171,20 @@ def abstract_token_model_from_checkpoint(path: str, *, max_len: int,
   """
   config, graphdef, params = checkpoints.abstract_reward_model(path, dtype=dtype,
                                                                param_dtype=dtype)
+  return _hf_token_model(path, config, graphdef, params,
+                         forward_flops_per_token=models.flops_per_token(config, max_len) / 3)
+
+
+def _hf_token_model(path: str, config: models.TransformerConfig, graphdef: Any, params: Any,
+                    **description: Any) -> TokenModel:
+  """The `TokenModel` of a HF reward model (params loaded or as shapes): the reward apply,
+  the default logical-axis specs, and its description."""
   abstract = models.abstract_param_state(config, head_config={"use_bias": False})
   return TokenModel(
       models.make_reward_apply(graphdef), params,
       lambda mesh: models.logical_partition_specs(
           abstract, models.DEFAULT_LOGICAL_AXIS_RULES, mesh=mesh),
-      0, dict(source=os.fspath(path), kind="hf_sequence_classification",
-              forward_flops_per_token=models.flops_per_token(config, max_len) / 3))
+      0, dict(source=os.fspath(path), kind="hf_sequence_classification", **description))
 
 
 def scoring_function(model: TokenModel, mesh: jax.sharding.Mesh, *,
